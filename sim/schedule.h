@@ -1,0 +1,142 @@
+// Schedule IR: the per-rank programs that both the simulator engine and the runtime executor consume.
+//
+// Semantics follow CUDA/NCCL:
+//  - each rank's `ops` are in host issue order; ops on the same stream run in that order (FIFO);
+//  - an op may wait on up to two events before it starts and record one event when it ends; an event
+//    id is recorded by exactly one op of that rank, always issued before any op that waits on it;
+//  - a SendRecv op is one NCCL group (ncclGroupStart/End): it completes when its send and its receive
+//    have both completed. Sends from rank a to rank b on channel c match b's receives from a on c in
+//    issue order;
+//  - a collective starts when every member of its group has reached it; the k-th collective on a group
+//    matches the k-th collective on that group on every other member.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sim/units.h"
+#include "sim/workload.h"
+
+namespace cpscope {
+
+enum class OpPass : std::uint8_t { Fwd, Bwd };
+
+enum class OpKind : std::uint8_t {
+  Attend,         // forward attention of a Q block against a K/V block; merges O and LSE into the
+                  // output accumulators (fp32, stable LSE update) unless it is the first for those rows
+  AttendBwd,      // backward of one block: adds into dQ (local, fp32) and writes the block's dK/dV
+                  // into the dkv scratch (or straight into the dkv accumulator of the slot)
+  DkvAdd,         // adds the dkv scratch into the received dK/dV accumulator (memory bound)
+  Layout,         // permutes a buffer (Ulysses head<->sequence layouts, zigzag reorder after gather)
+  SendRecv,       // grouped send and/or receive with ring neighbours
+  AllGather,      // all-gather over `group`
+  AllToAll,       // all-to-all over `group` (NCCL: grouped send/receive to every member)
+  ReduceScatter,  // reduce-scatter over `group` (sum)
+};
+inline constexpr int kNumOpKinds = 8;
+
+// What a buffer operand holds. The runtime maps these to device allocations.
+enum class BufferKind : std::uint8_t {
+  None,
+  Q, K, V, KV,    // inputs (KV: K and V packed in one buffer)
+  O, Lse, DO,     // output, log-sum-exp, incoming output gradient
+  DQ, DKV,        // gradients
+  KvDkv,          // packed [K/V ; dK/dV] message (TransformerEngine backward)
+  QKV,            // packed Q, K, V (Ulysses all-to-all)
+  DQKV,           // packed dQ, dK, dV (Ulysses backward all-to-all)
+};
+
+enum class AttnMask : std::uint8_t {
+  None,    // not an attention op
+  Full,    // every query attends every key of the block
+  Causal,  // key j (0-based in the block) is visible to query i iff j <= i + causal_offset
+};
+
+// A K/V buffer slot index. Ring schedules double-buffer K/V (slots 0,1) and dK/dV (slots 0,1);
+// gathered schedules use slot 0 for the gathered buffer (or one slot per pipelined head group).
+struct AttnBlock {
+  std::int64_t q_off = 0;      // first query row in the rank's local Q (after any layout op)
+  std::int64_t q_len = 0;      // query rows
+  std::int64_t kv_off = 0;     // first key row in the K/V slot
+  std::int64_t kv_len = 0;     // key rows
+  std::int64_t causal_offset = 0;  // Causal only: see AttnMask::Causal
+  std::int32_t head_begin = 0;     // first query head of the block (KV heads follow by GQA ratio)
+  std::int32_t head_count = 0;     // query heads in the block
+  std::int32_t kv_slot = 0;        // K/V slot read
+  std::int32_t kv_src = -1;        // CP rank whose K/V this block is (-1: gathered/full)
+  AttnMask mask = AttnMask::None;
+};
+
+struct Transfer {
+  std::int32_t peer = -1;  // CP rank, -1 when absent
+  std::int32_t slot = 0;   // buffer slot read (send) or written (receive)
+  BufferKind buffer = BufferKind::None;
+  std::uint8_t channel = 0;  // matching channel: 0 = K/V, 1 = dK/dV (own stream/communicator)
+  Bytes bytes = 0;
+};
+
+inline constexpr std::int32_t kNoEvent = -1;
+
+struct Op {
+  std::int32_t id = 0;       // index in the rank's op vector
+  OpKind kind = OpKind::Attend;
+  OpPass pass = OpPass::Fwd;
+  std::int32_t step = 0;     // CP step (ring step, or pipelined head-group index)
+  std::uint8_t stream = 0;   // index into Schedule::streams
+  std::array<std::int32_t, 2> wait = {kNoEvent, kNoEvent};
+  std::int32_t record = kNoEvent;
+  Flops flops = 0;           // 4·B·H_blk·D·pairs forward, 2.5x backward; 0 for non-attention ops
+  Bytes bytes = 0;           // bytes this rank sends (p2p, collectives) or touches (DkvAdd, Layout)
+  AttnBlock attn;            // Attend / AttendBwd
+  Transfer send, recv;       // SendRecv
+  std::int32_t group = -1;   // collectives: index into Schedule::groups
+  BufferKind buffer = BufferKind::None;  // collectives / Layout / DkvAdd: what is moved or touched
+  Bytes bytes_per_peer = 0;  // collectives: bytes each member contributes per peer (AllToAll) or
+                             // per rank (AllGather input, ReduceScatter output)
+};
+
+// A live buffer for peak-memory accounting.
+struct BufferUse {
+  std::string name;   // e.g. "q", "kv_slots", "o_acc_fp32", "gathered_kv"
+  Bytes bytes = 0;
+  bool fwd = false;   // live during the forward pass
+  bool bwd = false;   // live during the backward pass
+};
+
+struct RankProgram {
+  std::int32_t rank = 0;   // CP rank
+  std::vector<Op> ops;
+  std::int32_t num_events = 0;
+  std::vector<BufferUse> buffers;
+};
+
+struct Schedule {
+  Workload workload;
+  std::vector<std::string> streams;             // e.g. {"compute", "comm", "comm_dkv"}
+  std::vector<std::vector<std::int32_t>> groups;  // collective groups (CP ranks)
+  std::vector<RankProgram> ranks;               // size N
+
+  std::int64_t num_ops() const;
+};
+
+std::string_view to_string(OpKind);
+std::string_view to_string(OpPass);
+std::string_view to_string(BufferKind);
+std::string_view to_string(AttnMask);
+// "fwd/step3/attend": the name NVTX ranges and timelines use for an op.
+std::string op_name(const Op&);
+
+// Unmasked query-key pairs of a block (per batch and head).
+std::int64_t block_pairs(const AttnBlock&);
+
+// Structural checks: event ids recorded once and before their waits, send/receive pairs and
+// collectives match across ranks with equal bytes, streams in range. Throws InternalError.
+void check_schedule(const Schedule&);
+
+// The generator for workload.schedule; validates the workload first (InputError).
+Schedule make_schedule(const Workload&);
+
+}  // namespace cpscope
