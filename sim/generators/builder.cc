@@ -1,0 +1,167 @@
+// Op emission with buffer-hazard tracking for the schedule generators (see builder.h).
+#include "sim/generators/builder.h"
+
+#include <algorithm>
+
+#include "sim/error.h"
+
+namespace cpscope::gen {
+
+void RankBuilder::reset(RankProgram& prog, std::size_t expected_ops) {
+  prog_ = &prog;
+  prog.ops.clear();
+  prog.ops.reserve(expected_ops);
+  reserved_ = expected_ops;
+  prog.num_events = 0;
+  res_.fill(ResState{});
+  clock_.clear();
+  clock_.reserve(expected_ops);
+  for (auto& k : known_) k.fill(-1);
+}
+
+std::int32_t RankBuilder::event_of(std::int32_t op_index) {
+  Op& op = prog_->ops[static_cast<std::size_t>(op_index)];
+  if (op.record == kNoEvent) op.record = prog_->num_events++;
+  return op.record;
+}
+
+std::int32_t RankBuilder::emit(Op op, std::span<const Res> reads, std::span<const Res> writes) {
+  CPSCOPE_CHECK(op.stream < num_streams_, "op on a stream the schedule does not declare");
+  // Generation must not reallocate the op vector (one allocation per rank): estimates are upper bounds.
+  CPSCOPE_CHECK(prog_->ops.size() < reserved_, "op count estimate too small");
+  const int s = op.stream;
+  const auto& ops = prog_->ops;
+  auto stream_of = [&](std::int32_t i) { return ops[static_cast<std::size_t>(i)].stream; };
+
+  // Latest op on each stream that must complete before this one starts.
+  Clock need = {-1, -1, -1};
+  auto require = [&](std::int32_t i) {
+    if (i >= 0) need[stream_of(i)] = std::max(need[stream_of(i)], i);
+  };
+  for (Res r : reads) require(res_[static_cast<int>(r)].writer);
+  for (Res r : writes) {
+    const ResState& st = res_[static_cast<int>(r)];
+    require(st.writer);
+    for (std::int32_t i : st.readers) require(i);
+  }
+
+  Clock& known = known_[s];
+  std::array<std::int32_t, kMaxStreams> cand{};
+  int ncand = 0;
+  for (int t = 0; t < kMaxStreams; ++t)
+    if (t != s && need[t] > known[t]) cand[ncand++] = need[t];
+  // Drop a wait that another candidate's completion already implies.
+  int nwait = 0;
+  for (int a = 0; a < ncand; ++a) {
+    const int ta = stream_of(cand[a]);
+    bool implied = false;
+    for (int b = 0; b < ncand; ++b)
+      if (b != a && clock_[static_cast<std::size_t>(cand[b])][ta] >= cand[a]) implied = true;
+    if (implied) continue;
+    CPSCOPE_CHECK(nwait < 2, "an op needs more than two event waits");
+    op.wait[nwait++] = event_of(cand[a]);
+    const Clock& c = clock_[static_cast<std::size_t>(cand[a])];
+    for (int t = 0; t < kMaxStreams; ++t) known[t] = std::max(known[t], c[t]);
+  }
+
+  const auto id = static_cast<std::int32_t>(ops.size());
+  op.id = id;
+  known[s] = id;
+  clock_.push_back(known);
+  prog_->ops.push_back(op);
+
+  for (Res r : reads) {
+    ResState& st = res_[static_cast<int>(r)];
+    st.readers[s] = id;
+  }
+  for (Res r : writes) {
+    ResState& st = res_[static_cast<int>(r)];
+    st.writer = id;
+    st.readers = {-1, -1, -1};
+  }
+  return id;
+}
+
+Flops RankBuilder::attn_flops(const AttnBlock& a, OpPass pass) const {
+  const Flops per_pair_head = (pass == OpPass::Fwd ? 4 : 10) * w_.batch * w_.head_dim;
+  return per_pair_head * a.head_count * block_pairs(a);
+}
+
+Op RankBuilder::attend(OpPass pass, std::int32_t step, const AttnBlock& a, Transfer kv, Transfer dkv) const {
+  Op op;
+  op.send = kv;
+  op.recv = dkv;
+  op.kind = pass == OpPass::Fwd ? OpKind::Attend : OpKind::AttendBwd;
+  op.pass = pass;
+  op.step = step;
+  op.stream = kCompute;
+  op.attn = a;
+  op.flops = attn_flops(a, pass);
+  return op;
+}
+
+Op RankBuilder::sendrecv(OpPass pass, std::int32_t step, std::uint8_t stream, std::uint8_t channel, BufferKind buffer,
+                         std::int32_t send_peer, std::int32_t send_slot, Bytes send_bytes, std::int32_t recv_peer,
+                         std::int32_t recv_slot, Bytes recv_bytes) const {
+  Op op;
+  op.kind = OpKind::SendRecv;
+  op.pass = pass;
+  op.step = step;
+  op.stream = stream;
+  op.buffer = buffer;
+  if (send_peer >= 0) op.send = Transfer{send_peer, send_slot, buffer, channel, send_bytes};
+  if (recv_peer >= 0) op.recv = Transfer{recv_peer, recv_slot, buffer, channel, recv_bytes};
+  op.bytes = send_peer >= 0 ? send_bytes : 0;
+  return op;
+}
+
+Op RankBuilder::collective(OpKind kind, OpPass pass, std::int32_t step, std::int32_t group, std::int64_t group_size,
+                           BufferKind buffer, Bytes bytes_per_peer) {
+  Op op;
+  op.kind = kind;
+  op.pass = pass;
+  op.step = step;
+  op.stream = kComm;
+  op.group = group;
+  op.buffer = buffer;
+  op.bytes_per_peer = bytes_per_peer;
+  op.bytes = (group_size - 1) * bytes_per_peer;  // NCCL ring all-gather / reduce-scatter, all-to-all
+  return op;
+}
+
+Op RankBuilder::local(OpKind kind, OpPass pass, std::int32_t step, BufferKind buffer, Bytes bytes, Transfer src,
+                      Transfer dst) {
+  Op op;
+  op.send = src;
+  op.recv = dst;
+  op.kind = kind;
+  op.pass = pass;
+  op.step = step;
+  op.stream = kCompute;
+  op.buffer = buffer;
+  op.bytes = bytes;
+  return op;
+}
+
+void add_buffer(RankProgram& prog, const Workload& w, const char* name, Bytes bytes, bool fwd, bool bwd) {
+  fwd = fwd && has_fwd(w.pass);
+  bwd = bwd && has_bwd(w.pass);
+  if (!fwd && !bwd) return;
+  prog.buffers.push_back(BufferUse{name, bytes, fwd, bwd});
+}
+
+void add_io_buffers(RankProgram& prog, const Workload& w) {
+  const Bytes b = w.elem_bytes();
+  const std::int64_t s = w.local_tokens();
+  const Bytes q = w.batch * s * w.heads * w.head_dim * b;
+  const Bytes kv = 2 * w.batch * s * w.kv_heads * w.head_dim * b;
+  add_buffer(prog, w, "q", q, true, true);
+  add_buffer(prog, w, "kv", kv, true, true);
+  add_buffer(prog, w, "o", q, true, true);
+  add_buffer(prog, w, "lse", w.batch * w.heads * s * 4, true, true);
+  add_buffer(prog, w, "do", q, false, true);
+  add_buffer(prog, w, "dq", q, false, true);
+  add_buffer(prog, w, "dkv", kv, false, true);
+}
+
+}  // namespace cpscope::gen

@@ -1,0 +1,121 @@
+// Hybrid Ulysses x ring (USP, TransformerEngine "a2a+p2p") and plain Ulysses (hybrid with U = N, R = 1).
+//
+// Mesh: N = U·R. CP rank r = k·U + u sits in Ulysses group k = r / U (the U adjacent ranks
+// {kU .. kU+U-1}, Schedule::groups[k]) at position u, and in the ring of the strided ranks
+// {u, u+U, u+2U, ...} at ring position k. Ulysses: U = N, one group, a ring of one.
+//
+// Sharding (s = S/N tokens per rank, L = S/R tokens per Ulysses group):
+//   contiguous (Ulysses always; hybrid with balance contiguous): rank r holds [r·s, (r+1)·s), so group
+//     k holds [k·L, (k+1)·L) and the all-to-all output (peers' tokens concatenated in group order) is
+//     already in sequence order.
+//   zigzag (hybrid with balance zigzag): the ring's zigzag at group level, split contiguously over the
+//     group, as USP (yunchang zigzag_extract_local) does: group k's local sequence is chunk k ++ chunk
+//     2R-1-k of 2R chunks of L/2 tokens, and rank u of the group holds rows [u·s, (u+1)·s) of it. The
+//     all-to-all output is then in the ring's local order too.
+//   So no Layout op is needed: the head<->sequence permutation is folded into the all-to-all's packing
+//   (the runtime packs per-peer head slices), and the token order after it is the ring's.
+//
+// Per rank, heads [u·H/U, (u+1)·H/U) and KV heads Hkv/U after the all-to-all:
+//   forward:  AllToAll QKV in the group (buffer QKV, bytes_per_peer = B·s·(H+2·Hkv)/U·D·b, step 0);
+//             the forward ring over R (ring_steps.cc) with L tokens per position, ring peers r ± U,
+//             K/V block 2·B·L·(Hkv/U)·D·b (= M_kv) — with R = 1 a single Attend of the whole group
+//             sequence (causal offset 0 or full); then AllToAll O back (buffer O, bytes_per_peer =
+//             B·s·(H/U)·D·b, step R-1).
+//   backward: AllToAll dO in (buffer DO, B·s·(H/U)·D·b per peer, step 0); the backward ring in the
+//             workload's dK/dV variant (R = 1: one AttendBwd); AllToAll of packed dQ/dK/dV out
+//             (buffer DQKV, B·s·(H+2·Hkv)/U·D·b per peer, input dtype: the fp32 accumulators are cast
+//             while packing, step R-1).
+//   With U = 1 there is no all-to-all (a group of one); hybrid is then the ring over N.
+//   The backward assumes the forward's head-layout Q/K/V, O and LSE are kept (as autograd saves them);
+//   in bwd-only schedules they are inputs.
+// Per-rank bytes sent per pass: all-to-all (U-1)·B·s·D·b·((H+2·Hkv)/U + H/U) plus the ring's bytes for
+// R (ring_steps.cc) with M_kv = 2·B·L·(Hkv/U)·D·b.
+// Buffers: q, kv, o, lse (+ do, dq, dkv) in sequence layout; a2a_qkv and o_heads (fwd, kept for bwd),
+// a2a_do and a2a_dqkv (bwd) in head layout; the ring's slots and accumulators.
+#include <utility>
+
+#include "sim/error.h"
+#include "sim/generators/generators.h"
+#include "sim/generators/ring_steps.h"
+
+namespace cpscope::gen {
+namespace {
+
+Schedule make_a2a_ring(const Workload& w) {
+  Schedule sched = empty_schedule(w);
+  const std::int64_t U = w.ulysses_size();
+  const std::int64_t R = w.ring_size();
+  CPSCOPE_CHECK(U * R == w.cp, "hybrid mesh is not U x R");
+  for (std::int64_t k = 0; k < R; ++k) {
+    std::vector<std::int32_t> members;
+    for (std::int64_t u = 0; u < U; ++u) members.push_back(static_cast<std::int32_t>(k * U + u));
+    sched.groups.push_back(std::move(members));
+  }
+
+  const Bytes b = w.elem_bytes();
+  const std::int64_t s = w.local_tokens();
+  const std::int64_t L = w.seq / R;
+  const std::int64_t hq = w.heads / U;
+  const std::int64_t hk = w.kv_heads / U;
+  const Bytes qkv_per_peer = w.batch * s * (hq + 2 * hk) * w.head_dim * b;
+  const Bytes o_per_peer = w.batch * s * hq * w.head_dim * b;
+  const bool a2a = U > 1;
+  const auto last = static_cast<std::int32_t>(R - 1);
+
+  RankBuilder bld(w, static_cast<std::int64_t>(sched.streams.size()));
+  for (auto& prog : sched.ranks) {
+    const std::int64_t k = prog.rank / U;
+    const std::int64_t u = prog.rank % U;
+    const auto group = static_cast<std::int32_t>(k);
+    RingSpec spec;
+    spec.size = R;
+    spec.pos = k;
+    spec.base = static_cast<std::int32_t>(u);
+    spec.stride = static_cast<std::int32_t>(U);
+    spec.tokens = L;
+    spec.zigzag = w.balance == Balance::Zigzag && w.schedule == ScheduleKind::Hybrid;
+    spec.mask = w.mask;
+    spec.head_begin = static_cast<std::int32_t>(u * hq);
+    spec.head_count = static_cast<std::int32_t>(hq);
+    spec.kv_heads = hk;
+    bld.reset(prog, ring_ops_estimate(w, spec) + 4);
+    if (has_fwd(w.pass)) {
+      if (a2a) {
+        Op op = RankBuilder::collective(OpKind::AllToAll, OpPass::Fwd, 0, group, U, BufferKind::QKV, qkv_per_peer);
+        op.recv = local_operand(BufferKind::KV, 0);  // K/V land in ring slot 0, Q in the head-layout Q
+        bld.emit(op, {}, {Res::Q, kv_res(0)});
+      }
+      emit_ring_forward(bld, spec);
+      if (a2a)
+        bld.emit(RankBuilder::collective(OpKind::AllToAll, OpPass::Fwd, last, group, U, BufferKind::O, o_per_peer),
+                 {Res::O}, {Res::Out});
+    }
+    if (has_bwd(w.pass)) {
+      if (a2a)
+        bld.emit(RankBuilder::collective(OpKind::AllToAll, OpPass::Bwd, 0, group, U, BufferKind::DO, o_per_peer), {},
+                 {Res::Do});
+      const DkvHome home = emit_ring_backward(bld, spec);
+      if (a2a) {
+        Op op = RankBuilder::collective(OpKind::AllToAll, OpPass::Bwd, last, group, U, BufferKind::DQKV, qkv_per_peer);
+        op.send = home.operand;  // dK/dV from where the ring left them, dQ from its accumulator
+        bld.emit(op, {Res::Dq, home.res}, {Res::Out});
+      }
+    }
+    add_io_buffers(prog, w);
+    if (a2a) {
+      add_buffer(prog, w, "a2a_qkv", w.batch * L * (hq + 2 * hk) * w.head_dim * b, true, true);
+      add_buffer(prog, w, "o_heads", w.batch * L * hq * w.head_dim * b, true, true);
+      add_buffer(prog, w, "a2a_do", w.batch * L * hq * w.head_dim * b, false, true);
+      add_buffer(prog, w, "a2a_dqkv", w.batch * L * (hq + 2 * hk) * w.head_dim * b, false, true);
+    }
+    add_ring_buffers(prog, w, spec);
+  }
+  return sched;
+}
+
+}  // namespace
+
+Schedule make_ulysses(const Workload& w) { return make_a2a_ring(w); }
+Schedule make_hybrid(const Workload& w) { return make_a2a_ring(w); }
+
+}  // namespace cpscope::gen

@@ -1,0 +1,255 @@
+// Tests for sim/schedule: names, block pair counts, and check_schedule on valid and broken schedules.
+#include "sim/schedule.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+
+#include "sim/error.h"
+
+namespace cpscope {
+namespace {
+
+std::int64_t brute_pairs(const AttnBlock& a) {
+  std::int64_t n = 0;
+  for (std::int64_t i = 0; i < a.q_len; ++i)
+    for (std::int64_t j = 0; j < a.kv_len; ++j)
+      if (a.mask == AttnMask::Full || (a.mask == AttnMask::Causal && j <= i + a.causal_offset)) ++n;
+  return n;
+}
+
+AttnBlock causal(std::int64_t q, std::int64_t k, std::int64_t o) {
+  AttnBlock a;
+  a.q_len = q;
+  a.kv_len = k;
+  a.causal_offset = o;
+  a.mask = AttnMask::Causal;
+  return a;
+}
+
+TEST(ScheduleNames, OpKindsPassesBuffersMasks) {
+  EXPECT_EQ(to_string(OpKind::Attend), "attend");
+  EXPECT_EQ(to_string(OpKind::AttendBwd), "attend_bwd");
+  EXPECT_EQ(to_string(OpKind::DkvAdd), "dkv_add");
+  EXPECT_EQ(to_string(OpKind::Layout), "layout");
+  EXPECT_EQ(to_string(OpKind::SendRecv), "sendrecv");
+  EXPECT_EQ(to_string(OpKind::AllGather), "allgather");
+  EXPECT_EQ(to_string(OpKind::AllToAll), "alltoall");
+  EXPECT_EQ(to_string(OpKind::ReduceScatter), "reduce_scatter");
+  EXPECT_EQ(to_string(OpPass::Fwd), "fwd");
+  EXPECT_EQ(to_string(OpPass::Bwd), "bwd");
+  EXPECT_EQ(to_string(BufferKind::None), "none");
+  EXPECT_EQ(to_string(BufferKind::KV), "kv");
+  EXPECT_EQ(to_string(BufferKind::KvDkv), "kv_dkv");
+  EXPECT_EQ(to_string(BufferKind::DQKV), "dqkv");
+  EXPECT_EQ(to_string(AttnMask::None), "none");
+  EXPECT_EQ(to_string(AttnMask::Full), "full");
+  EXPECT_EQ(to_string(AttnMask::Causal), "causal");
+  EXPECT_THROW(to_string(static_cast<OpKind>(200)), InternalError);
+}
+
+TEST(ScheduleNames, OpNameIsPassStepKind) {
+  Op op;
+  op.kind = OpKind::Attend;
+  op.pass = OpPass::Fwd;
+  op.step = 3;
+  EXPECT_EQ(op_name(op), "fwd/step3/attend");
+  op.kind = OpKind::ReduceScatter;
+  op.pass = OpPass::Bwd;
+  op.step = 0;
+  EXPECT_EQ(op_name(op), "bwd/step0/reduce_scatter");
+  op.kind = OpKind::AttendBwd;
+  op.step = 1023;
+  EXPECT_EQ(op_name(op), "bwd/step1023/attend_bwd");
+}
+
+TEST(BlockPairs, MatchesBruteForceForEveryOffset) {
+  for (std::int64_t q = 0; q <= 7; ++q)
+    for (std::int64_t k = 0; k <= 7; ++k)
+      for (std::int64_t o = -10; o <= 10; ++o) {
+        const AttnBlock a = causal(q, k, o);
+        ASSERT_EQ(block_pairs(a), brute_pairs(a)) << q << "x" << k << " offset " << o;
+      }
+}
+
+TEST(BlockPairs, FullNoneAndEdgeCases) {
+  AttnBlock a;
+  a.q_len = 5;
+  a.kv_len = 7;
+  a.mask = AttnMask::Full;
+  EXPECT_EQ(block_pairs(a), 35);
+  a.mask = AttnMask::None;
+  EXPECT_EQ(block_pairs(a), 0);
+  EXPECT_EQ(block_pairs(causal(0, 5, 0)), 0);
+  EXPECT_EQ(block_pairs(causal(5, 0, 3)), 0);
+  EXPECT_EQ(block_pairs(causal(4, 4, 0)), 10);  // the diagonal: S(S+1)/2
+  EXPECT_EQ(block_pairs(causal(4, 4, -4)), 0);  // everything hidden
+  EXPECT_EQ(block_pairs(causal(4, 4, -3)), 1);
+  EXPECT_EQ(block_pairs(causal(4, 4, 3)), 16);  // everything visible
+  EXPECT_EQ(block_pairs(causal(4, 4, 1000)), 16);
+  EXPECT_EQ(block_pairs(causal(4, 12, 8)), 4 * 9 + 6);  // a causal prefix: rows see 9..12 keys
+  // Zigzag diagonal over two chunks of c: 2c² + c.
+  EXPECT_EQ(block_pairs(causal(6, 6, 0)), 2 * 9 + 3);
+  // Large sizes stay exact (closed form, no loop).
+  const std::int64_t S = std::int64_t{1} << 24;
+  EXPECT_EQ(block_pairs(causal(S, S, 0)), S * (S + 1) / 2);
+  EXPECT_EQ(block_pairs(causal(S, 2 * S, S)), S * S + S * (S + 1) / 2);
+  a.q_len = -1;
+  a.mask = AttnMask::Full;
+  EXPECT_THROW(block_pairs(a), InternalError);
+}
+
+// A small valid schedule to break: a 2-rank contiguous ring forward.
+Schedule small_ring(PassSet pass = PassSet::Fwd) {
+  Workload w;
+  w.batch = 1;
+  w.seq = 16;
+  w.heads = 2;
+  w.kv_heads = 1;
+  w.head_dim = 8;
+  w.cp = 2;
+  w.schedule = ScheduleKind::Ring;
+  w.mask = Mask::Full;
+  w.pass = pass;
+  return make_schedule(w);
+}
+
+std::size_t find_op(const RankProgram& p, OpKind kind, int nth = 0) {
+  for (std::size_t i = 0; i < p.ops.size(); ++i)
+    if (p.ops[i].kind == kind && nth-- == 0) return i;
+  ADD_FAILURE() << "no such op";
+  return 0;
+}
+
+void expect_check_error(const Schedule& s, const std::string& needle) {
+  try {
+    check_schedule(s);
+    ADD_FAILURE() << "check_schedule accepted a broken schedule (expected: " << needle << ")";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(CheckSchedule, AcceptsGeneratedSchedule) {
+  EXPECT_NO_THROW(check_schedule(small_ring()));
+  EXPECT_NO_THROW(check_schedule(small_ring(PassSet::FwdBwd)));
+}
+
+TEST(CheckSchedule, RejectsRemovedReceive) {
+  Schedule s = small_ring();
+  s.ranks[1].ops[find_op(s.ranks[1], OpKind::SendRecv)].recv = Transfer{};
+  expect_check_error(s, "sends 0 -> 1 on channel 0 but 0 receives");
+}
+
+TEST(CheckSchedule, RejectsWaitBeforeRecord) {
+  Schedule s = small_ring();
+  RankProgram& p = s.ranks[0];
+  // The attention of step 1 waits on the receive's event; make the first op wait on it too.
+  const std::size_t attn = find_op(p, OpKind::Attend, 1);
+  ASSERT_NE(p.ops[attn].wait[0], kNoEvent);
+  p.ops[0].wait[1] = p.ops[attn].wait[0];
+  expect_check_error(s, "before any op records it");
+}
+
+TEST(CheckSchedule, RejectsDoubleRecordAndOutOfRange) {
+  Schedule s = small_ring();
+  RankProgram& p = s.ranks[0];
+  const std::size_t sr = find_op(p, OpKind::SendRecv);
+  ASSERT_NE(p.ops[sr].record, kNoEvent);
+  p.ops.back().record = p.ops[sr].record;
+  expect_check_error(s, "already recorded");
+
+  s = small_ring();
+  s.ranks[0].ops[0].wait[0] = 99;
+  expect_check_error(s, "out of range");
+
+  s = small_ring();
+  s.ranks[1].ops[0].stream = 7;
+  expect_check_error(s, "stream 7 out of range");
+
+  s = small_ring();
+  s.ranks[1].ops[1].id = 0;
+  expect_check_error(s, "is not its index");
+}
+
+TEST(CheckSchedule, RejectsUnequalBytesAndWrongFlops) {
+  Schedule s = small_ring();
+  Op& op = s.ranks[0].ops[find_op(s.ranks[0], OpKind::SendRecv)];
+  op.send.bytes += 2;
+  op.bytes += 2;
+  expect_check_error(s, "meets a receive of");
+
+  s = small_ring();
+  s.ranks[1].ops[find_op(s.ranks[1], OpKind::Attend)].flops += 1;
+  expect_check_error(s, "flops");
+}
+
+TEST(CheckSchedule, RejectsMismatchedCollectives) {
+  Workload w;
+  w.seq = 64;
+  w.heads = 4;
+  w.kv_heads = 2;
+  w.head_dim = 8;
+  w.cp = 4;
+  w.schedule = ScheduleKind::AllGather;
+  w.pass = PassSet::Fwd;
+  Schedule s = make_schedule(w);
+  EXPECT_NO_THROW(check_schedule(s));
+  Op& ag = s.ranks[2].ops[find_op(s.ranks[2], OpKind::AllGather)];
+  ag.bytes_per_peer *= 2;
+  ag.bytes *= 2;
+  expect_check_error(s, "collective #0 on group 0");
+
+  s = make_schedule(w);
+  s.ranks[3].ops[find_op(s.ranks[3], OpKind::AllGather)].bytes += 1;
+  expect_check_error(s, "(members-1)");
+}
+
+TEST(CheckSchedule, DetectsCrossRankDeadlock) {
+  // Rank 0 talks on channel 0 then 1, rank 1 on channel 1 then 0, each on one stream: every op
+  // waits for a partner that is queued behind the other.
+  Schedule s;
+  s.workload.cp = 2;
+  s.streams = {"compute", "comm"};
+  s.ranks.resize(2);
+  for (std::int32_t r = 0; r < 2; ++r) {
+    s.ranks[static_cast<std::size_t>(r)].rank = r;
+    for (std::uint8_t ch : {std::uint8_t(r == 0 ? 0 : 1), std::uint8_t(r == 0 ? 1 : 0)}) {
+      Op op;
+      op.id = static_cast<std::int32_t>(s.ranks[static_cast<std::size_t>(r)].ops.size());
+      op.kind = OpKind::SendRecv;
+      op.stream = 1;
+      op.send = Transfer{1 - r, 0, BufferKind::KV, ch, 8};
+      op.recv = Transfer{1 - r, 1, BufferKind::KV, ch, 8};
+      op.bytes = 8;
+      s.ranks[static_cast<std::size_t>(r)].ops.push_back(op);
+    }
+  }
+  expect_check_error(s, "deadlock");
+  // Putting the second channel on its own stream resolves it.
+  s.streams.push_back("comm_dkv");
+  s.ranks[0].ops[1].stream = 2;
+  s.ranks[1].ops[0].stream = 2;
+  EXPECT_NO_THROW(check_schedule(s));
+}
+
+TEST(CheckSchedule, RejectsRankCountMismatch) {
+  Schedule s = small_ring();
+  s.ranks.pop_back();
+  expect_check_error(s, "rank programs");
+}
+
+TEST(MakeSchedule, ValidatesFirst) {
+  Workload w;
+  w.schedule = ScheduleKind::ZigzagRing;
+  w.seq = 1000;
+  w.cp = 8;
+  EXPECT_THROW(make_schedule(w), InputError);
+  w.seq = 1024;
+  w.heads = 0;
+  EXPECT_THROW(make_schedule(w), InputError);
+}
+
+}  // namespace
+}  // namespace cpscope
