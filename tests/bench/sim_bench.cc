@@ -1,0 +1,206 @@
+// Simulator speed (Google Benchmark): schedule generation and simulation of a zigzag ring forward +
+// backward at N = 128 and N = 1024 ranks (about 5·N² ops), and `plan` over a 1024-GPU cluster.
+// Targets: >= 5M simulated ops/s, the N = 1024 step in < 1 s, time per op at N = 1024 within 1.5x of
+// N = 128. After the runs a summary prints those figures and the ratio.
+//
+// Every benchmark does seconds of work per iteration at N = 1024, so the default (or a small
+// --benchmark_min_time) runs one or a few iterations; --benchmark_filter=/128 runs the quick ones.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <benchmark/benchmark.h>
+
+#include "sim/analysis.h"
+#include "sim/engine.h"
+#include "sim/hardware.h"
+#include "sim/planner.h"
+#include "sim/schedule.h"
+#include "sim/workload.h"
+
+namespace {
+
+using namespace cpscope;
+using Clock = std::chrono::steady_clock;
+
+Workload ZigzagRing(std::int64_t n) {
+  Workload w;  // the default layer: H=32, Hkv=8, D=128, bf16, causal, fwd+bwd, 8 GPUs per node
+  w.schedule = ScheduleKind::ZigzagRing;
+  w.cp = n;
+  w.seq = 1 << 20;  // 1M tokens: divisible by 2N for every N up to 512K
+  return w;
+}
+
+// ops, ops/s (a rate over the benchmark's time) and ns/op (measured here, per simulated op).
+void SetOpCounters(benchmark::State& state, std::int64_t ops_per_iteration, Clock::duration total) {
+  const double iterations = static_cast<double>(state.iterations());
+  const double ops = static_cast<double>(ops_per_iteration);
+  state.counters["ops"] = benchmark::Counter(ops);
+  state.counters["ops/s"] = benchmark::Counter(ops * iterations, benchmark::Counter::kIsRate);
+  state.counters["ns/op"] = benchmark::Counter(
+      static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(total).count()) / (ops * iterations));
+}
+
+void BM_ZigzagGenerate(benchmark::State& state) {
+  const Workload w = ZigzagRing(state.range(0));
+  std::int64_t ops = 0;
+  Clock::duration total{};
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    Schedule s = make_schedule(w);
+    total += Clock::now() - t0;
+    ops = s.num_ops();
+    benchmark::DoNotOptimize(s.ranks.data());
+  }
+  SetOpCounters(state, ops, total);
+}
+
+// The engine alone, statistics only (record_timeline = false).
+void BM_ZigzagSimulate(benchmark::State& state) {
+  const Schedule s = make_schedule(ZigzagRing(state.range(0)));
+  const HardwareProfile& hw = default_hardware();
+  SimOptions options;
+  options.record_timeline = false;
+  std::int64_t ops = 0;
+  Clock::duration total{};
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    SimResult r = simulate(s, hw, options);
+    total += Clock::now() - t0;
+    ops = r.stats.ops_executed;
+    benchmark::DoNotOptimize(r.stats.makespan);
+  }
+  SetOpCounters(state, ops, total);
+}
+
+// What cp-sim run/sweep/plan do per config: simulate with the Timeline recorded, then summarize it.
+void BM_ZigzagSimulateAndSummarize(benchmark::State& state) {
+  const Schedule s = make_schedule(ZigzagRing(state.range(0)));
+  const HardwareProfile& hw = default_hardware();
+  std::int64_t ops = 0;
+  Clock::duration total{};
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    SimResult r = simulate(s, hw, {});
+    Summary sum = summarize(r.timeline, &s);
+    total += Clock::now() - t0;
+    ops = r.stats.ops_executed;
+    benchmark::DoNotOptimize(sum.step_time_ns);
+  }
+  SetOpCounters(state, ops, total);
+}
+
+// `cp-sim plan --gpus 1024 --gpus-per-node 8` on the default layer (131072 tokens).
+void BM_Plan1024Gpus(benchmark::State& state) {
+  PlanSpec spec;
+  spec.gpus = 1024;
+  spec.base.gpus_per_node = 8;
+  std::int64_t ops = 0, simulated = 0, candidates = 0;
+  Clock::duration total{};
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    PlanResult r = run_plan(spec, default_hardware());
+    total += Clock::now() - t0;
+    ops = 0;
+    for (const PlanEntry& e : r.ranked) ops += e.result.stats.ops_executed;
+    simulated = static_cast<std::int64_t>(r.ranked.size());
+    candidates = static_cast<std::int64_t>(r.candidates);
+    benchmark::DoNotOptimize(r.ranked.data());
+  }
+  SetOpCounters(state, ops, total);
+  state.counters["candidates"] = benchmark::Counter(static_cast<double>(candidates));
+  state.counters["simulated"] = benchmark::Counter(static_cast<double>(simulated));
+}
+
+BENCHMARK(BM_ZigzagGenerate)->Arg(128)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ZigzagSimulate)->Arg(128)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ZigzagSimulateAndSummarize)->Arg(128)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Plan1024Gpus)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Prints the console output as usual and remembers each run's counters for the summary.
+class SummaryReporter : public benchmark::ConsoleReporter {
+ public:
+  explicit SummaryReporter(bool color) : ConsoleReporter(color ? OO_ColorTabular : OO_Tabular) {}
+
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& run : runs) {
+      if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
+      Figures& f = figures_[run.benchmark_name()];
+      for (const auto& [name, counter] : run.counters) f.counters[name] = counter.value;
+      f.seconds_per_iteration = run.GetAdjustedRealTime() / 1e3;  // the unit is milliseconds
+    }
+  }
+
+  void PrintSummary() const {
+    std::printf("\nSummary (targets: >= 5M simulated ops/s; N=1024 step < 1 s; ns/op N=1024 within 1.5x of "
+                "N=128)\n");
+    for (const char* name : {"BM_ZigzagSimulate", "BM_ZigzagSimulateAndSummarize", "BM_ZigzagGenerate"}) {
+      const Figures* small = find(std::string(name) + "/128/real_time");
+      const Figures* large = find(std::string(name) + "/1024/real_time");
+      std::printf("  %-30s", name);
+      for (const auto& [n, f] : {std::pair<int, const Figures*>{128, small}, {1024, large}}) {
+        if (!f) continue;
+        std::printf(" | N=%d: %8.0f ops, %5.2f M ops/s, %6.1f ns/op, %.3f s", n, f->counters.at("ops"),
+                    f->counters.at("ops/s") / 1e6, f->counters.at("ns/op"), f->seconds_per_iteration);
+      }
+      if (small && large) {
+        const double ratio = large->counters.at("ns/op") / small->counters.at("ns/op");
+        std::printf(" | ns/op ratio N=1024/N=128 %.2fx", ratio);
+        if (std::string(name) == "BM_ZigzagSimulate") {
+          std::printf("\n    targets: ops/s >= 5M: %s | N=1024 step < 1 s: %s | ratio <= 1.5: %s",
+                      std::min(small->counters.at("ops/s"), large->counters.at("ops/s")) >= 5e6 ? "yes" : "NO",
+                      large->seconds_per_iteration < 1.0 ? "yes" : "NO", ratio <= 1.5 ? "yes" : "NO");
+        }
+      }
+      std::printf("\n");
+    }
+    if (const Figures* plan = find("BM_Plan1024Gpus/real_time")) {
+      std::printf("  BM_Plan1024Gpus: %.0f candidates, %.0f simulated, %.0f ops in %.3f s (%.1f M ops/s)\n",
+                  plan->counters.at("candidates"), plan->counters.at("simulated"), plan->counters.at("ops"),
+                  plan->seconds_per_iteration, plan->counters.at("ops/s") / 1e6);
+    }
+  }
+
+ private:
+  struct Figures {
+    std::map<std::string, double> counters;
+    double seconds_per_iteration = 0;
+  };
+  const Figures* find(const std::string& name) const {
+    const auto it = figures_.find(name);
+    return it == figures_.end() ? nullptr : &it->second;
+  }
+  std::map<std::string, Figures> figures_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Honour --benchmark_format=json|csv (the library's own reporter, no summary) and
+  // --benchmark_color (colour only on a terminal unless asked).
+  bool console = true, color = isatty(STDOUT_FILENO) != 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--benchmark_format=", 0) == 0 && arg != "--benchmark_format=console") console = false;
+    if (arg == "--benchmark_color=false" || arg == "--benchmark_color=no") color = false;
+    if (arg == "--benchmark_color=true" || arg == "--benchmark_color=yes") color = true;
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  if (!console) {
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+  }
+  SummaryReporter reporter(color);
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  reporter.PrintSummary();
+  benchmark::Shutdown();
+  return 0;
+}

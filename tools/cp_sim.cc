@@ -1,0 +1,445 @@
+// cp-sim: what-if planning for context-parallel attention: simulate one config (run), a grid of configs
+// (sweep), or every way to lay out a cluster (plan). A thin main over sim/planner.h; it alone decides
+// exit codes: 0 success, 2 bad input (flags, config, values, output paths), 1 internal error.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "sim/error.h"
+#include "sim/hardware.h"
+#include "sim/planner.h"
+#include "sim/progress.h"
+#include "sim/report.h"
+#include "sim/workload.h"
+
+namespace {
+
+using namespace cpscope;
+
+constexpr const char* kMainFooter = R"(Examples:
+  cp-sim plan                                   best layout for the defaults (8 H100 SXM, 128K tokens)
+  cp-sim plan --gpus 64 --seq 1M --top 5        a 64-GPU cluster, 1M-token sequences
+  cp-sim run --schedule ring --cp 8 --json out.json --trace trace.json
+  cp-sim sweep --schedule all --cp 2,4,8,16 --seq 32k:1M:x2 --csv sweep.csv
+
+Defaults: a Llama-3-8B-like attention layer (H=32, Hkv=8, D=128, bf16, causal, fwd+bwd, 131072
+tokens) with zigzag-ring cp=8 on one node of 8 H100 SXM (the embedded h100-sxm profile).
+Exit codes: 0 success, 2 invalid flags/config/values (the message names the field and the rule),
+1 internal error.
+)";
+
+constexpr const char* kRunFooter = R"(Examples:
+  cp-sim run                                            the defaults: zigzag-ring cp=8, 128K tokens
+  cp-sim run --schedule hybrid --cp 16 --ulysses 8 --seq 256k
+  cp-sim run --schedule allgather --kv-head-groups 4 --balance zigzag --json run.json
+  cp-sim run --config layer.json --cp 16 --trace trace.json   (flags override the file)
+  cp-sim run --hardware h200-sxm --gpus-per-node 8 --seq 1M --cp 32
+
+--config takes a JSON object of workload fields (batch, seq, heads, kv_heads, head_dim, dtype, mask,
+pass, schedule, cp, ulysses, balance, dkv, kv_head_groups, gpus_per_node, tp, dp, placement); unknown
+fields are rejected. --trace opens in https://ui.perfetto.dev or chrome://tracing.
+)";
+
+constexpr const char* kSweepFooter = R"(Every workload flag takes a list or a range:
+  numbers: 2,4,8,16 | START:STOP (step 1) | START:STOP:+STEP | START:STOP:xFACTOR, mixable: 1,2,8:64:x2
+           (k = 1024 and m = 1048576 suffixes: 32k:1m:x2)
+  names:   ring,zigzag-ring | all
+Every valid combination is simulated; invalid ones are listed with the rule they break.
+
+Examples:
+  cp-sim sweep --schedule all --cp 2,4,8,16 --seq 32768:1048576:x2
+  cp-sim sweep --schedule ring,zigzag-ring --mask causal,full --cp 8 --json sweep.json
+  cp-sim sweep --hardware h100-sxm,h200-sxm --cp 8:64:x2 --seq 1M --csv sweep.csv
+)";
+
+constexpr const char* kPlanFooter = R"(Enumerates CP sizes (divisors of gpus / tp; dp = gpus / (cp * tp)), all five schedules,
+hybrid U x R splits (1 < U < N; U must divide gpus-per-node so the all-to-all stays in one node),
+zigzag/contiguous balance for allgather and hybrid, and allgather KV-head groups 1, 2, 4 (where
+they divide kv-heads); cp=1 is the plain single-GPU baseline. Drops what breaks a rule or does not
+fit: attention peak memory + --reserve-gib (weights, optimizer state, other activations) > the GPU's
+memory. --schedule, --cp, --ulysses, --balance and --kv-head-groups take lists to narrow the
+enumeration. Ranked by the step time of one CP group (a larger CP group always does less work per
+step); --rank-by throughput ranks by step time / dp, the cluster's time per sequence.
+
+Examples:
+  cp-sim plan                                 one node of 8 H100 SXM, 131072 tokens (the defaults)
+  cp-sim plan --gpus 64 --seq 1M --top 5 --verbose
+  cp-sim plan --gpus 1024 --seq 512k --rank-by throughput --json plan.json
+  cp-sim plan --gpus 16 --schedule ring,hybrid --reserve-gib 60 --csv plan.csv
+)";
+
+// Workload flags of one subcommand, kept as text: planner.cc parses them (single values for `run`,
+// lists and ranges for `sweep`), so every value error names its flag and rule in one place.
+struct WorkloadFlags {
+  std::map<std::string, std::string> values;
+  std::vector<std::pair<std::string, CLI::Option*>> options;
+
+  bool given(const std::string& flag) const {
+    for (const auto& [name, opt] : options)
+      if (name == flag) return opt->count() > 0;
+    return false;
+  }
+};
+
+enum class FlagMode { Single, List };
+
+void add_workload_flags(CLI::App* app, WorkloadFlags& flags, FlagMode mode,
+                        const std::vector<std::string_view>& only = {},
+                        const std::vector<std::string_view>& lists = {}) {
+  const Workload defaults;
+  for (const WorkloadField& f : workload_fields()) {
+    if (!only.empty() && std::find(only.begin(), only.end(), f.flag) == only.end()) continue;
+    const bool list = mode == FlagMode::List || std::find(lists.begin(), lists.end(), f.flag) != lists.end();
+    std::string help(f.help);
+    if (f.flag == "gpus-per-node")
+      help = "GPUs per node (default: the hardware profile's, 8 for h100-sxm)";
+    else
+      help += fmt::format(" (default {})", get_workload_field(defaults, f.flag));
+    std::string type = f.numeric ? "INT" : "NAME";
+    if (list) type = f.numeric ? "LIST|RANGE" : "NAMES|all";
+    const std::string flag(f.flag);
+    CLI::Option* opt = app->add_option("--" + flag, flags.values[flag], help)->type_name(type);
+    flags.options.emplace_back(flag, opt);
+  }
+}
+
+nlohmann::json read_json_file(const std::string& path, const std::string& field) {
+  std::ifstream in(path);
+  if (!in) throw InputError(field, fmt::format("cannot open '{}'", path));
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InputError(field, fmt::format("'{}' is not valid JSON: {}", path, e.what()));
+  }
+}
+
+// The base workload: defaults, then --config, then single-valued flags. Returns whether
+// gpus_per_node was set explicitly (otherwise it follows the hardware profile).
+bool load_base(const std::string& config, Workload& w) {
+  if (config.empty()) return false;
+  const nlohmann::json j = read_json_file(config, "config");
+  try {
+    w = workload_from_json(j, Workload{});
+  } catch (const InputError& e) {  // say which file the field is in
+    std::string message = e.what();
+    if (!e.field().empty() && message.rfind(e.field() + ": ", 0) == 0) message.erase(0, e.field().size() + 2);
+    throw InputError(e.field(), fmt::format("{} (in --config '{}')", message, config));
+  }
+  return j.is_object() && j.contains("gpus_per_node");
+}
+
+HardwareProfile hardware_of(const std::string& name) {
+  return name.empty() ? default_hardware() : load_hardware(name);
+}
+
+// Fails early (before minutes of simulation) when an output folder does not exist.
+void check_output_path(const std::string& path, const std::string& field) {
+  if (path.empty()) return;
+  namespace fs = std::filesystem;
+  const fs::path parent = fs::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty() && !fs::is_directory(parent, ec))
+    throw InputError(field, fmt::format("cannot write '{}': folder '{}' does not exist", path, parent.string()));
+  if (fs::is_directory(path, ec)) throw InputError(field, fmt::format("cannot write '{}': it is a folder", path));
+}
+
+struct Output {
+  std::string path;
+  std::string field;
+  std::function<void(std::ostream&)> writer;
+};
+
+// Writes every requested file atomically; if one fails, the ones already written are removed so an
+// error never leaves a partial set behind.
+void write_outputs(const std::vector<Output>& outputs) {
+  std::vector<std::string> written;
+  for (std::size_t i = 0; i < outputs.size(); ++i)
+    for (std::size_t k = 0; k < i; ++k)
+      if (!outputs[i].path.empty() && outputs[i].path == outputs[k].path)
+        throw InputError(outputs[i].field, fmt::format("'{}' is also the --{} file", outputs[i].path, outputs[k].field));
+  try {
+    for (const Output& o : outputs) {
+      if (o.path.empty()) continue;
+      write_file_atomic(o.path, o.writer, o.field);
+      written.push_back(o.path);
+    }
+  } catch (...) {
+    for (const auto& p : written) std::remove(p.c_str());
+    throw;
+  }
+}
+
+std::function<void(std::ostream&)> text_writer(std::string text) {
+  return [text = std::move(text)](std::ostream& os) { os << text; };
+}
+
+int parse_jobs(int jobs) {
+  if (jobs < 1) throw InputError("jobs", fmt::format("{} must be >= 1", jobs));
+  return jobs;
+}
+
+// ---- run -------------------------------------------------------------------------------------------
+
+struct RunArgs {
+  WorkloadFlags flags;
+  std::string config, hardware, json, trace;
+};
+
+int cmd_run(const RunArgs& a) {
+  const HardwareProfile hw = hardware_of(a.hardware);
+  Workload w;
+  bool gpn_set = load_base(a.config, w);
+  for (const WorkloadField& f : workload_fields()) {
+    const std::string flag(f.flag);
+    if (!a.flags.given(flag)) continue;
+    set_workload_field(w, flag, a.flags.values.at(flag));
+    if (flag == "gpus-per-node") gpn_set = true;
+  }
+  if (!gpn_set) w.gpus_per_node = hw.gpus_per_node;
+  validate(w);
+  check_output_path(a.json, "json");
+  check_output_path(a.trace, "trace");
+
+  const SimulatedRun run = simulate_workload(w, hw, !a.trace.empty());
+  std::vector<Output> outputs;
+  outputs.push_back({a.json, "json", text_writer(summary_json(run.result).dump(2) + "\n")});
+  outputs.push_back({a.trace, "trace", [&](std::ostream& os) { write_chrome_trace(os, run.timeline); }});
+  write_outputs(outputs);
+  std::cout << summary_table(run.result);
+  return 0;
+}
+
+// ---- sweep -----------------------------------------------------------------------------------------
+
+struct SweepArgs {
+  WorkloadFlags flags;
+  std::string config, hardware, json, csv;
+  int jobs = 1;
+  bool per_rank = false;
+};
+
+int cmd_sweep(const SweepArgs& a) {
+  SweepSpec spec;
+  const bool gpn_set = load_base(a.config, spec.base);
+  for (const WorkloadField& f : workload_fields()) {
+    const std::string flag(f.flag);
+    if (a.flags.given(flag)) spec.axes.push_back(parse_axis(flag, a.flags.values.at(flag)));
+  }
+  if (!a.hardware.empty()) {
+    // Hardware takes a comma-separated list of names or files ("all" = every built-in profile).
+    if (a.hardware == "all") {
+      spec.hardware = builtin_hardware_names();
+    } else {
+      std::string item;
+      for (char c : a.hardware + ",") {
+        if (c != ',') { item += c; continue; }
+        if (item.empty()) throw InputError("hardware", fmt::format("empty item in list '{}'", a.hardware));
+        spec.hardware.push_back(item);
+        item.clear();
+      }
+    }
+  }
+  spec.gpus_per_node_from_hardware = !gpn_set;
+  check_output_path(a.json, "json");
+  check_output_path(a.csv, "csv");
+
+  Progress progress(std::cerr, isatty(STDERR_FILENO) != 0);
+  const SweepResult result =
+      run_sweep(spec, [&](std::size_t i, std::size_t n, const std::string& what) { progress.update(i, n, what); },
+                parse_jobs(a.jobs));
+  progress.finish();
+  if (result.runs.empty()) {
+    std::cout << sweep_table(result);
+    throw InputError("", fmt::format("sweep: none of the {} combinations is valid (reasons above); nothing written",
+                                     result.invalid.size()));
+  }
+  write_outputs({{a.json, "json", text_writer(sweep_json(result, a.per_rank).dump(2) + "\n")},
+                 {a.csv, "csv", text_writer(sweep_csv(result))}});
+  std::cout << sweep_table(result);
+  return 0;
+}
+
+// ---- plan ------------------------------------------------------------------------------------------
+
+struct PlanArgs {
+  WorkloadFlags flags;
+  std::string config, hardware, json, csv, rank_by = "step";
+  std::int64_t gpus = 0;
+  double reserve_gib = kDefaultReserveGiB;
+  std::size_t top = 10;
+  bool verbose = false, per_rank = false;
+  int jobs = 1;
+};
+
+const std::vector<std::string_view> kPlanListFlags = {"schedule", "cp", "ulysses", "balance", "kv-head-groups"};
+
+int cmd_plan(const PlanArgs& a) {
+  const HardwareProfile hw = hardware_of(a.hardware);
+  PlanSpec spec;
+  bool gpn_set = load_base(a.config, spec.base);
+  for (const WorkloadField& f : workload_fields()) {
+    const std::string flag(f.flag);
+    if (!a.flags.given(flag)) continue;
+    const std::string& value = a.flags.values.at(flag);
+    if (std::find(kPlanListFlags.begin(), kPlanListFlags.end(), f.flag) == kPlanListFlags.end()) {
+      set_workload_field(spec.base, flag, value);
+      if (flag == "gpus-per-node") gpn_set = true;
+      continue;
+    }
+    // A list narrows the enumeration of that dimension.
+    const SweepAxis axis = parse_axis(flag, value);
+    if (flag == "kv-head-groups") spec.kv_head_groups.clear();
+    for (const std::string& v : axis.values) {
+      Workload scratch;
+      set_workload_field(scratch, flag, v);
+      if (flag == "schedule") spec.schedules.push_back(scratch.schedule);
+      if (flag == "cp") spec.cp_sizes.push_back(scratch.cp);
+      if (flag == "ulysses") spec.ulysses_sizes.push_back(scratch.ulysses);
+      if (flag == "balance") spec.balances.push_back(scratch.balance);
+      if (flag == "kv-head-groups") spec.kv_head_groups.push_back(scratch.kv_head_groups);
+    }
+  }
+  if (!gpn_set) spec.base.gpus_per_node = hw.gpus_per_node;
+  if (spec.base.gpus_per_node < 1)
+    throw InputError("gpus-per-node", fmt::format("{} must be >= 1", spec.base.gpus_per_node));
+  spec.gpus = a.gpus > 0 ? a.gpus : spec.base.gpus_per_node;
+  if (a.gpus < 0) throw InputError("gpus", fmt::format("{} must be >= 1", a.gpus));
+  if (!(a.reserve_gib >= 0) || a.reserve_gib > 1e6)
+    throw InputError("reserve-gib", fmt::format("{} must be between 0 and 1e6 GiB", a.reserve_gib));
+  spec.reserve_bytes = static_cast<Bytes>(a.reserve_gib * static_cast<double>(kGiB));
+  spec.rank_by = parse_rank_by(a.rank_by);
+  if (a.top < 1) throw InputError("top", "must be >= 1");
+  check_output_path(a.json, "json");
+  check_output_path(a.csv, "csv");
+
+  Progress progress(std::cerr, isatty(STDERR_FILENO) != 0);
+  const PlanResult result =
+      run_plan(spec, hw, [&](std::size_t i, std::size_t n, const std::string& what) { progress.update(i, n, what); },
+               parse_jobs(a.jobs));
+  progress.finish();
+  if (result.ranked.empty()) {
+    std::cout << plan_table(spec, result, a.top, true);
+    throw InputError("", "plan: no candidate is valid and fits in memory (reasons above); nothing written");
+  }
+  write_outputs({{a.json, "json", text_writer(plan_json(spec, result, a.per_rank).dump(2) + "\n")},
+                 {a.csv, "csv", text_writer(plan_csv(result))}});
+  std::cout << plan_table(spec, result, a.top, a.verbose);
+  return 0;
+}
+
+int main_impl(int argc, char** argv) {
+  CLI::App app{"cp-sim: simulate context-parallel attention schedules (ring, zigzag-ring, allgather, ulysses,\n"
+               "hybrid) on a GPU mesh: step time, exposed communication, memory; pick the best layout.",
+               "cp-sim"};
+  app.footer(kMainFooter);
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "cp-sim 0.1.0");
+  app.get_formatter()->column_width(34);
+
+  RunArgs run_args;
+  CLI::App* run = app.add_subcommand("run", "simulate one configuration; print a per-rank table");
+  run->footer(kRunFooter);
+  add_workload_flags(run, run_args.flags, FlagMode::Single);
+  run->add_option("--hardware", run_args.hardware, "built-in profile name (h100-sxm, h200-sxm, a100-sxm-80gb, "
+                                                   "h800-sxm, b200) or a profile JSON file")
+      ->type_name("NAME|FILE");
+  run->add_option("--config", run_args.config, "workload JSON file; flags override its fields")->type_name("FILE");
+  run->add_option("--json", run_args.json, "write the summary JSON (step_time_ns, total_flops, ranks[...])")
+      ->type_name("FILE");
+  run->add_option("--trace", run_args.trace, "write a Chrome trace-event JSON (Perfetto UI)")->type_name("FILE");
+
+  SweepArgs sweep_args;
+  CLI::App* sweep = app.add_subcommand("sweep", "simulate every valid combination of lists/ranges of flags");
+  sweep->footer(kSweepFooter);
+  add_workload_flags(sweep, sweep_args.flags, FlagMode::List);
+  sweep->add_option("--hardware", sweep_args.hardware, "profile names or files, comma-separated, or 'all'")
+      ->type_name("NAMES|FILES|all");
+  sweep->add_option("--config", sweep_args.config, "base workload JSON file; flags override its fields")
+      ->type_name("FILE");
+  sweep->add_option("--json", sweep_args.json, "write every run and every invalid combination as JSON")
+      ->type_name("FILE");
+  sweep->add_option("--csv", sweep_args.csv, "write one CSV row per combination (status ok|invalid)")
+      ->type_name("FILE");
+  sweep->add_flag("--per-rank", sweep_args.per_rank, "include each run's per-rank metrics in --json");
+  sweep->add_option("--jobs", sweep_args.jobs, "simulate this many combinations in parallel (default 1)")
+      ->type_name("N");
+
+  PlanArgs plan_args;
+  CLI::App* plan = app.add_subcommand("plan", "rank every CP layout of a cluster for one model and sequence");
+  plan->footer(kPlanFooter);
+  plan->add_option("--gpus", plan_args.gpus, "GPUs in the cluster (default: one node = gpus-per-node)")
+      ->type_name("N");
+  add_workload_flags(plan, plan_args.flags, FlagMode::Single,
+                     {"schedule", "cp", "ulysses", "batch", "seq", "heads", "kv-heads", "head-dim", "dtype", "mask",
+                      "pass", "balance", "dkv", "kv-head-groups", "gpus-per-node", "tp", "placement"},
+                     kPlanListFlags);
+  for (auto& [name, opt] : plan_args.flags.options) {
+    if (name == "schedule") opt->description("narrow the schedules (default all)");
+    if (name == "cp") opt->description("narrow the CP sizes (default: every divisor of gpus / tp)");
+    if (name == "ulysses") opt->description("narrow hybrid's U (default: every 1 < U < cp dividing cp)");
+    if (name == "balance") opt->description("narrow allgather/hybrid balance (default zigzag,contiguous)");
+    if (name == "kv-head-groups") opt->description("allgather KV-head-group variants (default 1,2,4)");
+  }
+  plan->add_option("--hardware", plan_args.hardware, "built-in profile name or a profile JSON file")
+      ->type_name("NAME|FILE");
+  plan->add_option("--config", plan_args.config, "base workload JSON file (model fields); flags override it")
+      ->type_name("FILE");
+  plan->add_option("--reserve-gib", plan_args.reserve_gib,
+                   "GiB per GPU kept for weights, optimizer state and other activations (default 40)")
+      ->type_name("GIB");
+  plan->add_option("--top", plan_args.top, "show the best K (default 10)")->type_name("K");
+  plan->add_option("--rank-by", plan_args.rank_by,
+                   "step: one CP group's step time (default); throughput: step time / dp (time per sequence)")
+      ->type_name("step|throughput");
+  plan->add_flag("--verbose,-v", plan_args.verbose, "list every dropped candidate with its reason");
+  plan->add_option("--json", plan_args.json, "write ranked and dropped candidates as JSON")->type_name("FILE");
+  plan->add_option("--csv", plan_args.csv, "write one CSV row per candidate (status ok|dropped)")->type_name("FILE");
+  plan->add_flag("--per-rank", plan_args.per_rank, "include each run's per-rank metrics in --json");
+  plan->add_option("--jobs", plan_args.jobs, "simulate this many candidates in parallel (default 1)")
+      ->type_name("N");
+
+  if (argc <= 1) {  // no subcommand: show what there is
+    std::cerr << app.help();
+    return 2;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::string where = "cp-sim";
+    for (const CLI::App* sub : app.get_subcommands()) where += " " + sub->get_name();
+    std::cerr << "cp-sim: error: " << e.what() << "\nRun '" << where << " --help' for the flags and examples.\n";
+    return 2;
+  }
+  if (run->parsed()) return cmd_run(run_args);
+  if (sweep->parsed()) return cmd_sweep(sweep_args);
+  if (plan->parsed()) return cmd_plan(plan_args);
+  std::cerr << app.help();
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return main_impl(argc, argv);
+  } catch (const cpscope::InputError& e) {
+    std::cerr << "cp-sim: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "cp-sim: internal error: " << e.what() << "\n";
+    return 1;
+  }
+}
