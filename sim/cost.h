@@ -6,6 +6,14 @@
 
 namespace cpscope {
 
+// Added (engine/cost): where a collective's members sit on the mesh, for the NIC side of the formulas.
+struct GroupPlacement {
+  std::int64_t size = 1;          // members
+  std::int64_t nodes = 1;         // distinct nodes the members span
+  std::int64_t max_per_node = 1;  // most members on one node
+  std::int64_t nics_per_node = 1; // distinct NICs the members use on a node (minimum over the nodes)
+};
+
 class CostModel {
  public:
   CostModel(const HardwareProfile& hw, const Workload& w) : hw_(hw), w_(w) {}
@@ -18,6 +26,12 @@ class CostModel {
   // all-to-all direct: (n-1) messages sharing the sender's egress), on the slowest link class the
   // group spans, with `nic_sharing` groups loading the NICs.
   Nanos collective_ns(const Op&, std::int64_t group_size, bool inter_node, double nic_sharing) const;
+  // Added: the same formulas for a known placement (the engine computes it from the group's ranks).
+  // The overload above assumes members packed onto nodes (CpInner): min(size, gpus_per_node) per node.
+  Nanos collective_ns(const Op&, const GroupPlacement&, double nic_sharing) const;
+  // Added: the NIC a GPU uses, from its index inside the node. Adjacent GPUs share a NIC when a node
+  // has fewer NICs than GPUs (they sit under the same PCIe switch on DGX/HGX boards).
+  std::int64_t nic_of_local_gpu(std::int64_t local_gpu) const;
 
   const HardwareProfile& hardware() const { return hw_; }
 

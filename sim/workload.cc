@@ -140,16 +140,6 @@ std::int64_t Workload::global_rank(std::int64_t cp_rank) const {
   return placement == Placement::CpInner ? cp_rank : cp_rank * tp;
 }
 
-std::int64_t Workload::groups_sharing_nics() const {
-  // Every CP group of the mesh runs the same schedule at the same time. A node's NICs carry the
-  // inter-node traffic of every group that has a rank on the node and spans more than one node.
-  const std::int64_t span = placement == Placement::CpInner ? cp : cp * tp;  // GPUs one group covers
-  if (span <= gpus_per_node) return 1;                                  // the group stays in a node
-  if (placement == Placement::CpInner) return 1;  // whole nodes belong to one group
-  // TpInner: the `tp` CP groups interleaved with this one share its nodes.
-  return std::min<std::int64_t>(tp, gpus_per_node);
-}
-
 std::string invalid_reason(const Workload& w) {
   try {
     validate(w);

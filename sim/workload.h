@@ -89,8 +89,6 @@ struct Workload {
   // Global rank of CP rank r in the first CP group, and its node, under `placement`.
   std::int64_t global_rank(std::int64_t cp_rank) const;
   std::int64_t node_of(std::int64_t cp_rank) const { return global_rank(cp_rank) / gpus_per_node; }
-  // How many CP groups send over each node's NICs at the same time as this one (>= 1).
-  std::int64_t groups_sharing_nics() const;
 };
 
 // Every rule a workload must satisfy; throws InputError naming the first field that breaks one.

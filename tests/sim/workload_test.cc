@@ -186,7 +186,7 @@ TEST(Workload, JsonRoundTripAndUnknownFields) {
   EXPECT_THROW(workload_from_json(nlohmann::json::array()), InputError);
 }
 
-TEST(Workload, PlacementAndNicSharing) {
+TEST(Workload, Placement) {
   Workload w;
   w.schedule = ScheduleKind::Ring;
   w.cp = 16;
@@ -194,13 +194,11 @@ TEST(Workload, PlacementAndNicSharing) {
   w.seq = 16 * 1024;
   EXPECT_EQ(w.node_of(7), 0);
   EXPECT_EQ(w.node_of(8), 1);
-  EXPECT_EQ(w.groups_sharing_nics(), 1);
   w.placement = Placement::TpInner;
   w.tp = 4;
   EXPECT_EQ(w.global_rank(3), 12);
   EXPECT_EQ(w.node_of(1), 0);
   EXPECT_EQ(w.node_of(2), 1);
-  EXPECT_EQ(w.groups_sharing_nics(), 4);
 }
 
 }  // namespace

@@ -1,0 +1,36 @@
+// Timeline: interned names and ordering of intervals.
+#include "sim/timeline.h"
+
+#include <algorithm>
+#include <tuple>
+
+namespace cpscope {
+
+std::string_view to_string(IntervalKind k) {
+  switch (k) {
+    case IntervalKind::Compute: return "compute";
+    case IntervalKind::Comm: return "comm";
+    case IntervalKind::Memory: return "memory";
+  }
+  return "unknown";
+}
+
+std::uint32_t Timeline::intern(std::string_view name) {
+  std::string key(name);
+  auto it = name_ids_.find(key);
+  if (it != name_ids_.end()) return it->second;
+  const auto id = static_cast<std::uint32_t>(names_.size());
+  names_.push_back(key);
+  name_ids_.emplace(std::move(key), id);
+  return id;
+}
+
+void Timeline::sort_by_start() {
+  // Stable, so intervals that tie on (rank, start, stream) keep their recorded order: the same input
+  // always gives the same order.
+  std::stable_sort(intervals.begin(), intervals.end(), [](const Interval& a, const Interval& b) {
+    return std::tie(a.rank, a.start, a.stream) < std::tie(b.rank, b.start, b.stream);
+  });
+}
+
+}  // namespace cpscope
