@@ -206,4 +206,39 @@ Summary summarize(const Timeline& timeline, const Schedule* schedule) {
   return summary;
 }
 
+Summary summarize(const SimResult& result, const Schedule& schedule) {
+  std::int64_t num_ranks = static_cast<std::int64_t>(std::max(result.rank_busy.size(), schedule.ranks.size()));
+  for (const RankProgram& p : schedule.ranks) {
+    CPSCOPE_CHECK(p.rank >= 0, "schedule rank program with a negative rank");
+    num_ranks = std::max<std::int64_t>(num_ranks, std::int64_t{p.rank} + 1);
+  }
+  // Step time: the earliest start to the latest end over the ranks that ran an op.
+  Nanos first = std::numeric_limits<Nanos>::max(), last = std::numeric_limits<Nanos>::min();
+  for (const RankBusy& b : result.rank_busy) {
+    if (b.first_start < 0) continue;
+    first = std::min(first, b.first_start);
+    last = std::max(last, b.last_end);
+  }
+  Summary summary;
+  summary.step_time_ns = first <= last ? last - first : 0;
+  summary.ranks.resize(static_cast<std::size_t>(num_ranks));
+  for (std::int64_t r = 0; r < num_ranks; ++r) {
+    RankMetrics& m = summary.ranks[r];
+    m.rank = static_cast<std::int32_t>(r);
+    m.idle_ns = summary.step_time_ns;
+    if (r >= static_cast<std::int64_t>(result.rank_busy.size())) continue;
+    const RankBusy& b = result.rank_busy[r];
+    m.compute_ns = b.compute_ns;
+    m.comm_ns = b.comm_ns;
+    m.exposed_comm_ns = b.exposed_comm_ns;
+    m.idle_ns = summary.step_time_ns - b.busy_ns;
+    m.span_ns = b.first_start >= 0 ? b.last_end - b.first_start : 0;
+    m.flops = b.flops;
+    m.bytes_sent = b.bytes_sent;
+  }
+  for (const RankProgram& p : schedule.ranks) summary.ranks[p.rank].peak_memory_bytes = peak_memory(p);
+  for (const RankMetrics& m : summary.ranks) summary.total_flops += m.flops;
+  return summary;
+}
+
 }  // namespace cpscope

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "sim/engine.h"
 #include "sim/schedule.h"
 #include "sim/timeline.h"
 
@@ -32,6 +33,10 @@ struct Summary {
 
 // Interval-union based metrics per rank. `schedule` may be null (foreign traces: no memory/bytes).
 Summary summarize(const Timeline&, const Schedule* schedule = nullptr);
+// The same Summary for a simulated run without its Timeline: the engine accumulates every per-rank
+// figure as it runs (SimResult::rank_busy), the schedule gives the ranks and their peak memory.
+// Equal, field by field, to summarize(result.timeline, &schedule) of a run that recorded it.
+Summary summarize(const SimResult& result, const Schedule& schedule);
 // Peak live bytes of a rank's buffers (max over forward and backward).
 Bytes peak_memory(const RankProgram&);
 

@@ -44,6 +44,9 @@
 
 #include <algorithm>
 #include <limits>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>  // TEMP
 
 #include <fmt/format.h>
 
@@ -58,31 +61,38 @@ namespace engine_detail {
 
 void Simulation::try_start(std::int32_t rank, std::int32_t sid) {
   StreamState& st = streams_[sid];
-  if (st.busy || st.head == st.end) return;
-  const std::int32_t g = st.first + st.head;
+  if (st.busy != 0 || st.next == st.stop) return;
+  const std::int32_t g = st.next;
   const OpRec& rec = recs_[g];
-  for (const std::int32_t e : rec.wait) {
-    if (e == kNone || recorded(e)) continue;
-    st.waiting_on = e;  // record_event() looks for it among the rank's streams
+  for (const std::int32_t w : rec.wait) {
+    if (w == kNone || (w >= 0 && done(rank, w))) continue;
+    st.waiting_on = w;  // wake_waiters() looks for it among the rank's streams
     return;
   }
-  st.busy = true;
-  // The stream's next record is needed when this op completes: fetch it while the op runs.
-  if (st.head + 1 < st.end) __builtin_prefetch(&recs_[g + 1]);
-  start_op(rank, g);
+  st.busy = 1;
+  // The stream's next records (its next op starts when this one completes): fetch the two lines
+  // after this record while the op runs. Without it the first touch of every line of records (one
+  // per 2.7 ops, spread over all the ranks' streams, so no hardware prefetcher follows) stalls the
+  // loop on memory.
+  __builtin_prefetch(reinterpret_cast<const char*>(&rec) + 64);
+  __builtin_prefetch(reinterpret_cast<const char*>(&rec) + 128);
+  st.kind = rec.kind;
+  st.waited_on = rec.waited_on;
+  start_op(rank, sid, g, rec);
 }
 
-void Simulation::start_op(std::int32_t rank, std::int32_t g) {
-  OpRec& rec = recs_[g];
-  rec.status = kRunning;
+void Simulation::start_op(std::int32_t rank, std::int32_t sid, std::int32_t g, const OpRec& rec) {
+  RankState& r = ranks_[rank];
   if (times_) times_[g].start = now_;
+  account(r);
+  if (r.first_start < 0) r.first_start = now_;
   switch (rec.kind) {
     case OpKind::Attend:
     case OpKind::AttendBwd:
     case OpKind::DkvAdd:
     case OpKind::Layout: {
-      RankState& r = ranks_[rank];
-      advance(r);
+      if (rec.kind == OpKind::Attend || rec.kind == OpKind::AttendBwd) ++r.compute_active;
+      else ++r.memory_active;
       std::int32_t slot;
       if (!free_slots_.empty()) {
         slot = free_slots_.back();
@@ -92,37 +102,44 @@ void Simulation::start_op(std::int32_t rank, std::int32_t g) {
         slots_.emplace_back();
       }
       ComputeSlot& cs = slots_[slot];
-      cs.remaining = static_cast<double>(rec.work);
+      cs.remaining = static_cast<double>(works_[rec.work]);
       cs.last = now_;
-      cs.op = g;
       cs.rank = rank;
+      cs.sid = sid;
       r.running.push_back(slot);
-      reschedule(rank);
+      retime(r);
       break;
     }
     case OpKind::SendRecv: {
-      comm_begin(rank);
-      const bool has_send = rec.send_peer != kNone, has_recv = rec.recv_peer != kNone;
-      rec.parts_left = static_cast<std::uint8_t>(has_send + has_recv);
-      if (rec.parts_left == 0) {
-        push(now_, EvType::OpDone, g, static_cast<std::uint32_t>(rank));
+      comm_begin(r);
+      StreamState& st = streams_[sid];
+      st.parts = static_cast<std::uint8_t>(rec.has_send + rec.has_recv);
+      st.send_work = rec.work;
+      if (st.parts == 0) {
+        push(now_, EvType::OpDone, sid, static_cast<std::uint32_t>(rank));
         break;
       }
-      if (has_send && ++rec.send_ready == 2) begin_transfer(g, rank);
-      if (has_recv && rec.match_recv != kNone) {
-        OpRec& sender = recs_[rec.match_recv];
-        if (++sender.send_ready == 2) begin_transfer(rec.match_recv, rec.recv_peer);
+      // A transfer begins when the second of its two ops starts.
+      if (rec.has_send && rec.match_send != kNone) {
+        const std::int32_t dst = rank_of(rec.match_send);
+        const std::int32_t recv_sid = stream_of(dst, rec.match_send);
+        if (started(recv_sid, rec.match_send)) begin_transfer(rank, sid, dst, recv_sid, rec.work);
+      }
+      if (rec.has_recv && rec.match_recv != kNone && rec.match_recv != g) {  // (g: sent to itself, begun above)
+        const std::int32_t src = rank_of(rec.match_recv);
+        const std::int32_t send_sid = stream_of(src, rec.match_recv);
+        if (started(send_sid, rec.match_recv)) begin_transfer(src, send_sid, rank, sid, streams_[send_sid].send_work);
       }
       break;
     }
     case OpKind::AllGather:
     case OpKind::AllToAll:
     case OpKind::ReduceScatter: {
-      comm_begin(rank);
+      comm_begin(r);
       Collective& c = colls_[rec.match_send];
-      members_[c.member_base + c.arrived] = {g, rank};
+      members_[c.member_base + c.arrived] = {sid, rank};
       if (++c.arrived == static_cast<std::int32_t>(s_.groups[c.group].size())) {
-        const Op& op = op_of(rank, g);
+        const Op& op = s_.ranks[rank].ops[rec.match_recv];
         const Nanos dur = cost_.collective_ns(op, placements_[c.group], group_nic_sharing_[c.group]);
         push(now_ + dur, EvType::CollectiveDone, rec.match_send, 0);
       }
@@ -131,31 +148,35 @@ void Simulation::start_op(std::int32_t rank, std::int32_t g) {
   }
 }
 
-void Simulation::complete_op(std::int32_t rank, std::int32_t g) {
-  OpRec& rec = recs_[g];
-  rec.status = kDone;
-  ++done_ops_;
-  if (is_comm(rec.kind)) comm_end(rank);
-  if (times_) times_[g].end = now_;
-  result_.rank_end[rank] = std::max(result_.rank_end[rank], now_);
-  const std::int32_t sid = ranks_[rank].stream_base + rec.stream;
+// The op running on stream sid has completed.
+void Simulation::complete_op(std::int32_t rank, std::int32_t sid) {
   StreamState& st = streams_[sid];
-  CPSCOPE_CHECK(st.busy && st.first + st.head == g,
-                fmt::format("rank {} op {} completed but is not running at the head of its stream", rank, local_[g]));
-  st.busy = false;
-  ++st.head;
-  if (rec.record != kNone) record_event(rank, rec.record);
+  RankState& r = ranks_[rank];
+  CPSCOPE_CHECK(st.busy != 0, fmt::format("rank {} stream {} completed an op but runs none", rank, sid));
+  const std::int32_t g = st.next;
+  ++done_ops_;
+  account(r);
+  switch (st.kind) {
+    case OpKind::Attend:
+    case OpKind::AttendBwd: --r.compute_active; break;
+    case OpKind::DkvAdd:
+    case OpKind::Layout: --r.memory_active; break;
+    default: comm_end(r); break;
+  }
+  if (times_) times_[g].end = now_;
+  r.last_end = std::max(r.last_end, now_);
+  st.busy = 0;
+  st.next = g + 1;
+  if (st.waited_on) wake_waiters(rank, g);
   try_start(rank, sid);
 }
 
-// Marks the event recorded and starts the ops of this rank's streams that were blocked on it. (A
-// rank has a handful of streams: scanning them is cheaper than keeping waiter lists per event.)
-void Simulation::record_event(std::int32_t rank, std::int32_t e) {
-  recorded_[static_cast<std::size_t>(e) >> 6] |= std::uint64_t{1} << (e & 63);
+// The op g (just done) records an event: start the ops of this rank's streams that were blocked on
+// it. (A rank has a handful of streams: scanning them is cheaper than keeping waiter lists.)
+void Simulation::wake_waiters(std::int32_t rank, std::int32_t g) {
   const std::int32_t base = ranks_[rank].stream_base;
-  const auto num_streams = static_cast<std::int32_t>(s_.streams.size());
-  for (std::int32_t sid = base; sid < base + num_streams; ++sid) {
-    if (streams_[sid].waiting_on != e) continue;
+  for (std::int32_t sid = base; sid < base + num_streams_; ++sid) {
+    if (streams_[sid].waiting_on != g) continue;
     streams_[sid].waiting_on = kNone;
     try_start(rank, sid);
   }
@@ -164,68 +185,37 @@ void Simulation::record_event(std::int32_t rank, std::int32_t e) {
 // ---------------------------------------------------------------------------------------------
 // Compute progress (fluid, processor sharing, interference).
 
-void Simulation::advance(RankState& r) {
-  for (const std::int32_t slot : r.running) {
-    ComputeSlot& cs = slots_[slot];
-    if (cs.last != now_) {
-      cs.remaining -= static_cast<double>(now_ - cs.last) / r.slowdown;
-      cs.last = now_;
-    }
-  }
-}
-
-// Sets the rank's slowdown from its current counts and re-schedules every running compute op. The
-// caller has brought their remaining work up to `now_` with the previous slowdown (advance()).
-void Simulation::reschedule(std::int32_t rank) {
-  RankState& r = ranks_[rank];
+// Sets the rank's slowdown from its current counts and re-schedules every running compute op, after
+// bringing its remaining work up to now_ at the slowdown that held until now.
+void Simulation::retime(RankState& r) {
+  const double before = r.slowdown;
   const double k = static_cast<double>(std::max<std::size_t>(1, r.running.size()));
   r.slowdown = k * (r.comm_active > 0 ? hw_.comm_compute_interference : 1.0);
   for (const std::int32_t slot : r.running) {
     ComputeSlot& cs = slots_[slot];
+    if (cs.last != now_) {
+      cs.remaining -= static_cast<double>(now_ - cs.last) / before;
+      cs.last = now_;
+    }
     ++cs.version;
     push(now_ + ceil_ns(cs.remaining * r.slowdown), EvType::ComputeDone, slot, cs.version);
   }
 }
 
-void Simulation::comm_begin(std::int32_t rank) {
-  RankState& r = ranks_[rank];
-  if (r.comm_active++ == 0 && hw_.comm_compute_interference != 1.0) {
-    advance(r);  // with the slowdown that held until now
-    reschedule(rank);
-  }
+void Simulation::comm_begin(RankState& r) {
+  if (r.comm_active++ == 0 && hw_.comm_compute_interference != 1.0) retime(r);
 }
 
-void Simulation::comm_end(std::int32_t rank) {
-  RankState& r = ranks_[rank];
+void Simulation::comm_end(RankState& r) {
   CPSCOPE_CHECK(r.comm_active > 0, "communication count underflow");
-  if (--r.comm_active == 0 && hw_.comm_compute_interference != 1.0) {
-    advance(r);
-    reschedule(rank);
-  }
+  if (--r.comm_active == 0 && hw_.comm_compute_interference != 1.0) retime(r);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Transfers: latency, then a flow that shares its resources fairly.
 
-void Simulation::begin_transfer(std::int32_t send_op, std::int32_t src_rank) {
-  const bool intra = ranks_[src_rank].node == ranks_[recs_[send_op].send_peer].node;
-  const Nanos latency = intra ? hw_.nvlink.latency_ns : hw_.network.latency_ns;
-  if (latency > 0)
-    push(now_ + latency, EvType::LatencyDone, send_op, static_cast<std::uint32_t>(src_rank));
-  else
-    start_flow(send_op, src_rank);
-}
-
-void Simulation::start_flow(std::int32_t send_op, std::int32_t src_rank) {
-  const OpRec& rec = recs_[send_op];
-  if (rec.work <= 0) {
-    // Through the queue, not a direct call: completions never recurse into further completions.
-    push(now_, EvType::TransferDone, send_op, static_cast<std::uint32_t>(src_rank));
-    return;
-  }
-  const RankState& src = ranks_[src_rank];
-  const RankState& dst = ranks_[rec.send_peer];
-  const bool intra = src.node == dst.node;
+void Simulation::begin_transfer(std::int32_t src, std::int32_t send_sid, std::int32_t dst, std::int32_t recv_sid,
+                                std::uint32_t work) {
   std::int32_t f;
   if (!free_flows_.empty()) {
     f = free_flows_.back();
@@ -234,21 +224,39 @@ void Simulation::start_flow(std::int32_t send_op, std::int32_t src_rank) {
     f = static_cast<std::int32_t>(flows_.size());
     flows_.emplace_back();
   }
-  std::int32_t res[2];
-  {
-    Flow& fl = flows_[f];
-    fl.remaining = static_cast<double>(rec.work);
-    fl.rate = 0;
-    fl.last = now_;
-    fl.send_op = send_op;
-    fl.src_rank = src_rank;
-    fl.res[0] = res[0] = intra ? src.link_out : src.nic_out;
-    fl.res[1] = res[1] = intra ? dst.link_in : dst.nic_in;
-    for (int i = 0; i < 2; ++i) {
-      auto& list = resources_[res[i]].flows;
-      fl.pos[i] = static_cast<std::int32_t>(list.size());
-      list.push_back(f);
-    }
+  Flow& fl = flows_[f];
+  const RankNet& a = net_[src];
+  const RankNet& b = net_[dst];
+  const bool intra = a.node == b.node;
+  fl.remaining = static_cast<double>(works_[work]);
+  fl.src_rank = src;
+  fl.dst_rank = dst;
+  fl.send_sid = send_sid;
+  fl.recv_sid = recv_sid;
+  fl.res[0] = intra ? a.link_out : a.nic_out;
+  fl.res[1] = intra ? b.link_in : b.nic_in;
+  const Nanos latency = intra ? hw_.nvlink.latency_ns : hw_.network.latency_ns;
+  if (latency > 0)
+    push(now_ + latency, EvType::LatencyDone, f, 0);
+  else
+    start_flow(f);
+}
+
+void Simulation::start_flow(std::int32_t f) {
+  Flow& fl = flows_[f];
+  if (!(fl.remaining > 0)) {  // no bytes
+    // Through the queue, not a direct call: completions never recurse into further completions.
+    push(now_, EvType::TransferDone, f, 0);
+    return;
+  }
+  fl.rate = 0;
+  fl.last = now_;
+  const std::int32_t res[2] = {fl.res[0], fl.res[1]};
+  for (int i = 0; i < 2; ++i) {
+    Resource& rs = resources_[res[i]];
+    fl.pos[i] = static_cast<std::int32_t>(rs.flows.size());
+    rs.flows.push_back(f);
+    rs.share = rs.bandwidth / static_cast<double>(rs.flows.size());
   }
   for (const std::int32_t r : res)
     for (const std::int32_t other : resources_[r].flows)
@@ -261,8 +269,7 @@ void Simulation::update_flow(std::int32_t f) {
   Flow& fl = flows_[f];
   const Resource& a = resources_[fl.res[0]];
   const Resource& b = resources_[fl.res[1]];
-  const double rate = std::min(a.bandwidth / static_cast<double>(a.flows.size()),
-                               b.bandwidth / static_cast<double>(b.flows.size()));
+  const double rate = std::min(a.share, b.share);
   if (rate == fl.rate) return;
   if (fl.last != now_) {
     fl.remaining -= static_cast<double>(now_ - fl.last) * fl.rate;
@@ -280,37 +287,42 @@ void Simulation::end_flow(std::int32_t f) {
   const std::int32_t res[2] = {fl.res[0], fl.res[1]};
   const std::int32_t pos[2] = {fl.pos[0], fl.pos[1]};
   for (int i = 0; i < 2; ++i) {
-    auto& list = resources_[res[i]].flows;
+    Resource& rs = resources_[res[i]];
+    auto& list = rs.flows;
     const std::int32_t moved = list.back();
     list[pos[i]] = moved;
     list.pop_back();
+    if (!list.empty()) rs.share = rs.bandwidth / static_cast<double>(list.size());
     if (moved != f) {
       Flow& m = flows_[moved];
       m.pos[m.res[0] == res[i] ? 0 : 1] = pos[i];
     }
   }
-  free_flows_.push_back(f);
   for (const std::int32_t r : res)
     for (const std::int32_t other : resources_[r].flows) update_flow(other);
 }
 
-void Simulation::transfer_done(std::int32_t send_op, std::int32_t src_rank) {
-  const OpRec& rec = recs_[send_op];
-  const std::int32_t recv_op = rec.match_send, dst = rec.send_peer;
-  part_done(src_rank, send_op);
-  part_done(dst, recv_op);
+// The transfer's bytes have arrived: its send part and its receive part are done.
+void Simulation::transfer_done(std::int32_t f) {
+  const Flow& fl = flows_[f];
+  const std::int32_t src = fl.src_rank, dst = fl.dst_rank, send_sid = fl.send_sid, recv_sid = fl.recv_sid;
+  free_flows_.push_back(f);
+  part_done(src, send_sid);
+  part_done(dst, recv_sid);
 }
 
-void Simulation::part_done(std::int32_t rank, std::int32_t g) {
-  OpRec& rec = recs_[g];
-  CPSCOPE_CHECK(rec.parts_left > 0, "transfer part completed twice");
-  if (--rec.parts_left == 0) complete_op(rank, g);
+void Simulation::part_done(std::int32_t rank, std::int32_t sid) {
+  StreamState& st = streams_[sid];
+  CPSCOPE_CHECK(st.parts > 0, "transfer part completed twice");
+  if (--st.parts == 0) complete_op(rank, sid);
 }
 
 // ---------------------------------------------------------------------------------------------
 
 SimResult Simulation::run() {
+  auto T0 = std::chrono::steady_clock::now();
   setup();
+  auto T1 = std::chrono::steady_clock::now();
   for (std::int32_t sid = 0; sid < static_cast<std::int32_t>(streams_.size()); ++sid)
     try_start(sid / static_cast<std::int32_t>(s_.streams.size()), sid);
 
@@ -324,36 +336,34 @@ SimResult Simulation::run() {
       case EvType::ComputeDone: {
         ComputeSlot& cs = slots_[ev.index];
         if ((cs.version & Event::kAuxMask) != ev.aux()) continue;  // stale: re-scheduled since
-        const std::int32_t rank = cs.rank, g = cs.op;
+        const std::int32_t rank = cs.rank, sid = cs.sid;
         RankState& r = ranks_[rank];
-        advance(r);
         r.running.erase(std::find(r.running.begin(), r.running.end(), ev.index));
         ++cs.version;
         free_slots_.push_back(ev.index);
-        reschedule(rank);
-        complete_op(rank, g);
+        retime(r);
+        complete_op(rank, sid);
         break;
       }
       case EvType::LatencyDone:
-        start_flow(ev.index, static_cast<std::int32_t>(ev.aux()));
+        start_flow(ev.index);
         break;
       case EvType::FlowDone: {
         const Flow& fl = flows_[ev.index];
         if ((fl.version & Event::kAuxMask) != ev.aux()) continue;
-        const std::int32_t send_op = fl.send_op, src = fl.src_rank;
         end_flow(ev.index);
-        transfer_done(send_op, src);
+        transfer_done(ev.index);
         break;
       }
       case EvType::TransferDone:
-        transfer_done(ev.index, static_cast<std::int32_t>(ev.aux()));
+        transfer_done(ev.index);
         break;
       case EvType::CollectiveDone: {
         const Collective& c = colls_[ev.index];
         const auto size = static_cast<std::int32_t>(s_.groups[c.group].size());
         for (std::int32_t i = 0; i < size; ++i) {
-          const auto [g, rank] = members_[c.member_base + i];
-          complete_op(rank, g);
+          const auto [sid, rank] = members_[c.member_base + i];
+          complete_op(rank, sid);
         }
         break;
       }
@@ -361,6 +371,8 @@ SimResult Simulation::run() {
     ++events_;
   }
   if (done_ops_ != total_ops_) report_deadlock();
+  auto T2 = std::chrono::steady_clock::now();
+  if (getenv("CPS_T")) fprintf(stderr, "setup %.6f loop %.6f\n", std::chrono::duration<double>(T1-T0).count(), std::chrono::duration<double>(T2-T1).count());
 
   if (times_) {
     Interval* iv = result_.timeline.intervals.data();
@@ -371,7 +383,20 @@ SimResult Simulation::run() {
   }
   result_.stats.ops_executed = done_ops_;
   result_.stats.events_processed = events_;
-  for (const Nanos t : result_.rank_end) result_.stats.makespan = std::max(result_.stats.makespan, t);
+  result_.rank_end.resize(ranks_.size());
+  result_.rank_busy.resize(ranks_.size());
+  for (std::size_t r = 0; r < ranks_.size(); ++r) {
+    const RankState& rs = ranks_[r];
+    RankBusy& b = result_.rank_busy[r];  // flops and bytes_sent: filled by set-up
+    b.first_start = rs.first_start;
+    b.last_end = rs.last_end;
+    b.compute_ns = rs.compute_ns;
+    b.comm_ns = rs.comm_ns;
+    b.exposed_comm_ns = rs.exposed_comm_ns;
+    b.busy_ns = rs.busy_ns;
+    result_.rank_end[r] = rs.last_end;
+    result_.stats.makespan = std::max(result_.stats.makespan, rs.last_end);
+  }
   return std::move(result_);
 }
 

@@ -13,6 +13,9 @@ namespace cpscope {
 
 struct SimOptions {
   bool record_timeline = true;   // false: only statistics (faster for sweeps and plan)
+  // Threads that set the run up (the event loop itself is sequential): 0 picks by the schedule's
+  // size and the machine's cores (2 at most); 1 for none. Results are the same either way.
+  int threads = 0;
 };
 
 struct SimStats {
@@ -21,11 +24,27 @@ struct SimStats {
   Nanos makespan = 0;  // end of the last op on any rank
 };
 
+// What one rank did, accumulated by the engine as its ops start and end (O(1) per op, no Timeline
+// needed): exactly the quantities summarize() derives from the rank's intervals (see analysis.h).
+// Kinds as in the Timeline: compute = Attend/AttendBwd, memory = DkvAdd/Layout, comm = SendRecv and
+// the collectives. Unions are measures of sets of time, so touching or nested ops count once.
+struct RankBusy {
+  Nanos first_start = -1;     // when the rank's first op started; -1 when it has no ops
+  Nanos last_end = 0;         // when its last op ended
+  Nanos compute_ns = 0;       // |union of its compute ops|
+  Nanos comm_ns = 0;          // |union of its comm ops|
+  Nanos exposed_comm_ns = 0;  // |comm \ compute|
+  Nanos busy_ns = 0;          // |union of its compute, comm and memory ops|
+  Flops flops = 0;            // sum over its ops
+  Bytes bytes_sent = 0;       // sum of the bytes of its comm ops (Op::bytes)
+};
+
 struct SimResult {
   Timeline timeline;   // empty when !record_timeline
   SimStats stats;
   // Per CP rank totals (always filled): see analysis.h for their definitions.
   std::vector<Nanos> rank_end;          // when the rank's last op ended
+  std::vector<RankBusy> rank_busy;      // per CP rank, with or without a Timeline
 };
 
 // Simulates one CP group in full. Throws InternalError on a deadlock (ops left that can never start),

@@ -16,16 +16,18 @@ constexpr std::size_t kMaxListedRanks = 16;
 
 std::string Simulation::describe_blocked(std::int32_t rank, std::int32_t g) {
   const RankProgram& p = s_.ranks[rank];
-  const Op& op = p.ops[local_[g]];
+  const Op& op = p.ops[local_of(rank, g)];
   const OpRec& rec = recs_[g];
   std::string what = fmt::format("rank {}: op {} {} (stream {})", rank, op.id, op_name(op), s_.streams[op.stream]);
   auto peer_op = [&](std::int32_t peer, std::int32_t global) {
     const Op& o = op_of(peer, global);
     return fmt::format("op {} {}", o.id, op_name(o));
   };
-  if (rec.status == kWaiting) {
-    for (const std::int32_t ev : op.wait) {
-      if (ev == kNoEvent || recorded(ranks_[rank].event_base + ev)) continue;
+  const std::int32_t sid = stream_of(rank, g);
+  if (!started(sid, g)) {
+    for (int k = 0; k < 2; ++k) {
+      const std::int32_t ev = op.wait[k], recorder = rec.wait[k];
+      if (ev == kNoEvent || (recorder >= 0 && done(rank, recorder))) continue;
       for (const Op& r : p.ops)
         if (r.record == ev)
           return what + fmt::format(" waits for event {}, recorded by op {} {} (stream {}), which has not completed",
@@ -36,7 +38,7 @@ std::string Simulation::describe_blocked(std::int32_t rank, std::int32_t g) {
   }
   if (op.kind == OpKind::SendRecv) {
     std::vector<std::string> parts;
-    if (op.send.peer >= 0 && rec.send_ready < 2) {
+    if (op.send.peer >= 0 && (rec.match_send == kNone || !started(stream_of(op.send.peer, rec.match_send), rec.match_send))) {
       if (rec.match_send == kNone)
         parts.push_back(fmt::format("its send to rank {} on channel {} has no matching receive (rank {} posts fewer "
                                     "receives from rank {} on that channel)",
@@ -51,7 +53,7 @@ std::string Simulation::describe_blocked(std::int32_t rank, std::int32_t g) {
         parts.push_back(fmt::format("its receive from rank {} on channel {} has no matching send (rank {} posts fewer "
                                     "sends to rank {} on that channel)",
                                     op.recv.peer, op.recv.channel, op.recv.peer, rank));
-      else if (recs_[rec.match_recv].status == kWaiting)
+      else if (!started(stream_of(op.recv.peer, rec.match_recv), rec.match_recv))
         parts.push_back(fmt::format("its receive from rank {} on channel {} waits for the matching send, {}, which "
                                     "has not started",
                                     op.recv.peer, op.recv.channel, peer_op(op.recv.peer, rec.match_recv)));
@@ -81,10 +83,15 @@ void Simulation::report_deadlock() {
   std::size_t listed = 0, blocked = 0;
   const auto num_streams = static_cast<std::int32_t>(s_.streams.size());
   for (std::int32_t r = 0; r < static_cast<std::int32_t>(s_.ranks.size()); ++r) {
-    std::int32_t first = kNone;  // g of the earliest-issued op not completed
+    std::int32_t first = kNone, first_id = 0;  // g and op id of the earliest-issued op not completed
     for (std::int32_t s = 0; s < num_streams; ++s) {
       const StreamState& st = streams_[ranks_[r].stream_base + s];
-      if (st.head < st.end && (first == kNone || local_[st.first + st.head] < local_[first])) first = st.first + st.head;
+      if (st.next == st.stop) continue;
+      const std::int32_t id = local_of(r, st.next);
+      if (first == kNone || id < first_id) {
+        first = st.next;
+        first_id = id;
+      }
     }
     if (first == kNone) continue;
     ++blocked;

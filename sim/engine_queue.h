@@ -6,8 +6,10 @@
 // time differs from `last` and digit is its own hex digit there; bucket 0 holds the events at exactly
 // `last`. Bucket order is time order, so the lowest non-empty bucket (found with a bit mask) holds
 // the minimum; popping from an empty bucket 0 moves that bucket down around its minimum. An event
-// moves at most once per hex digit (16 times, typically 2 or 3); every operation appends to or scans
-// a vector, no comparisons in a tree, no allocation once the buckets have grown. (Base 16 rather than
+// moves at most once per hex digit (16 times, typically 1 or 2); every operation appends to or scans
+// a bucket (a plain growable array), no comparisons in a tree, no allocation once the buckets have
+// grown. A bucket whose entries all have one time (always so at the lowest level, and for groups of
+// ties) becomes bucket 0 by a swap instead of moving its entries. (Base 16 rather than
 // the textbook base 2: events of lock-stepped ranks cluster in time and would otherwise move ~10
 // times each.)
 //
@@ -21,7 +23,10 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+#include <cstdlib>
+#include <new>
+#include <type_traits>
+#include <utility>
 
 #include "sim/error.h"
 #include "sim/units.h"
@@ -35,12 +40,19 @@ class RadixEventQueue {
     Nanos time;
     T value;
   };
+  static_assert(std::is_trivially_copyable_v<Entry>, "buckets grow by realloc");
+  RadixEventQueue() = default;
+  RadixEventQueue(const RadixEventQueue&) = delete;
+  RadixEventQueue& operator=(const RadixEventQueue&) = delete;
+  ~RadixEventQueue() {
+    for (Bucket& b : buckets_) std::free(b.data);
+  }
 
   bool empty() const { return size_ == 0; }
   std::size_t size() const { return size_; }
 
   // Schedules `value` at `time`, which must not precede the last popped time.
-  void push(Nanos time, const T& value) {
+  __attribute__((always_inline)) void push(Nanos time, const T& value) {
     CPSCOPE_CHECK(time >= last_, "event scheduled in the past");
     put(Entry{time, value});
     ++size_;
@@ -48,51 +60,75 @@ class RadixEventQueue {
 
   // Removes and returns the earliest entry (ties: the first pushed). The queue must not be empty.
   Entry pop() {
-    auto& zero = buckets_[0];
-    if (head_ == zero.size()) {
-      zero.clear();
+    Bucket& zero = buckets_[0];
+    if (head_ == zero.size) {
+      zero.size = 0;
       head_ = 0;
       std::size_t w = 0;
       while (mask_[w] == 0) ++w;  // size_ > 0, so some bucket holds an entry
       const std::size_t b = w * 64 + static_cast<std::size_t>(std::countr_zero(mask_[w]));
-      auto& from = buckets_[b];
-      mask_[b >> 6] &= ~(std::uint64_t{1} << (b & 63));
-      if (from.size() == 1) {  // the common case once ranks drift apart: no need to move it
-        const Entry e = from.front();
-        from.clear();
-        last_ = e.time;
+      Bucket& from = buckets_[b];
+      mask_[w] &= mask_[w] - 1;  // b is the lowest set bit of its word
+      if (from.size == 1) {  // the common case once ranks drift apart: no need to move it
+        from.size = 0;
+        last_ = from.data[0].time;
         --size_;
-        return e;
+        return from.data[0];
       }
-      Nanos least = from.front().time;
-      for (const Entry& e : from) least = e.time < least ? e.time : least;
+      const Entry* const first = from.data;
+      const Entry* const end = first + from.size;
+      Nanos least = first->time, most = least;
+      for (const Entry* e = first; e != end; ++e) {
+        least = e->time < least ? e->time : least;
+        most = e->time > most ? e->time : most;
+      }
       last_ = least;
-      for (const Entry& e : from) put(e);  // all land in lower buckets
-      from.clear();
+      if (least == most) {
+        // One time (always so at the lowest level, and for groups of ties): the bucket, in its order,
+        // becomes bucket 0 as it is.
+        std::swap(zero, from);
+      } else {
+        for (const Entry* e = first; e != end; ++e) put(*e);  // all land in lower buckets
+        from.size = 0;
+      }
     }
     --size_;
-    return zero[head_++];
+    return zero.data[head_++];
   }
 
  private:
   static constexpr int kBits = 4;
   static constexpr int kDigits = 1 << kBits;
-  static constexpr int kLevels = 64 / kBits;
+  static constexpr int kLevels = (64 + kBits - 1) / kBits;
   static constexpr std::size_t kBuckets = 1 + kLevels * kDigits;
 
-  void put(const Entry& e) {
+  struct Bucket {
+    Entry* data = nullptr;
+    std::uint32_t size = 0, capacity = 0;
+  };
+
+  __attribute__((always_inline)) void put(const Entry& e) {
     const auto diff = static_cast<std::uint64_t>(e.time ^ last_);
-    std::size_t b = 0;
-    if (diff != 0) {
-      const int level = (63 - std::countl_zero(diff)) / kBits;
-      const auto digit = (static_cast<std::uint64_t>(e.time) >> (level * kBits)) & (kDigits - 1);
-      b = 1 + static_cast<std::size_t>(level) * kDigits + static_cast<std::size_t>(digit);
-      mask_[b >> 6] |= std::uint64_t{1} << (b & 63);
-    }
-    buckets_[b].push_back(e);
+    // shift = kBits x the level (the highest digit in which e.time differs from last_); bucket 0
+    // when it equals last_. Branch-free: the level of a time is unpredictable.
+    const int shift = (63 - std::countl_zero(diff | 1)) / kBits * kBits;
+    const auto digit = (static_cast<std::uint64_t>(e.time) >> shift) & (kDigits - 1);
+    const std::size_t b = diff != 0 ? 1 + static_cast<std::size_t>(shift) / kBits * kDigits + digit : 0;
+    mask_[b >> 6] |= static_cast<std::uint64_t>(diff != 0) << (b & 63);
+    Bucket& bk = buckets_[b];
+    if (bk.size == bk.capacity) grow(bk);
+    bk.data[bk.size++] = e;
   }
 
-  std::array<std::vector<Entry>, kBuckets> buckets_;
+  static void grow(Bucket& bk) {
+    const std::uint32_t cap = bk.capacity == 0 ? 16 : bk.capacity * 2;
+    auto* data = static_cast<Entry*>(std::realloc(bk.data, sizeof(Entry) * cap));
+    if (data == nullptr) throw std::bad_alloc();
+    bk.data = data;
+    bk.capacity = cap;
+  }
+
+  std::array<Bucket, kBuckets> buckets_{};
   std::array<std::uint64_t, (kBuckets + 63) / 64> mask_{};  // non-empty buckets other than 0
   std::size_t head_ = 0;  // next entry of bucket 0
   std::size_t size_ = 0;

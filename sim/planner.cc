@@ -159,17 +159,20 @@ void parallel_for(std::size_t n, int jobs, const std::function<std::string(std::
     if (e) std::rethrow_exception(e);
 }
 
-RunResult simulate_schedule(const Schedule& schedule, const HardwareProfile& hw, Timeline* keep) {
+// Simulates and summarises one schedule. The engine accumulates every per-rank metric itself
+// (summarize(SimResult, Schedule)), so the Timeline (64 bytes per op) is recorded only when the
+// caller keeps it (cp-sim run --trace). `threads`: the engine's set-up threads (1 when the caller
+// already runs simulations in parallel).
+RunResult simulate_schedule(const Schedule& schedule, const HardwareProfile& hw, Timeline* keep, int threads = 0) {
   SimOptions options;
-  // summarize() derives every metric from the Timeline, so it must be recorded even when the caller
-  // does not keep it (SimResult carries no per-rank busy/exposed totals of its own).
-  options.record_timeline = true;
+  options.record_timeline = keep != nullptr;
+  options.threads = threads;
   SimResult sim = simulate(schedule, hw, options);
   RunResult run;
   run.workload = schedule.workload;
   run.hardware = hw.name;
   run.source = "simulated";
-  run.summary = summarize(sim.timeline, &schedule);
+  run.summary = summarize(sim, schedule);
   run.stats = sim.stats;
   if (keep) *keep = std::move(sim.timeline);
   return run;
@@ -547,7 +550,7 @@ SweepResult run_sweep(const SweepSpec& spec, const ProgressFn& progress, int job
         Item& item = items[valid[k]];
         try {
           const Schedule schedule = make_schedule(item.workload);
-          item.run = simulate_schedule(schedule, profiles[item.profile], nullptr);
+          item.run = simulate_schedule(schedule, profiles[item.profile], nullptr, jobs > 1 ? 1 : 0);
         } catch (const InputError& e) {  // a rule only the generator or the cost model checks
           item.reason = e.what();
         }
@@ -703,7 +706,7 @@ PlanResult run_plan(const PlanSpec& spec, const HardwareProfile& hw, const Progr
             return;
           }
           PlanEntry entry;
-          entry.result = simulate_schedule(schedule, hw, nullptr);
+          entry.result = simulate_schedule(schedule, hw, nullptr, jobs > 1 ? 1 : 0);
           entry.peak_memory_bytes = peak;
           item.entry = std::move(entry);
         } catch (const InputError& e) {

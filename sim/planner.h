@@ -71,7 +71,8 @@ struct SimulatedRun {
   Timeline timeline;  // empty unless asked for
 };
 // validate → make_schedule → simulate → summarize. InputError for an invalid workload. The Timeline is
-// always recorded (summarize() derives every metric from it) and returned only when asked for.
+// recorded and returned only when asked for (the summary comes from the engine's per-rank totals,
+// identical to summarizing the Timeline).
 SimulatedRun simulate_workload(const Workload&, const HardwareProfile&, bool keep_timeline = false);
 
 // ---- Progress callback shared by sweep and plan ---------------------------------------------------

@@ -1,7 +1,7 @@
 // Simulator speed (Google Benchmark): schedule generation and simulation of a zigzag ring forward +
-// backward at N = 128 and N = 1024 ranks (about 5·N² ops), and `plan` over a 1024-GPU cluster.
+// backward at N = 128 and N = 1024 ranks (about 6·N² ops), and `plan` over a 1024-GPU cluster.
 // Targets: >= 5M simulated ops/s, the N = 1024 step in < 1 s, time per op at N = 1024 within 1.5x of
-// N = 128. After the runs a summary prints those figures and the ratio.
+// N = 128. After the runs a summary prints those figures and says which targets are met.
 //
 // Every benchmark does seconds of work per iteration at N = 1024, so the default (or a small
 // --benchmark_min_time) runs one or a few iterations; --benchmark_filter=/128 runs the quick ones.
@@ -78,8 +78,28 @@ void BM_ZigzagSimulate(benchmark::State& state) {
   SetOpCounters(state, ops, total);
 }
 
-// What cp-sim run/sweep/plan do per config: simulate with the Timeline recorded, then summarize it.
+// What cp-sim run/sweep/plan do per config: simulate without a Timeline, then summarize the engine's
+// per-rank totals.
 void BM_ZigzagSimulateAndSummarize(benchmark::State& state) {
+  const Schedule s = make_schedule(ZigzagRing(state.range(0)));
+  const HardwareProfile& hw = default_hardware();
+  SimOptions options;
+  options.record_timeline = false;
+  std::int64_t ops = 0;
+  Clock::duration total{};
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    SimResult r = simulate(s, hw, options);
+    Summary sum = summarize(r, s);
+    total += Clock::now() - t0;
+    ops = r.stats.ops_executed;
+    benchmark::DoNotOptimize(sum.step_time_ns);
+  }
+  SetOpCounters(state, ops, total);
+}
+
+// The Timeline path (cp-sim run --trace): record every interval, then summarize the Timeline.
+void BM_ZigzagSimulateTimelineAndSummarize(benchmark::State& state) {
   const Schedule s = make_schedule(ZigzagRing(state.range(0)));
   const HardwareProfile& hw = default_hardware();
   std::int64_t ops = 0;
@@ -120,6 +140,7 @@ void BM_Plan1024Gpus(benchmark::State& state) {
 BENCHMARK(BM_ZigzagGenerate)->Arg(128)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ZigzagSimulate)->Arg(128)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ZigzagSimulateAndSummarize)->Arg(128)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ZigzagSimulateTimelineAndSummarize)->Arg(128)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Plan1024Gpus)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Prints the console output as usual and remembers each run's counters for the summary.
@@ -138,27 +159,41 @@ class SummaryReporter : public benchmark::ConsoleReporter {
   }
 
   void PrintSummary() const {
-    std::printf("\nSummary (targets: >= 5M simulated ops/s; N=1024 step < 1 s; ns/op N=1024 within 1.5x of "
-                "N=128)\n");
-    for (const char* name : {"BM_ZigzagSimulate", "BM_ZigzagSimulateAndSummarize", "BM_ZigzagGenerate"}) {
-      const Figures* small = find(std::string(name) + "/128/real_time");
-      const Figures* large = find(std::string(name) + "/1024/real_time");
-      std::printf("  %-30s", name);
+    std::printf("\nSummary. Targets (issue 2, on this machine): >= 5M simulated ops/s at N=128 and N=1024; the N=1024\n"
+                "step (simulate() with its set-up) in < 1 s; ns/op at N=1024 within 1.5x of N=128.\n"
+                "Target rows: BM_ZigzagSimulate (the engine) and BM_ZigzagSimulateAndSummarize (what cp-sim\n"
+                "run/sweep/plan do per config); the Timeline row is for reference (cp-sim run --trace).\n");
+    struct Row {
+      const char* name;
+      bool target;
+    };
+    for (const Row row : {Row{"BM_ZigzagSimulate", true}, Row{"BM_ZigzagSimulateAndSummarize", true},
+                          Row{"BM_ZigzagSimulateTimelineAndSummarize", false}, Row{"BM_ZigzagGenerate", false}}) {
+      const Figures* small = find(std::string(row.name) + "/128/real_time");
+      const Figures* large = find(std::string(row.name) + "/1024/real_time");
+      if (!small && !large) continue;
+      std::printf("  %s\n", row.name);
       for (const auto& [n, f] : {std::pair<int, const Figures*>{128, small}, {1024, large}}) {
         if (!f) continue;
-        std::printf(" | N=%d: %8.0f ops, %5.2f M ops/s, %6.1f ns/op, %.3f s", n, f->counters.at("ops"),
+        std::printf("    N=%-4d %8.0f ops  %5.2f M ops/s  %6.1f ns/op  %.3f s per step\n", n, f->counters.at("ops"),
                     f->counters.at("ops/s") / 1e6, f->counters.at("ns/op"), f->seconds_per_iteration);
       }
-      if (small && large) {
-        const double ratio = large->counters.at("ns/op") / small->counters.at("ns/op");
-        std::printf(" | ns/op ratio N=1024/N=128 %.2fx", ratio);
-        if (std::string(name) == "BM_ZigzagSimulate") {
-          std::printf("\n    targets: ops/s >= 5M: %s | N=1024 step < 1 s: %s | ratio <= 1.5: %s",
-                      std::min(small->counters.at("ops/s"), large->counters.at("ops/s")) >= 5e6 ? "yes" : "NO",
-                      large->seconds_per_iteration < 1.0 ? "yes" : "NO", ratio <= 1.5 ? "yes" : "NO");
-        }
+      const double ratio = small && large ? large->counters.at("ns/op") / small->counters.at("ns/op") : 0;
+      if (small && large) std::printf("    ns/op ratio N=1024 / N=128: %.2fx\n", ratio);
+      if (!row.target) continue;
+      auto verdict = [](bool met) { return met ? "MET" : "NOT MET"; };
+      if (small) {
+        const double rate = small->counters.at("ops/s");
+        std::printf("    target >= 5M ops/s at N=128:   %-7s (%.2f M ops/s)\n", verdict(rate >= 5e6), rate / 1e6);
       }
-      std::printf("\n");
+      if (large) {
+        const double rate = large->counters.at("ops/s");
+        std::printf("    target >= 5M ops/s at N=1024:  %-7s (%.2f M ops/s)\n", verdict(rate >= 5e6), rate / 1e6);
+        std::printf("    target N=1024 step < 1 s:      %-7s (%.3f s)\n", verdict(large->seconds_per_iteration < 1.0),
+                    large->seconds_per_iteration);
+      }
+      if (small && large)
+        std::printf("    target ns/op ratio <= 1.5x:    %-7s (%.2fx)\n", verdict(ratio <= 1.5), ratio);
     }
     if (const Figures* plan = find("BM_Plan1024Gpus/real_time")) {
       std::printf("  BM_Plan1024Gpus: %.0f candidates, %.0f simulated, %.0f ops in %.3f s (%.1f M ops/s)\n",
