@@ -70,12 +70,6 @@ void Simulation::try_start(std::int32_t rank, std::int32_t sid) {
     return;
   }
   st.busy = 1;
-  // The stream's next records (its next op starts when this one completes): fetch the two lines
-  // after this record while the op runs. Without it the first touch of every line of records (one
-  // per 2.7 ops, spread over all the ranks' streams, so no hardware prefetcher follows) stalls the
-  // loop on memory.
-  __builtin_prefetch(reinterpret_cast<const char*>(&rec) + 64);
-  __builtin_prefetch(reinterpret_cast<const char*>(&rec) + 128);
   st.kind = rec.kind;
   st.waited_on = rec.waited_on;
   start_op(rank, sid, g, rec);
@@ -319,6 +313,38 @@ void Simulation::part_done(std::int32_t rank, std::int32_t sid) {
 
 // ---------------------------------------------------------------------------------------------
 
+// Lookahead: ranks in lock step produce events in large groups of equal time, which the queue
+// hands out in order without searching. An event a few places ahead will complete an op and start
+// the next ops: the next one on its stream and any waiting for it on the rank's other streams. Fetch
+// their records now, or their first touch stalls the loop (the records, 24 bytes per op, are far
+// larger than the caches, and the ranks' streams read them in an order no hardware prefetcher
+// follows).
+void Simulation::prefetch_after(std::int32_t rank, std::int32_t sid) const {
+  const StreamState& st = streams_[sid];
+  __builtin_prefetch(&recs_[st.next + 1]);
+  if (st.waited_on == 0) return;
+  const std::int32_t base = ranks_[rank].stream_base;
+  for (std::int32_t s = base; s < base + num_streams_; ++s)
+    if (streams_[s].waiting_on == st.next) __builtin_prefetch(&recs_[streams_[s].next]);
+}
+
+void Simulation::prefetch_for(const Event& ev) const {
+  switch (ev.type()) {
+    case EvType::ComputeDone: {
+      const ComputeSlot& cs = slots_[ev.index];
+      prefetch_after(cs.rank, cs.sid);
+      break;
+    }
+    case EvType::FlowDone: {
+      const Flow& fl = flows_[ev.index];
+      prefetch_after(fl.src_rank, fl.send_sid);
+      prefetch_after(fl.dst_rank, fl.recv_sid);
+      break;
+    }
+    default: break;
+  }
+}
+
 SimResult Simulation::run() {
   auto T0 = std::chrono::steady_clock::now();
   setup();
@@ -329,6 +355,7 @@ SimResult Simulation::run() {
   while (!queue_.empty()) {
     const auto [time, ev] = queue_.pop();
     now_ = time;
+    if (const auto* ahead = queue_.peek(kLookahead)) prefetch_for(ahead->value);
     switch (ev.type()) {
       case EvType::OpDone:
         complete_op(static_cast<std::int32_t>(ev.aux()), ev.index);

@@ -8,10 +8,18 @@
 
 #include <gtest/gtest.h>
 
+#include "sim/engine.h"
 #include "sim/error.h"
+#include "sim/hardware.h"
+#include "sim/workload.h"
 
 namespace cpscope {
 namespace {
+
+std::string describe_for_test(const Workload& w) {
+  return std::string(to_string(w.schedule)) + " " + std::string(to_string(w.mask)) + " " +
+         std::string(to_string(w.pass)) + " " + std::string(to_string(w.dkv)) + " cp=" + std::to_string(w.cp);
+}
 
 constexpr IntervalKind kCompute = IntervalKind::Compute;
 constexpr IntervalKind kComm = IntervalKind::Comm;
@@ -333,6 +341,153 @@ TEST(Analysis, MillionsOfIntervals) {
   }
   EXPECT_EQ(s.total_flops, Flops{10} * pairs * kRanks);
   EXPECT_LT(seconds, 10.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// summarize(SimResult, Schedule): the engine's per-rank totals give the Timeline's summary exactly.
+
+void ExpectSameSummary(const Summary& a, const Summary& b) {
+  EXPECT_EQ(a.step_time_ns, b.step_time_ns);
+  EXPECT_EQ(a.total_flops, b.total_flops);
+  ASSERT_EQ(a.ranks.size(), b.ranks.size());
+  for (std::size_t r = 0; r < a.ranks.size(); ++r) {
+    SCOPED_TRACE("rank " + std::to_string(r));
+    const RankMetrics &x = a.ranks[r], &y = b.ranks[r];
+    EXPECT_EQ(x.rank, y.rank);
+    EXPECT_EQ(x.span_ns, y.span_ns);
+    EXPECT_EQ(x.compute_ns, y.compute_ns);
+    EXPECT_EQ(x.comm_ns, y.comm_ns);
+    EXPECT_EQ(x.exposed_comm_ns, y.exposed_comm_ns);
+    EXPECT_EQ(x.idle_ns, y.idle_ns);
+    EXPECT_EQ(x.bytes_sent, y.bytes_sent);
+    EXPECT_EQ(x.flops, y.flops);
+    EXPECT_EQ(x.peak_memory_bytes, y.peak_memory_bytes);
+  }
+}
+
+// Runs `s` twice, with and without a Timeline, and compares the two summaries.
+void ExpectSummariesAgree(const Schedule& s, const HardwareProfile& hw) {
+  const SimResult with = simulate(s, hw);
+  SimOptions options;
+  options.record_timeline = false;
+  const SimResult without = simulate(s, hw, options);
+  ASSERT_TRUE(without.timeline.intervals.empty());
+  ExpectSameSummary(summarize(with.timeline, &s), summarize(without, s));
+  // A run that recorded its Timeline has the same totals too.
+  ExpectSameSummary(summarize(with.timeline, &s), summarize(with, s));
+}
+
+TEST(AnalysisOfSimResult, EqualsTheTimelineSummaryForEveryScheduleMaskAndPass) {
+  int compared = 0;
+  for (ScheduleKind kind : all_schedules())
+    for (Mask mask : {Mask::Causal, Mask::Full})
+      for (PassSet pass : {PassSet::Fwd, PassSet::Bwd, PassSet::FwdBwd})
+        for (DkvVariant dkv : {DkvVariant::Fp32, DkvVariant::Input}) {
+          Workload w;
+          w.schedule = kind;
+          w.mask = mask;
+          w.pass = pass;
+          w.dkv = dkv;
+          w.seq = 8192;
+          w.cp = 8;
+          w.gpus_per_node = 4;  // two nodes: NVLink and network transfers
+          if (kind == ScheduleKind::Hybrid) w.ulysses = 2;
+          if (kind == ScheduleKind::AllGather) w.kv_head_groups = 2;
+          if (!invalid_reason(w).empty()) continue;
+          SCOPED_TRACE(describe_for_test(w));
+          ExpectSummariesAgree(make_schedule(w), default_hardware());
+          ++compared;
+        }
+  EXPECT_GE(compared, 40);
+}
+
+TEST(AnalysisOfSimResult, EqualsTheTimelineSummaryWithInterferenceAndSharedLinks) {
+  std::vector<Workload> workloads;
+  {
+    Workload w;  // zigzag ring over 4 nodes of 2 GPUs
+    w.seq = 16384;
+    w.cp = 8;
+    w.gpus_per_node = 2;
+    workloads.push_back(w);
+    w.schedule = ScheduleKind::Ring;  // TP innermost: CP neighbours on other nodes, NICs shared by groups
+    w.tp = 2;
+    w.placement = Placement::TpInner;
+    w.gpus_per_node = 4;
+    workloads.push_back(w);
+    w = Workload{};
+    w.schedule = ScheduleKind::Hybrid;  // all-to-all inside nodes, ring across
+    w.seq = 16384;
+    w.cp = 16;
+    w.ulysses = 4;
+    w.gpus_per_node = 4;
+    workloads.push_back(w);
+    w = Workload{};
+    w.schedule = ScheduleKind::AllGather;
+    w.seq = 16384;
+    w.cp = 4;
+    w.kv_head_groups = 4;
+    w.balance = Balance::Contiguous;
+    workloads.push_back(w);
+  }
+  for (double interference : {1.0, 1.3}) {
+    for (const char* name : {"h100-sxm", "a100-sxm-80gb"}) {
+      HardwareProfile hw = load_hardware(name);
+      hw.comm_compute_interference = interference;
+      hw.nics_per_node = 2;  // GPUs share NICs: fair sharing between this group's own flows
+      for (const Workload& w : workloads) {
+        SCOPED_TRACE(describe_for_test(w) + " " + name + " interference " + std::to_string(interference));
+        ExpectSummariesAgree(make_schedule(w), hw);
+      }
+    }
+  }
+}
+
+TEST(AnalysisOfSimResult, EqualsTheTimelineSummaryOnHandBuiltEdgeCases) {
+  // Zero-length ops, a rank without ops, two compute streams at once, memory ops between.
+  Schedule s;
+  s.workload.cp = 3;
+  s.workload.head_dim = 128;
+  s.streams = {"compute", "comm", "compute2"};
+  s.ranks.resize(3);
+  for (std::int32_t r = 0; r < 3; ++r) s.ranks[r].rank = r;
+  auto add = [&](std::int32_t r, Op op) {
+    op.id = static_cast<std::int32_t>(s.ranks[r].ops.size());
+    s.ranks[r].ops.push_back(op);
+  };
+  Op attend;
+  attend.kind = OpKind::Attend;
+  attend.flops = 4'000'000'000;
+  attend.attn.q_len = attend.attn.kv_len = 1024;
+  attend.attn.mask = AttnMask::Full;
+  Op empty_send;  // no peers: completes as it starts
+  empty_send.kind = OpKind::SendRecv;
+  empty_send.stream = 1;
+  Op send = empty_send;
+  send.send.peer = 2;
+  send.send.bytes = send.bytes = 4 << 20;
+  Op recv = empty_send;
+  recv.recv.peer = 0;
+  recv.recv.bytes = 4 << 20;
+  Op layout;
+  layout.kind = OpKind::Layout;
+  layout.bytes = 1 << 20;
+  add(0, attend);
+  add(0, empty_send);
+  add(0, send);
+  Op attend2 = attend;
+  attend2.stream = 2;
+  add(0, attend2);
+  add(0, layout);
+  add(2, recv);
+  add(2, layout);
+  s.ranks[0].buffers.push_back({"q", 1000, true, false});
+  HardwareProfile hw = default_hardware();
+  hw.comm_compute_interference = 1.2;
+  ExpectSummariesAgree(s, hw);
+  const Summary sum = summarize(simulate(s, hw, SimOptions{false}), s);
+  EXPECT_EQ(sum.ranks[1].span_ns, 0);
+  EXPECT_EQ(sum.ranks[1].idle_ns, sum.step_time_ns);
+  EXPECT_EQ(sum.ranks[0].peak_memory_bytes, 1000);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -516,6 +517,144 @@ TEST(Engine, BuiltinProfileRingIsPlausible) {
   // Compute bound: 8 steps, each slowed while its overlapped transfer runs.
   EXPECT_GE(r.stats.makespan, 8 * step);
   EXPECT_LE(r.stats.makespan, 8 * step + 8 * cost.transfer_ns(64 * kMiB, false));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-rank totals (SimResult::rank_busy), set-up threads, malformed schedules.
+
+TEST(Engine, RankBusyTotalsOnAHandComputedCase) {
+  // Rank 0: attention [0, 5000) beside a send [0, 1000 + 10000); rank 1: the matching receive, then a
+  // 2000 ns DkvAdd-like memory op (1 GB/s HBM: 2000 bytes) after it.
+  Builder b(2);
+  b.attend(0, 5000);
+  b.sendrecv(0, 1, -1, 10'000);
+  const std::int32_t ev = b.event(1);
+  b.sendrecv(1, -1, 0, 10'000, 0, kNoEvent, ev);
+  Op add;
+  add.kind = OpKind::DkvAdd;
+  add.stream = kCompute;
+  add.bytes = 2000;
+  add.wait[0] = ev;
+  b.add(1, add);
+  const SimResult r = simulate(b.s, unit_hw(), SimOptions{false});
+  ASSERT_EQ(r.rank_busy.size(), 2u);
+  const RankBusy& a = r.rank_busy[0];
+  EXPECT_EQ(a.first_start, 0);
+  EXPECT_EQ(a.last_end, 11'000);
+  EXPECT_EQ(a.compute_ns, 5000);
+  EXPECT_EQ(a.comm_ns, 11'000);
+  EXPECT_EQ(a.exposed_comm_ns, 6000);
+  EXPECT_EQ(a.busy_ns, 11'000);
+  EXPECT_EQ(a.flops, 5'000'000);
+  EXPECT_EQ(a.bytes_sent, 10'000);
+  const RankBusy& c = r.rank_busy[1];
+  EXPECT_EQ(c.first_start, 0);
+  EXPECT_EQ(c.last_end, 13'000);
+  EXPECT_EQ(c.compute_ns, 0);  // DkvAdd is memory, not compute
+  EXPECT_EQ(c.comm_ns, 11'000);
+  EXPECT_EQ(c.exposed_comm_ns, 11'000);
+  EXPECT_EQ(c.busy_ns, 13'000);
+  EXPECT_EQ(c.bytes_sent, 0);  // a receive sends nothing
+  EXPECT_EQ(r.rank_end, (std::vector<Nanos>{11'000, 13'000}));
+}
+
+TEST(Engine, RankBusyOfARankWithoutOps) {
+  Builder b(3);
+  b.attend(0, 100);
+  b.attend(2, 300);
+  const SimResult r = simulate(b.s, unit_hw(), SimOptions{false});
+  EXPECT_EQ(r.rank_busy[1].first_start, -1);
+  EXPECT_EQ(r.rank_busy[1].busy_ns, 0);
+  EXPECT_EQ(r.rank_busy[2].compute_ns, 300);
+}
+
+TEST(Engine, AnOpMaySendToItsOwnRank) {
+  Builder b(1);
+  b.sendrecv(0, 0, 0, 1'000'000);
+  b.attend(0, 100, 1);
+  const SimResult r = simulate(b.s, unit_hw());
+  EXPECT_EQ(find(r, 0, 0).end, 1000 + 1'000'000);
+  EXPECT_EQ(r.stats.ops_executed, 2);
+}
+
+TEST(Engine, AnEventRecordedTwiceIsAnError) {
+  Builder b(1);
+  const std::int32_t ev = b.event(0);
+  b.attend(0, 100, 0, kNoEvent, ev);
+  b.attend(0, 100, 1, kNoEvent, ev);
+  try {
+    simulate(b.s, unit_hw());
+    FAIL() << "expected InternalError";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("records event 0, which op 0 already records"), std::string::npos)
+        << e.what();
+  }
+}
+
+// Results do not depend on how many threads set the run up: ranks split between threads, with
+// transfers, collectives and events crossing the split.
+TEST(Engine, SetupThreadsGiveIdenticalResults) {
+  std::vector<Schedule> schedules = {busy_schedule(8, 200'000, 300'000)};
+  {
+    Builder b(5, 2);
+    const std::int32_t all = b.group({0, 1, 2, 3, 4}), pair = b.group({1, 3});
+    for (std::int32_t r = 0; r < 5; ++r) {
+      const std::int32_t ev = b.event(r);
+      b.attend(r, 1000 * (r + 1), 0, kNoEvent, ev);
+      b.sendrecv(r, (r + 2) % 5, (r + 3) % 5, 50'000 * (r + 1), 0, ev, kNoEvent, kComm2);
+      b.collective(r, OpKind::AllGather, all, 10'000);
+      if (r == 1 || r == 3) b.collective(r, OpKind::AllToAll, pair, 5000);
+      b.sendrecv(r, r, r, 1000, 1);  // to itself
+    }
+    schedules.push_back(b.s);
+  }
+  for (ScheduleKind kind : all_schedules()) {
+    Workload w;
+    w.schedule = kind;
+    w.seq = 16384;
+    w.cp = 8;
+    w.gpus_per_node = 4;
+    if (kind == ScheduleKind::Hybrid) w.ulysses = 2;
+    if (invalid_reason(w).empty()) schedules.push_back(make_schedule(w));
+  }
+  HardwareProfile hw = default_hardware();
+  for (std::size_t i = 0; i < schedules.size(); ++i) {
+    SCOPED_TRACE(i);
+    SimOptions one{false, 1}, two{false, 2};
+    const SimResult a = simulate(schedules[i], hw, one), b = simulate(schedules[i], hw, two);
+    const SimResult t = simulate(schedules[i], hw);  // with a Timeline (set up by one thread)
+    EXPECT_EQ(a.stats.makespan, b.stats.makespan);
+    EXPECT_EQ(a.stats.events_processed, b.stats.events_processed);
+    EXPECT_EQ(a.stats.events_processed, t.stats.events_processed);
+    EXPECT_EQ(a.rank_end, b.rank_end);
+    EXPECT_EQ(a.rank_end, t.rank_end);
+    ASSERT_EQ(a.rank_busy.size(), b.rank_busy.size());
+    for (std::size_t r = 0; r < a.rank_busy.size(); ++r) {
+      const RankBusy &x = a.rank_busy[r], &y = b.rank_busy[r], &z = t.rank_busy[r];
+      EXPECT_EQ(std::tie(x.first_start, x.last_end, x.compute_ns, x.comm_ns, x.exposed_comm_ns, x.busy_ns, x.flops,
+                         x.bytes_sent),
+                std::tie(y.first_start, y.last_end, y.compute_ns, y.comm_ns, y.exposed_comm_ns, y.busy_ns, y.flops,
+                         y.bytes_sent));
+      EXPECT_EQ(std::tie(x.first_start, x.last_end, x.compute_ns, x.comm_ns, x.exposed_comm_ns, x.busy_ns),
+                std::tie(z.first_start, z.last_end, z.compute_ns, z.comm_ns, z.exposed_comm_ns, z.busy_ns));
+    }
+  }
+}
+
+TEST(Engine, SetupErrorsDoNotDependOnThreads) {
+  // Two bad ops on different ranks: the first in rank order is reported, whatever the threads.
+  Builder b(4);
+  for (std::int32_t r = 0; r < 4; ++r) b.attend(r, 100);
+  b.s.ranks[1].ops[0].stream = 9;
+  b.s.ranks[3].ops[0].stream = 7;
+  for (int threads : {1, 2}) {
+    try {
+      simulate(b.s, unit_hw(), SimOptions{false, threads});
+      FAIL() << "expected InternalError";
+    } catch (const InternalError& e) {
+      EXPECT_NE(std::string(e.what()).find("rank 1 op 0 uses stream 9"), std::string::npos) << e.what();
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
