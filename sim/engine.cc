@@ -2,7 +2,8 @@
 //
 // Model (see sim/schedule.h for the IR semantics it executes):
 //  - Streams are FIFOs: an op starts when it is at the head of its stream and every event it waits on
-//    has been recorded (its recording op completed). One op runs per stream at a time.
+//    has been recorded (its recording op completed). One op runs per stream at a time. An event is
+//    recorded by one op (set-up rejects a second recorder).
 //  - Compute ops (Attend, AttendBwd, DkvAdd, Layout) need CostModel::compute_ns of GPU time. Their
 //    progress is fluid: with k compute ops running on a rank each advances at 1/k (concurrent kernels
 //    share the SMs: two compute streams never give a GPU more than its rate), and while any
@@ -22,8 +23,9 @@
 //    the resource). Every CP group of the mesh runs the same schedule at once, so a NIC also carries
 //    the identical traffic of the other groups' GPUs behind it: it offers this group
 //    network bandwidth x (our GPUs on the NIC) / (all GPUs on the NIC). (Counted per NIC rather than
-//    per node: under TpInner the interleaved groups mostly sit behind other NICs of the node.) A SendRecv op completes when its send and its
-//    receive transfers have both completed (either may be absent).
+//    per node: under TpInner the interleaved groups mostly sit behind other NICs of the node.) A
+//    SendRecv op completes when its send and its receive transfers have both completed (either may be
+//    absent).
 //  - Collectives: the k-th collective on a group starts when every member has started its k-th
 //    collective on that group; all members complete together CostModel::collective_ns later (inter-node
 //    when the group spans nodes). A simplification: collectives count as communication for
@@ -33,20 +35,27 @@
 // Time is integer ns; events at equal times run in insertion order (sim/engine_queue.h), so a run is
 // deterministic.
 //
-// Speed (a 1024-rank ring has ~6M ops): set-up reads each rank's ops into 40-byte OpRecs (durations
-// from the cost model memoised by shape, transfers and collectives matched) laid out stream by stream,
-// so a stream's ops are adjacent and the event loop walks memory sequentially instead of touching the
-// 176-byte Ops; timeline intervals are pre-filled in the same order with their names while the ops
-// are in cache, and the loop records only 16-byte start/end pairs. The event queue is a radix heap
-// (sim/engine_queue.h). Fair sharing updates only the flows of the resources a starting or ending
-// flow uses. The big arrays are advised as huge pages. No per-op allocation, no std::map.
+// Per-rank totals: every op start and end first brings its rank's busy totals up to now_ (account():
+// time since the last change is added to compute, comm, exposed comm and busy according to the counts
+// of compute, comm and memory ops running), so SimResult::rank_busy holds exactly the interval
+// unions summarize() computes from a Timeline, without one.
+//
+// Speed (a 1024-rank ring has ~6M ops): set-up reads each rank's ops into 24-byte OpRecs (durations
+// from the cost model memoised by shape, byte counts and durations as indices into a table of
+// distinct values, transfers and collectives matched, events resolved to the op that records them)
+// laid out stream by stream, so a stream's ops are adjacent and the event loop walks memory
+// sequentially instead of touching the 176-byte Ops. Large schedules are set up by two threads (see
+// engine_setup.cc). The records are read-only in the loop: the state of a running op lives in its
+// stream's StreamState (a few hot cache lines per rank), a transfer's in its Flow, and a peer's
+// progress is read from its streams, so an op's record is touched once, when it starts. Timeline
+// intervals, when recorded, are pre-filled by set-up and the loop records only 16-byte start/end
+// pairs. The event queue is a radix heap (sim/engine_queue.h). Fair sharing updates only the flows of
+// the resources a starting or ending flow uses. The big arrays are allocated without zero-filling
+// and advised as huge pages. No per-op allocation, no std::map.
 #include "sim/engine.h"
 
 #include <algorithm>
 #include <limits>
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>  // TEMP
 
 #include <fmt/format.h>
 
@@ -313,49 +322,14 @@ void Simulation::part_done(std::int32_t rank, std::int32_t sid) {
 
 // ---------------------------------------------------------------------------------------------
 
-// Lookahead: ranks in lock step produce events in large groups of equal time, which the queue
-// hands out in order without searching. An event a few places ahead will complete an op and start
-// the next ops: the next one on its stream and any waiting for it on the rank's other streams. Fetch
-// their records now, or their first touch stalls the loop (the records, 24 bytes per op, are far
-// larger than the caches, and the ranks' streams read them in an order no hardware prefetcher
-// follows).
-void Simulation::prefetch_after(std::int32_t rank, std::int32_t sid) const {
-  const StreamState& st = streams_[sid];
-  __builtin_prefetch(&recs_[st.next + 1]);
-  if (st.waited_on == 0) return;
-  const std::int32_t base = ranks_[rank].stream_base;
-  for (std::int32_t s = base; s < base + num_streams_; ++s)
-    if (streams_[s].waiting_on == st.next) __builtin_prefetch(&recs_[streams_[s].next]);
-}
-
-void Simulation::prefetch_for(const Event& ev) const {
-  switch (ev.type()) {
-    case EvType::ComputeDone: {
-      const ComputeSlot& cs = slots_[ev.index];
-      prefetch_after(cs.rank, cs.sid);
-      break;
-    }
-    case EvType::FlowDone: {
-      const Flow& fl = flows_[ev.index];
-      prefetch_after(fl.src_rank, fl.send_sid);
-      prefetch_after(fl.dst_rank, fl.recv_sid);
-      break;
-    }
-    default: break;
-  }
-}
-
 SimResult Simulation::run() {
-  auto T0 = std::chrono::steady_clock::now();
   setup();
-  auto T1 = std::chrono::steady_clock::now();
   for (std::int32_t sid = 0; sid < static_cast<std::int32_t>(streams_.size()); ++sid)
     try_start(sid / static_cast<std::int32_t>(s_.streams.size()), sid);
 
   while (!queue_.empty()) {
     const auto [time, ev] = queue_.pop();
     now_ = time;
-    if (const auto* ahead = queue_.peek(kLookahead)) prefetch_for(ahead->value);
     switch (ev.type()) {
       case EvType::OpDone:
         complete_op(static_cast<std::int32_t>(ev.aux()), ev.index);
@@ -398,8 +372,6 @@ SimResult Simulation::run() {
     ++events_;
   }
   if (done_ops_ != total_ops_) report_deadlock();
-  auto T2 = std::chrono::steady_clock::now();
-  if (getenv("CPS_T")) fprintf(stderr, "setup %.6f loop %.6f\n", std::chrono::duration<double>(T1-T0).count(), std::chrono::duration<double>(T2-T1).count());
 
   if (times_) {
     Interval* iv = result_.timeline.intervals.data();

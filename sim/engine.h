@@ -48,7 +48,9 @@ struct SimResult {
 };
 
 // Simulates one CP group in full. Throws InternalError on a deadlock (ops left that can never start),
-// naming the first blocked op of each rank.
+// naming the first blocked op of each rank, and on a malformed schedule (an op on a stream or event
+// out of range, an event recorded by two ops, a peer or group that does not exist); InputError when
+// the hardware profile cannot time an op (no attention rate table for its pass, mask and head_dim).
 SimResult simulate(const Schedule&, const HardwareProfile&, const SimOptions& = {});
 
 }  // namespace cpscope

@@ -58,13 +58,6 @@ class RadixEventQueue {
     ++size_;
   }
 
-  // The entry that pop() returns after k more pops, when it is known without searching (it has the
-  // time of the last popped one); nullptr otherwise. For prefetching.
-  const Entry* peek(std::size_t k) const {
-    const Bucket& zero = buckets_[0];
-    return head_ + k < zero.size ? &zero.data[head_ + k] : nullptr;
-  }
-
   // Removes and returns the earliest entry (ties: the first pushed). The queue must not be empty.
   Entry pop() {
     Bucket& zero = buckets_[0];

@@ -229,9 +229,6 @@ class Simulation {
     queue_.push(t, Event{index, (static_cast<std::uint32_t>(type) << 29) | (aux & Event::kAuxMask)});
   }
 
-  static constexpr std::size_t kLookahead = 6;  // events
-  void prefetch_for(const Event& ev) const;
-  void prefetch_after(std::int32_t rank, std::int32_t sid) const;
   void try_start(std::int32_t rank, std::int32_t sid);
   void start_op(std::int32_t rank, std::int32_t sid, std::int32_t g, const OpRec& rec);
   void complete_op(std::int32_t rank, std::int32_t sid);
