@@ -1,0 +1,330 @@
+// Executor: IR op -> backend calls. The operand conventions are the generators' (sim/schedule.cc):
+//  Attend      reads Q and the K/V tensor named by Op::send; merges into O/LSE (stable LSE update).
+//  AttendBwd   reads Q, O, LSE, dO and the K/V of Op::send; adds into dQ; adds the block's dK/dV into
+//              the tensor of Op::recv, or into the dkv scratch when Op::recv is empty.
+//  DkvAdd      adds the dkv scratch into the dK/dV of Op::recv (the dK/dV planes of a packed slot).
+//  Layout      Op::send -> Op::recv: allgather's gathered K/V from rank order to token order (and its
+//              dK/dV back), or TransformerEngine's copy of the saved K/V block into packed slot 0.
+//  SendRecv    moves the slots of Op::send / Op::recv; a packed [K/V; dK/dV] message carries its K/V
+//              half when step <= R-2 and its dK/dV half when step >= 1.
+//  AllGather   rank's K/V input (the op's head group) -> the gathered slot of Op::recv, rank order.
+//  ReduceScatter the gathered-range dK/dV of Op::send -> the rank's dK/dV output (head group).
+//  AllToAll    by Op::buffer: QKV, O, DO, DQKV (hybrid.cc): per peer, the head slice it owns.
+// Fills that start a pass (the IR's "accumulators start empty"): the forward sets O = 0 and LSE = -inf
+// before its first op; the backward zero-fills dQ, the ring's dK/dV accumulators and the dK/dV halves
+// of packed slots. A dK/dV destination that attention adds into directly (no ring: R = 1, allgather)
+// is zero-filled right before the first AttendBwd that writes it, and again after a collective has
+// consumed it, so a reused slot starts empty.
+// Every transfer's byte count is checked against the tensors it moves (element size: fp32 for Acc
+// tensors, the workload dtype otherwise), so the runtime cannot silently move other data than the
+// simulator times.
+#include "runtime/executor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include <fmt/format.h>
+
+#include "sim/error.h"
+
+namespace cpscope::rt {
+
+Executor::Executor(const Schedule& schedule, std::int32_t rank, Backend& backend)
+    : schedule_(schedule), rank_(rank), backend_(backend), layout_(schedule.workload, rank) {
+  const Workload& w = schedule.workload;
+  CPSCOPE_CHECK(rank >= 0 && static_cast<std::size_t>(rank) < schedule.ranks.size(), "rank out of range");
+  gqa_ratio_ = static_cast<std::int32_t>(w.heads / w.kv_heads);
+  scale_ = 1.0 / std::sqrt(static_cast<double>(w.head_dim));
+  if (w.schedule == ScheduleKind::AllGather && w.cp > 1) {
+    // Row i of the token-ordered slot is token i; rank order is the ranks' sequence layouts concatenated.
+    std::vector<std::int64_t> rank_order;
+    for (std::int64_t r = 0; r < w.cp; ++r) {
+      const auto t = seq_tokens(w, r);
+      rank_order.insert(rank_order.end(), t.begin(), t.end());
+    }
+    to_global_.assign(rank_order.size(), -1);
+    for (std::size_t j = 0; j < rank_order.size(); ++j) to_global_[static_cast<std::size_t>(rank_order[j])] =
+        static_cast<std::int64_t>(j);
+    to_rank_order_ = std::move(rank_order);
+  }
+}
+
+void Executor::allocate() {
+  const RankProgram& prog = schedule_.ranks[static_cast<std::size_t>(rank_)];
+  backend_.allocate(layout_, static_cast<std::int32_t>(schedule_.streams.size()), prog.num_events);
+}
+
+std::int64_t Executor::region_bytes(const Region& r) const {
+  const TensorDesc& d = layout_.desc(r.tensor);
+  const std::int64_t elem = d.precision == Precision::Acc ? 4 : schedule_.workload.elem_bytes();
+  return r.elements(schedule_.workload.batch, d.dim) * elem;
+}
+
+Region Executor::whole(TensorId t, std::int32_t plane, std::int32_t planes) const {
+  const TensorDesc& d = layout_.desc(t);
+  CPSCOPE_CHECK(d.used, fmt::format("rank {}: tensor {} is not allocated", rank_, to_string(t)));
+  return Region{t, plane, planes < 0 ? d.planes - plane : planes, 0, d.rows, 0, d.heads};
+}
+
+Region Executor::rows(TensorId t, std::int64_t row, std::int64_t count, std::int32_t plane,
+                      std::int32_t planes) const {
+  Region r = whole(t, plane, planes);
+  CPSCOPE_CHECK(row >= 0 && row + count <= r.rows, fmt::format("rows [{}, {}) of {} ({} rows)", row, row + count,
+                                                               to_string(t), r.rows));
+  r.row = row;
+  r.rows = count;
+  return r;
+}
+
+Region Executor::heads(TensorId t, std::int32_t head, std::int32_t count, std::int32_t plane,
+                       std::int32_t planes) const {
+  Region r = whole(t, plane, planes);
+  CPSCOPE_CHECK(head >= 0 && head + count <= r.heads, fmt::format("heads [{}, {}) of {} ({} heads)", head,
+                                                                  head + count, to_string(t), r.heads));
+  r.head = head;
+  r.heads = count;
+  return r;
+}
+
+void Executor::fill_if_fresh(const Op& op, TensorId t, std::int32_t plane, std::int32_t planes) {
+  const TensorId s = layout_.storage(t);
+  if (!fresh_[static_cast<int>(s)]) return;
+  backend_.fill(op, op.stream, whole(t, plane, planes), 0.0);
+  fresh_[static_cast<int>(s)] = false;
+}
+
+void Executor::begin_pass(const Op& first) {
+  const std::int32_t compute = 0;
+  fresh_.fill(false);
+  if (first.pass == OpPass::Fwd) {
+    backend_.fill(first, compute, whole(TensorId::O), 0.0);
+    backend_.fill(first, compute, whole(TensorId::Lse), -std::numeric_limits<double>::infinity());
+    return;
+  }
+  backend_.fill(first, compute, whole(TensorId::Dq), 0.0);
+  const Workload& w = schedule_.workload;
+  const bool ring = w.schedule != ScheduleKind::AllGather && layout_.ring_size() > 1;
+  for (TensorId t : {TensorId::Dkv0, TensorId::Dkv1}) {
+    if (!layout_.desc(t).used) continue;
+    if (ring)
+      backend_.fill(first, compute, whole(t), 0.0);
+    else
+      fresh_[static_cast<int>(layout_.storage(t))] = true;
+  }
+  for (TensorId t : {TensorId::KvDkv0, TensorId::KvDkv1})
+    if (layout_.desc(t).used) backend_.fill(first, compute, whole(t, 2, 2), 0.0);
+}
+
+AttendArgs Executor::attend_args(const Op& op) const {
+  const AttnBlock& b = op.attn;
+  AttendArgs a;
+  a.kv = layout_.operand(op.send.buffer, op.send.slot);
+  const TensorDesc& q = layout_.desc(TensorId::Q);
+  const TensorDesc& kv = layout_.desc(a.kv);
+  a.q_off = b.q_off;
+  a.q_len = b.q_len;
+  a.kv_off = b.kv_off;
+  a.kv_len = b.kv_len;
+  a.head_begin = b.head_begin - q.head_base;
+  a.head_count = b.head_count;
+  a.gqa_ratio = gqa_ratio_;
+  // KV tensor head of Q-tensor head h: (h + q_base) / ratio - kv_base; q_base is a multiple of ratio.
+  CPSCOPE_CHECK(q.head_base % gqa_ratio_ == 0, "Q tensor head base is not a multiple of the GQA ratio");
+  a.kv_head_shift = layout_.kv_head_base(a.kv, op) - q.head_base / gqa_ratio_;
+  a.causal = b.mask == AttnMask::Causal;
+  a.causal_offset = b.causal_offset;
+  a.scale = scale_;
+  const auto where = [&] { return fmt::format("rank {} op {} ({})", rank_, op.id, op_name(op)); };
+  CPSCOPE_CHECK(b.mask != AttnMask::None, where() + ": attention without a mask");
+  CPSCOPE_CHECK(a.head_begin >= 0 && a.head_begin + a.head_count <= q.heads, where() + ": heads outside Q");
+  CPSCOPE_CHECK(a.q_off >= 0 && a.q_off + a.q_len <= q.rows, where() + ": rows outside Q");
+  CPSCOPE_CHECK(a.kv_off >= 0 && a.kv_off + a.kv_len <= kv.rows, where() + ": rows outside K/V");
+  const std::int32_t kv_first = a.head_begin / gqa_ratio_ - a.kv_head_shift;
+  const std::int32_t kv_last = (a.head_begin + a.head_count - 1) / gqa_ratio_ - a.kv_head_shift;
+  CPSCOPE_CHECK(kv_first >= 0 && kv_last < kv.heads, where() + ": KV heads outside the K/V tensor");
+  return a;
+}
+
+void Executor::issue() {
+  const RankProgram& prog = schedule_.ranks[static_cast<std::size_t>(rank_)];
+  bool started[2] = {false, false};
+  for (const Op& op : prog.ops) {
+    const int p = op.pass == OpPass::Fwd ? 0 : 1;
+    if (!started[p]) {
+      started[p] = true;
+      begin_pass(op);
+    }
+    for (std::int32_t e : op.wait)
+      if (e != kNoEvent) backend_.wait_event(op, op.stream, e);
+    issue_op(op);
+    if (op.record != kNoEvent) backend_.record_event(op, op.stream, op.record);
+  }
+}
+
+void Executor::issue_op(const Op& op) {
+  const Workload& w = schedule_.workload;
+  const auto where = [&] { return fmt::format("rank {} op {} ({})", rank_, op.id, op_name(op)); };
+  const std::int32_t st = op.stream;
+  switch (op.kind) {
+    case OpKind::Attend:
+      backend_.attend_fwd(op, st, attend_args(op), true);
+      return;
+    case OpKind::AttendBwd: {
+      AttendArgs a = attend_args(op);
+      if (op.recv.buffer == BufferKind::None) {
+        a.dkv = TensorId::DkvScratch;
+        backend_.fill(op, st, whole(TensorId::DkvScratch), 0.0);
+      } else {
+        CPSCOPE_CHECK(op.recv.buffer == BufferKind::DKV, where() + ": dK/dV destination is not a DKV slot");
+        a.dkv = layout_.operand(op.recv.buffer, op.recv.slot);
+        fill_if_fresh(op, a.dkv, 0, 2);
+      }
+      const TensorDesc& d = layout_.desc(a.dkv);
+      const std::int32_t first = a.head_begin / a.gqa_ratio - a.kv_head_shift;
+      // The destination's KV heads must line up with the K/V tensor's (same head base).
+      CPSCOPE_CHECK(layout_.kv_head_base(a.dkv, op) == layout_.kv_head_base(a.kv, op) && first >= 0 &&
+                        d.rows == layout_.desc(a.kv).rows,
+                    where() + ": dK/dV destination does not match the K/V it differentiates");
+      backend_.attend_bwd(op, st, a);
+      return;
+    }
+    case OpKind::DkvAdd: {
+      const TensorId dst = layout_.operand(op.recv.buffer, op.recv.slot);
+      const std::int32_t plane = op.recv.buffer == BufferKind::KvDkv ? 2 : 0;
+      backend_.copy(op, st, whole(TensorId::DkvScratch), whole(dst, plane, 2), true);
+      return;
+    }
+    case OpKind::Layout: {
+      const TensorId src = layout_.operand(op.send.buffer, op.send.slot);
+      const TensorId dst = layout_.operand(op.recv.buffer, op.recv.slot);
+      if (op.send.buffer == BufferKind::KV && op.recv.buffer == BufferKind::KvDkv) {
+        backend_.copy(op, st, whole(src), whole(dst, 0, 2), false);  // TE: saved K/V -> packed slot 0
+        return;
+      }
+      CPSCOPE_CHECK(src == dst && !to_global_.empty(), where() + ": unknown layout");
+      const bool forward = op.send.buffer == BufferKind::KV;
+      backend_.copy(op, st, whole(src), whole(dst), false, forward ? to_global_ : to_rank_order_);
+      return;
+    }
+    case OpKind::SendRecv: {
+      ExchangeArgs x;
+      x.channel = op.send.peer >= 0 ? op.send.channel : op.recv.channel;
+      const std::int64_t R = layout_.ring_size();
+      auto regions = [&](const Transfer& t) {
+        const TensorId id = layout_.operand(t.buffer, t.slot);
+        if (t.buffer != BufferKind::KvDkv) return std::vector<Region>{whole(id)};
+        const bool kv = op.step <= R - 2;
+        const bool dkv = op.step >= 1;
+        return std::vector<Region>{whole(id, kv ? 0 : 2, kv && dkv ? 4 : 2)};
+      };
+      auto check = [&](const Transfer& t, const std::vector<Region>& rs) {
+        std::int64_t bytes = 0;
+        for (const Region& r : rs) bytes += region_bytes(r);
+        CPSCOPE_CHECK(bytes == t.bytes, fmt::format("{}: the IR moves {} bytes, the tensors hold {}", where(), t.bytes,
+                                                    bytes));
+      };
+      if (op.send.peer >= 0) {
+        x.sends.push_back({op.send.peer, regions(op.send)});
+        check(op.send, x.sends.back().regions);
+      }
+      if (op.recv.peer >= 0) {
+        x.recvs.push_back({op.recv.peer, regions(op.recv)});
+        check(op.recv, x.recvs.back().regions);
+      }
+      backend_.exchange(op, st, x);
+      return;
+    }
+    case OpKind::AllGather: {
+      const auto& members = schedule_.groups.at(static_cast<std::size_t>(op.group));
+      AllGatherArgs x;
+      x.group = op.group;
+      x.members = members;
+      x.position = static_cast<std::int32_t>(std::find(members.begin(), members.end(), rank_) - members.begin());
+      const TensorId dst = layout_.operand(op.recv.buffer, op.recv.slot);
+      const std::int32_t hk = layout_.desc(dst).heads;
+      x.src = heads(TensorId::KvIn, op.step * hk, hk);
+      const std::int64_t s = w.local_tokens();
+      for (std::size_t i = 0; i < members.size(); ++i)
+        x.dst.push_back(rows(dst, static_cast<std::int64_t>(i) * s, s));
+      const std::int64_t per_peer = region_bytes(x.dst[0]);
+      CPSCOPE_CHECK(per_peer == op.bytes_per_peer, fmt::format("{}: the IR gathers {} bytes per peer, the tensors {}",
+                                                               where(), op.bytes_per_peer, per_peer));
+      backend_.all_gather(op, st, x);
+      return;
+    }
+    case OpKind::ReduceScatter: {
+      const auto& members = schedule_.groups.at(static_cast<std::size_t>(op.group));
+      ReduceScatterArgs x;
+      x.group = op.group;
+      x.members = members;
+      x.position = static_cast<std::int32_t>(std::find(members.begin(), members.end(), rank_) - members.begin());
+      const TensorId src = layout_.operand(op.send.buffer, op.send.slot);
+      const std::int32_t hk = layout_.desc(src).heads;
+      const std::int64_t s = w.local_tokens();
+      for (std::size_t i = 0; i < members.size(); ++i)
+        x.src.push_back(rows(src, static_cast<std::int64_t>(i) * s, s));
+      x.dst = heads(TensorId::DkvOut, op.step * hk, hk);
+      const std::int64_t per_peer = region_bytes(x.src[0]);
+      CPSCOPE_CHECK(per_peer == op.bytes_per_peer, fmt::format("{}: the IR reduces {} bytes per peer, the tensors {}",
+                                                               where(), op.bytes_per_peer, per_peer));
+      backend_.reduce_scatter(op, st, x);
+      fresh_[static_cast<int>(layout_.storage(src))] = true;
+      return;
+    }
+    case OpKind::AllToAll: {
+      const auto& members = schedule_.groups.at(static_cast<std::size_t>(op.group));
+      ExchangeArgs x;
+      x.channel = 2 + op.group;
+      x.group = op.group;
+      const std::int64_t s = w.local_tokens();
+      const std::int32_t hq = layout_.desc(TensorId::Q).heads;
+      const std::int32_t hk = layout_.desc(TensorId::Kv0).heads;
+      for (std::size_t i = 0; i < members.size(); ++i) {
+        const std::int32_t peer = members[i];
+        const auto v = static_cast<std::int32_t>(i);
+        const std::int64_t row = v * s;
+        Part send{peer, {}}, recv{peer, {}};
+        switch (op.buffer) {
+          case BufferKind::QKV:
+            send.regions = {heads(TensorId::QIn, v * hq, hq), heads(TensorId::KvIn, v * hk, hk)};
+            recv.regions = {rows(TensorId::Q, row, s), rows(TensorId::Kv0, row, s)};
+            break;
+          case BufferKind::O:
+            send.regions = {rows(TensorId::O, row, s)};
+            recv.regions = {heads(TensorId::OOut, v * hq, hq)};
+            break;
+          case BufferKind::DO:
+            send.regions = {heads(TensorId::DoIn, v * hq, hq)};
+            recv.regions = {rows(TensorId::Do, row, s)};
+            break;
+          case BufferKind::DQKV: {
+            const TensorId home = layout_.operand(op.send.buffer, op.send.slot);
+            const std::int32_t plane = op.send.buffer == BufferKind::KvDkv ? 2 : 0;
+            send.regions = {rows(TensorId::Dq, row, s), rows(home, row, s, plane, 2)};
+            recv.regions = {heads(TensorId::DqOut, v * hq, hq), heads(TensorId::DkvOut, v * hk, hk)};
+            break;
+          }
+          default:
+            throw InternalError(where() + ": all-to-all of an unknown buffer");
+        }
+        // Messages travel in the receiving tensors' element type.
+        std::int64_t bytes = 0;
+        for (const Region& r : recv.regions) bytes += region_bytes(r);
+        CPSCOPE_CHECK(bytes == op.bytes_per_peer, fmt::format("{}: the IR moves {} bytes per peer, the tensors {}",
+                                                              where(), op.bytes_per_peer, bytes));
+        x.sends.push_back(std::move(send));
+        x.recvs.push_back(std::move(recv));
+      }
+      backend_.exchange(op, st, x);
+      if (op.buffer == BufferKind::DQKV) {
+        fresh_[static_cast<int>(layout_.storage(layout_.operand(op.send.buffer, op.send.slot)))] = true;
+      }
+      return;
+    }
+  }
+  throw InternalError(where() + ": unknown op kind");
+}
+
+}  // namespace cpscope::rt

@@ -1,0 +1,54 @@
+// The executor: walks one rank's Schedule IR program and issues it on a Backend. It is the only place
+// that gives IR operands their meaning (sim/schedule.cc lists the conventions), so every backend runs
+// exactly the schedule the simulator times.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "runtime/backend.h"
+#include "runtime/layout.h"
+#include "sim/schedule.h"
+
+namespace cpscope::rt {
+
+class Executor {
+ public:
+  // `schedule` must outlive the executor. Throws InternalError when the rank's program uses an
+  // operand this layout has no tensor for, or a transfer's bytes disagree with the tensors it moves.
+  Executor(const Schedule& schedule, std::int32_t rank, Backend& backend);
+
+  const RankLayout& layout() const { return layout_; }
+
+  // Allocates the rank's tensors on the backend (once).
+  void allocate();
+  // Enqueues one iteration: every op of the rank's program, in issue order, with the fills that start
+  // a pass (output accumulators, gradient accumulators). Does not wait; call backend.synchronize().
+  void issue();
+
+  // Bytes a region occupies in a message or buffer on a GPU (Acc: fp32; Input: the workload dtype).
+  std::int64_t region_bytes(const Region& r) const;
+
+ private:
+  void issue_op(const Op& op);
+  void begin_pass(const Op& first);
+  Region whole(TensorId t, std::int32_t plane = 0, std::int32_t planes = -1) const;
+  Region rows(TensorId t, std::int64_t row, std::int64_t count, std::int32_t plane = 0, std::int32_t planes = -1) const;
+  Region heads(TensorId t, std::int32_t head, std::int32_t count, std::int32_t plane = 0,
+               std::int32_t planes = -1) const;
+  AttendArgs attend_args(const Op& op) const;
+  // Zero-fills `t` first when it must start empty (a gradient destination not yet written since the
+  // pass began or a collective consumed it).
+  void fill_if_fresh(const Op& op, TensorId t, std::int32_t plane, std::int32_t planes);
+
+  const Schedule& schedule_;
+  std::int32_t rank_;
+  Backend& backend_;
+  RankLayout layout_;
+  std::array<bool, kNumTensors> fresh_{};
+  std::int32_t gqa_ratio_ = 1;
+  double scale_ = 1.0;
+  std::vector<std::int64_t> to_global_, to_rank_order_;  // allgather zigzag Layout row maps
+};
+
+}  // namespace cpscope::rt

@@ -1,0 +1,30 @@
+// Plain single-device attention in double precision: the reference every schedule's gathered output
+// is checked against. Deliberately naive (direct loops, no blocking, no LSE merging) so it shares no
+// code or shortcut with the executor or the backends' block kernels.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "sim/workload.h"
+
+namespace cpscope::rt {
+
+// Global tensors, [batch][seq][heads][head_dim] (K, V, dK, dV with kv_heads); lse [batch][seq][heads].
+struct AttentionData {
+  std::vector<double> q, k, v, dout;  // inputs
+  std::vector<double> o, lse;         // forward outputs (inputs of a backward-only run)
+  std::vector<double> dq, dk, dv;     // backward outputs
+};
+
+// Deterministic pseudo-random q, k, v, dout in [-1, 1) (o, lse, gradients empty).
+AttentionData random_inputs(const Workload& w, std::uint64_t seed);
+// Fills o and lse.
+void reference_forward(const Workload& w, AttentionData& d);
+// Fills dq, dk, dv from q, k, v, dout, o and lse.
+void reference_backward(const Workload& w, AttentionData& d);
+
+// max |a - b| / max |b| (normwise relative error); infinity when sizes differ or a value is NaN.
+double relative_error(const std::vector<double>& a, const std::vector<double>& b);
+
+}  // namespace cpscope::rt

@@ -1,0 +1,326 @@
+// Every schedule, run by the executor on the host backend (ranks as threads, double precision), must
+// reproduce plain single-device attention: forward O and LSE, backward dQ, dK, dV, to 1e-10 relative.
+// And the check must be able to fail: a broken LSE merge, a skipped step, a receive that never matches
+// and a transfer whose bytes disagree with the tensors are all caught.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <limits>
+#include <map>
+#include <memory>
+#include <set>
+#include <tuple>
+
+#include "runtime/executor.h"
+#include "runtime/host_run.h"
+#include "runtime/layout.h"
+#include "runtime/reference.h"
+#include "sim/error.h"
+#include "sim/schedule.h"
+
+namespace cpscope::rt {
+namespace {
+
+constexpr double kTolerance = 1e-10;
+
+Workload base_workload(ScheduleKind kind, std::int64_t cp, bool gqa, Mask mask, PassSet pass) {
+  Workload w;
+  w.schedule = kind;
+  w.cp = cp;
+  w.batch = 1;
+  w.seq = 64;
+  w.heads = 8;
+  w.kv_heads = gqa ? 2 : 8;
+  w.head_dim = 16;
+  w.mask = mask;
+  w.pass = pass;
+  w.gpus_per_node = 8;
+  return w;
+}
+
+// Reference results per attention shape (batch, seq, heads, kv heads, dim, mask), computed once.
+const AttentionData& reference(const Workload& w) {
+  static std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, int>, AttentionData>
+      cache;
+  auto key = std::make_tuple(w.batch, w.seq, w.heads, w.kv_heads, w.head_dim, static_cast<int>(w.mask));
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  AttentionData d = random_inputs(w, 1234);
+  reference_forward(w, d);
+  reference_backward(w, d);
+  return cache.emplace(key, std::move(d)).first->second;
+}
+
+std::string describe(const Workload& w) {
+  return fmt::format("{} cp={} U={} B={} H={}/{} mask={} pass={} balance={} dkv={} G={}", to_string(w.schedule), w.cp,
+                     w.ulysses, w.batch, w.heads, w.kv_heads, to_string(w.mask), to_string(w.pass),
+                     to_string(w.balance), to_string(w.dkv), w.kv_head_groups);
+}
+
+struct Errors {
+  double o = 0, lse = 0, dq = 0, dk = 0, dv = 0;
+  double max() const { return std::max({o, lse, dq, dk, dv}); }
+};
+
+Errors run_and_compare(const Workload& w, const HostRunOptions& options = {}) {
+  const AttentionData& ref = reference(w);
+  AttentionData in;
+  in.q = ref.q;
+  in.k = ref.k;
+  in.v = ref.v;
+  in.dout = ref.dout;
+  if (w.pass == PassSet::Bwd) {
+    in.o = ref.o;
+    in.lse = ref.lse;
+  }
+  const Schedule s = make_schedule(w);
+  const HostRunResult r = run_on_host(s, in, options);
+  Errors e;
+  if (w.pass != PassSet::Bwd) {
+    e.o = relative_error(r.out.o, ref.o);
+    e.lse = relative_error(r.out.lse, ref.lse);
+  }
+  if (w.pass != PassSet::Fwd) {
+    e.dq = relative_error(r.out.dq, ref.dq);
+    e.dk = relative_error(r.out.dk, ref.dk);
+    e.dv = relative_error(r.out.dv, ref.dv);
+  }
+  return e;
+}
+
+// Runs every valid workload of `cases`, expects each within tolerance, and returns how many ran.
+int check_all(const std::vector<Workload>& cases) {
+  int ran = 0;
+  for (const Workload& w : cases) {
+    if (!invalid_reason(w).empty()) continue;
+    SCOPED_TRACE(describe(w));
+    const Errors e = run_and_compare(w);
+    EXPECT_LE(e.o, kTolerance) << "O";
+    EXPECT_LE(e.lse, kTolerance) << "LSE";
+    EXPECT_LE(e.dq, kTolerance) << "dQ";
+    EXPECT_LE(e.dk, kTolerance) << "dK";
+    EXPECT_LE(e.dv, kTolerance) << "dV";
+    ++ran;
+  }
+  return ran;
+}
+
+const std::vector<Mask> kMasks = {Mask::Causal, Mask::Full};
+const std::vector<PassSet> kPasses = {PassSet::Fwd, PassSet::Bwd, PassSet::FwdBwd};
+const std::vector<std::int64_t> kCp = {1, 2, 4, 8};
+
+TEST(ExecutorHost, RingAndZigzagRingMatchPlainAttention) {
+  std::vector<Workload> cases;
+  for (ScheduleKind kind : {ScheduleKind::Ring, ScheduleKind::ZigzagRing})
+    for (std::int64_t n : kCp)
+      for (bool gqa : {true, false})
+        for (Mask m : kMasks)
+          for (PassSet p : kPasses)
+            for (DkvVariant dkv : {DkvVariant::Fp32, DkvVariant::Input}) {
+              if (p == PassSet::Fwd && dkv == DkvVariant::Input) continue;  // forward is the same
+              Workload w = base_workload(kind, n, gqa, m, p);
+              w.dkv = dkv;
+              cases.push_back(w);
+            }
+  EXPECT_EQ(check_all(cases), 2 * 4 * 2 * 2 * 5);
+}
+
+TEST(ExecutorHost, AllGatherMatchesPlainAttention) {
+  std::vector<Workload> cases;
+  for (std::int64_t n : kCp)
+    for (bool gqa : {true, false})
+      for (Mask m : kMasks)
+        for (PassSet p : kPasses)
+          for (Balance bal : {Balance::Contiguous, Balance::Zigzag})
+            for (std::int64_t groups : {1, 2})
+              for (DkvVariant dkv : {DkvVariant::Fp32, DkvVariant::Input}) {
+                if (p == PassSet::Fwd && dkv == DkvVariant::Input) continue;
+                Workload w = base_workload(ScheduleKind::AllGather, n, gqa, m, p);
+                w.balance = bal;
+                w.kv_head_groups = groups;
+                w.dkv = dkv;
+                cases.push_back(w);
+              }
+  EXPECT_EQ(check_all(cases), 4 * 2 * 2 * 2 * 2 * 5);
+}
+
+TEST(ExecutorHost, UlyssesMatchesPlainAttention) {
+  std::vector<Workload> cases;
+  for (std::int64_t n : kCp)
+    for (bool gqa : {true, false})
+      for (Mask m : kMasks)
+        for (PassSet p : kPasses) cases.push_back(base_workload(ScheduleKind::Ulysses, n, gqa, m, p));
+  // GQA (2 KV heads) splits over at most 2 ranks: N = 1, 2 with GQA, all four N for MHA.
+  EXPECT_EQ(check_all(cases), (2 + 4) * 2 * 3);
+}
+
+TEST(ExecutorHost, HybridMatchesPlainAttention) {
+  std::vector<Workload> cases;
+  for (auto [u, r] : {std::pair{2, 2}, std::pair{2, 4}, std::pair{4, 2}, std::pair{8, 1}, std::pair{1, 4}})
+    for (bool gqa : {true, false})
+      for (Mask m : kMasks)
+        for (PassSet p : kPasses)
+          for (Balance bal : {Balance::Contiguous, Balance::Zigzag})
+            for (DkvVariant dkv : {DkvVariant::Fp32, DkvVariant::Input}) {
+              if (p == PassSet::Fwd && dkv == DkvVariant::Input) continue;
+              Workload w = base_workload(ScheduleKind::Hybrid, u * r, gqa, m, p);
+              w.ulysses = u;
+              w.balance = bal;
+              w.dkv = dkv;
+              cases.push_back(w);
+            }
+  // GQA (2 KV heads) allows U <= 2: (2,2), (2,4), (1,4); MHA all five splits.
+  EXPECT_EQ(check_all(cases), (3 + 5) * 2 * 2 * 5);
+}
+
+TEST(ExecutorHost, BatchOfTwoAndRepeatedIterations) {
+  for (ScheduleKind kind : all_schedules()) {
+    Workload w = base_workload(kind, 4, kind != ScheduleKind::Ulysses, Mask::Causal, PassSet::FwdBwd);
+    w.batch = 2;
+    if (kind == ScheduleKind::Hybrid) w.ulysses = 2;
+    SCOPED_TRACE(describe(w));
+    HostRunOptions o;
+    o.iterations = 3;  // accumulators must start empty every iteration
+    EXPECT_LE(run_and_compare(w, o).max(), kTolerance);
+  }
+}
+
+// A backend that forwards everything but breaks the forward merge: each block's attention replaces
+// the rows' O and LSE instead of merging with what earlier blocks left (last block wins).
+class ReplacingMerge final : public Backend {
+ public:
+  explicit ReplacingMerge(Backend& inner) : in_(inner) {}
+  void allocate(const RankLayout& l, std::int32_t s, std::int32_t e) override { in_.allocate(l, s, e); }
+  void upload(TensorId t, const std::vector<double>& d) override { in_.upload(t, d); }
+  std::vector<double> download(TensorId t) override { return in_.download(t); }
+  void wait_event(const Op& op, std::int32_t s, std::int32_t e) override { in_.wait_event(op, s, e); }
+  void record_event(const Op& op, std::int32_t s, std::int32_t e) override { in_.record_event(op, s, e); }
+  void fill(const Op& op, std::int32_t s, const Region& r, double v) override { in_.fill(op, s, r, v); }
+  void copy(const Op& op, std::int32_t s, const Region& a, const Region& b, bool add,
+            const std::vector<std::int64_t>& m) override {
+    in_.copy(op, s, a, b, add, m);
+  }
+  void attend_fwd(const Op& op, std::int32_t s, const AttendArgs& a, bool merge) override {
+    const Region rows_o{a.o, 0, 1, a.q_off, a.q_len, a.head_begin, a.head_count};
+    Region rows_lse = rows_o;
+    rows_lse.tensor = a.lse;
+    in_.fill(op, s, rows_o, 0.0);
+    in_.fill(op, s, rows_lse, -std::numeric_limits<double>::infinity());
+    in_.attend_fwd(op, s, a, merge);
+  }
+  void attend_bwd(const Op& op, std::int32_t s, const AttendArgs& a) override { in_.attend_bwd(op, s, a); }
+  void exchange(const Op& op, std::int32_t s, const ExchangeArgs& x) override { in_.exchange(op, s, x); }
+  void all_gather(const Op& op, std::int32_t s, const AllGatherArgs& x) override { in_.all_gather(op, s, x); }
+  void reduce_scatter(const Op& op, std::int32_t s, const ReduceScatterArgs& x) override {
+    in_.reduce_scatter(op, s, x);
+  }
+  void synchronize() override { in_.synchronize(); }
+
+ private:
+  Backend& in_;
+};
+
+TEST(ExecutorHost, BrokenMergeIsCaught) {
+  const Workload w = base_workload(ScheduleKind::ZigzagRing, 4, true, Mask::Causal, PassSet::Fwd);
+  HostRunOptions o;
+  o.wrap = [](Backend& inner, std::int32_t) { return std::make_unique<ReplacingMerge>(inner); };
+  const Errors e = run_and_compare(w, o);
+  EXPECT_GT(e.o, 1e-2);
+  EXPECT_GT(e.lse, 1e-2);
+}
+
+TEST(ExecutorHost, SkippedStepIsCaught) {
+  const Workload w = base_workload(ScheduleKind::Ring, 4, true, Mask::Full, PassSet::FwdBwd);
+  Schedule s = make_schedule(w);
+  // Rank 2 skips its step-1 forward attention (its K/V block contributes nothing).
+  bool skipped = false;
+  for (Op& op : s.ranks[2].ops)
+    if (op.kind == OpKind::Attend && op.step == 1) {
+      op.attn.kv_len = 0;
+      skipped = true;
+    }
+  ASSERT_TRUE(skipped);
+  const AttentionData& ref = reference(w);
+  AttentionData in{ref.q, ref.k, ref.v, ref.dout, {}, {}, {}, {}, {}};
+  const HostRunResult r = run_on_host(s, in);
+  EXPECT_GT(relative_error(r.out.o, ref.o), 1e-2);
+  EXPECT_GT(relative_error(r.out.dq, ref.dq), 1e-2);
+  // The unmodified schedule passes with the same inputs.
+  const HostRunResult good = run_on_host(make_schedule(w), in);
+  EXPECT_LE(relative_error(good.out.o, ref.o), kTolerance);
+}
+
+TEST(ExecutorHost, UnmatchedReceiveTimesOutNamingTheOp) {
+  const Workload w = base_workload(ScheduleKind::Ring, 4, true, Mask::Causal, PassSet::Fwd);
+  Schedule s = make_schedule(w);
+  for (Op& op : s.ranks[1].ops)
+    if (op.kind == OpKind::SendRecv && op.step == 1) op.recv.peer = 3;  // rank 3 never sends to 1 on K/V
+  const AttentionData& ref = reference(w);
+  AttentionData in{ref.q, ref.k, ref.v, ref.dout, {}, {}, {}, {}, {}};
+  HostRunOptions o;
+  o.timeout = std::chrono::milliseconds(300);
+  try {
+    run_on_host(s, in, o);
+    FAIL() << "expected a TransportError";
+  } catch (const TransportError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("rank 1 op"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("fwd/step1/sendrecv"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("timed out"), std::string::npos) << msg;
+  }
+}
+
+TEST(ExecutorHost, TransferBytesMustMatchTheTensors) {
+  const Workload w = base_workload(ScheduleKind::ZigzagRing, 2, true, Mask::Causal, PassSet::Fwd);
+  Schedule s = make_schedule(w);
+  for (Op& op : s.ranks[0].ops)
+    if (op.kind == OpKind::SendRecv) op.send.bytes /= 2;
+  const AttentionData& ref = reference(w);
+  AttentionData in{ref.q, ref.k, ref.v, ref.dout, {}, {}, {}, {}, {}};
+  EXPECT_THROW(run_on_host(s, in), InternalError);
+}
+
+TEST(ExecutorHost, RecordsOneIntervalPerOp) {
+  const Workload w = base_workload(ScheduleKind::ZigzagRing, 4, true, Mask::Causal, PassSet::FwdBwd);
+  const Schedule s = make_schedule(w);
+  const AttentionData& ref = reference(w);
+  AttentionData in{ref.q, ref.k, ref.v, ref.dout, {}, {}, {}, {}, {}};
+  const HostRunResult r = run_on_host(s, in);
+  ASSERT_EQ(r.intervals.size(), 4u);
+  for (std::size_t rank = 0; rank < 4; ++rank) {
+    std::set<std::int32_t> ids;
+    for (const HostInterval& i : r.intervals[rank]) {
+      EXPECT_LE(i.start_ns, i.end_ns);
+      EXPECT_EQ(i.stream, s.ranks[rank].ops[static_cast<std::size_t>(i.op)].stream);
+      ids.insert(i.op);
+    }
+    EXPECT_EQ(ids.size(), s.ranks[rank].ops.size()) << "rank " << rank;
+  }
+}
+
+TEST(Layout, SequenceShardsPartitionTheTokens) {
+  for (ScheduleKind kind : all_schedules())
+    for (std::int64_t n : kCp) {
+      Workload w = base_workload(kind, n, false, Mask::Causal, PassSet::Fwd);
+      if (kind == ScheduleKind::Hybrid) w.ulysses = n >= 2 ? 2 : 1;
+      if (!invalid_reason(w).empty()) continue;
+      std::vector<int> seen(static_cast<std::size_t>(w.seq), 0);
+      for (std::int64_t r = 0; r < n; ++r)
+        for (std::int64_t t : seq_tokens(w, r)) ++seen[static_cast<std::size_t>(t)];
+      for (int c : seen) ASSERT_EQ(c, 1) << describe(w);
+    }
+}
+
+TEST(Layout, ZigzagRanksHoldHeadAndTailChunks) {
+  Workload w = base_workload(ScheduleKind::ZigzagRing, 4, true, Mask::Causal, PassSet::Fwd);
+  const auto t = seq_tokens(w, 1);  // chunks 1 and 6 of 8 chunks of 8 tokens
+  ASSERT_EQ(t.size(), 16u);
+  EXPECT_EQ(t.front(), 8);
+  EXPECT_EQ(t[7], 15);
+  EXPECT_EQ(t[8], 48);
+  EXPECT_EQ(t.back(), 55);
+}
+
+}  // namespace
+}  // namespace cpscope::rt
