@@ -14,70 +14,17 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "cli_test_util.h"
+
 namespace {
 
 namespace fs = std::filesystem;
+using cli_test::ReadFile;
+using cli_test::Result;
 
-struct Result {
-  int code = -1;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
-
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') q += "'\\''";
-    else q += c;
-  }
-  return q + "'";
-}
-
-class CpSim : public ::testing::Test {
+class CpSim : public cli_test::ToolTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
-           (std::string("cp_sim_test_") + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  // Runs cp-sim with `args` (already shell-quoted where needed) in the test's folder.
-  Result Run(const std::string& args) {
-    const fs::path err = dir_ / "stderr.txt";
-    const std::string cmd = "cd " + Quote(dir_.string()) + " && " + Quote(CP_SIM_PATH) + " " + args + " 2>" +
-                            Quote(err.string()) + " </dev/null";
-    Result r;
-    FILE* pipe = ::popen(cmd.c_str(), "r");
-    if (!pipe) return r;
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
-    const int status = ::pclose(pipe);
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.err = ReadFile(err);
-    fs::remove(err);
-    return r;
-  }
-
-  fs::path Path(const std::string& name) const { return dir_ / name; }
-  // Files in the test folder (to prove nothing, not even a temp file, is left behind).
-  std::vector<std::string> Files() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir_)) names.push_back(e.path().filename().string());
-    return names;
-  }
-
-  fs::path dir_;
+  std::string Binary() const override { return CP_SIM_PATH; }
 };
 
 constexpr const char* kSmall = "--seq 8192";

@@ -1,0 +1,26 @@
+// The measured Timeline: op intervals recorded by a backend (host clocks now; CUPTI GPU timestamps in
+// [3/4]) turned into the Timeline the simulator also produces, so one analysis and one set of
+// reporters serve both. Interval kinds follow the simulator's: attention compute, DkvAdd and Layout
+// memory-bound, transfers and collectives communication.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "sim/schedule.h"
+#include "sim/timeline.h"
+
+namespace cpscope::rt {
+
+struct OpInterval {
+  std::int32_t rank = 0;
+  std::int32_t op = -1;      // index into the rank's program
+  std::int64_t start_ns = 0, end_ns = 0;  // any clock; shifted so the earliest start is 0
+};
+
+IntervalKind op_interval_kind(OpKind);
+
+// One interval per recorded op, named op_name(op), with the op's stream, step, pass, bytes, FLOPs.
+Timeline measured_timeline(const Schedule& schedule, const std::vector<OpInterval>& ops);
+
+}  // namespace cpscope::rt

@@ -1,0 +1,72 @@
+// Tests for the cp-profile binary on the host backend: a checked run exits 0 with the documented JSON,
+// bad input exits 2 naming the field and leaves no file behind, and a config the host cannot run in
+// reasonable time is refused instead of hanging.
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "cli_test_util.h"
+
+namespace {
+
+using cli_test::ReadFile;
+using cli_test::Result;
+
+class CpProfile : public cli_test::ToolTest {
+ protected:
+  std::string Binary() const override { return CP_PROFILE_PATH; }
+};
+
+constexpr const char* kSmall = "--backend host --seq 256 --heads 4 --kv-heads 2 --head-dim 16 --warmup 0 --iters 2";
+
+TEST_F(CpProfile, CheckedHostRunWritesTheProfileJson) {
+  const Result r = Run(std::string(kSmall) + " --schedule hybrid --cp 4 --ulysses 2 --check --json p.json --trace t.json");
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(Path("p.json")));
+  EXPECT_EQ(j["schema"], "cpscope.profile/1");
+  EXPECT_EQ(j["source"], "measured");
+  EXPECT_EQ(j["backend"], "host");
+  EXPECT_EQ(j["iterations_ms"].size(), 2u);
+  EXPECT_EQ(j["workload"]["schedule"], "hybrid");
+  EXPECT_TRUE(j["check"]["passed"].get<bool>());
+  for (const char* out : {"o", "lse", "dq", "dk", "dv"}) EXPECT_LE(j["check"]["relative_error"][out].get<double>(), 1e-10);
+  ASSERT_EQ(j["ranks"].size(), 4u);
+  for (const auto& rank : j["ranks"]) {
+    EXPECT_GT(rank["compute_ns"].get<std::int64_t>(), 0);
+    EXPECT_GT(rank["bytes_sent"].get<std::int64_t>(), 0);
+  }
+  const nlohmann::json t = nlohmann::json::parse(ReadFile(Path("t.json")));
+  EXPECT_FALSE(t["traceEvents"].empty());
+}
+
+TEST_F(CpProfile, EveryScheduleChecksOnTheHost) {
+  for (const char* s : {"ring", "zigzag-ring", "allgather", "ulysses", "hybrid --ulysses 2"}) {
+    const Result r = Run(std::string(kSmall) + " --cp 2 --check --schedule " + s);
+    EXPECT_EQ(r.code, 0) << s << ": " << r.err << r.out;
+  }
+}
+
+TEST_F(CpProfile, BadInputExitsTwoAndLeavesNoFile) {
+  Result r = Run(std::string(kSmall) + " --cp 3 --json p.json");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("seq"), std::string::npos) << r.err;
+  r = Run(std::string(kSmall) + " --iters 0 --json p.json");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("iters"), std::string::npos) << r.err;
+  r = Run(std::string(kSmall) + " --no-such-flag");
+  EXPECT_EQ(r.code, 2);
+  r = Run(std::string(kSmall) + " --transport replay");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("transport"), std::string::npos) << r.err;
+  EXPECT_TRUE(Files().empty());
+}
+
+TEST_F(CpProfile, RefusesAHostRunThatWouldTakeHours) {
+  const Result r = Run("--backend host --seq 131072 --json p.json");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("GFLOP"), std::string::npos) << r.err;
+  EXPECT_TRUE(Files().empty());
+}
+
+}  // namespace

@@ -1,0 +1,321 @@
+// cp-profile: runs a CP attention schedule for real and reports per-iteration step time and achieved
+// TFLOP/s, optionally checked against plain attention. Backends: host (ranks as CPU threads, double
+// precision: laptops and CI) and cuda (one GPU with the loopback or replay transport, or a cluster
+// with NCCL under mpirun/srun). A thin main over runtime/; it alone decides exit codes: 0 success,
+// 2 bad input (flags, config, a size the backend cannot run), 3 --check mismatch, 1 runtime error.
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "runtime/host_run.h"
+#include "runtime/measured.h"
+#include "runtime/reference.h"
+#include "sim/analysis.h"
+#include "sim/error.h"
+#include "sim/report.h"
+#include "sim/schedule.h"
+#include "tools/cli_common.h"
+#if defined(CPSCOPE_HAVE_CUDA_RUNTIME)
+#include "runtime/cuda/cuda_run.h"
+#endif
+
+namespace {
+
+using namespace cpscope;
+using namespace cpscope::cli;
+
+constexpr const char* kFooter = R"(Examples:
+  cp-profile --backend host --seq 4096 --heads 8 --kv-heads 2 --head-dim 64 --cp 4 --check
+                                        a laptop: 4 ranks as threads, checked in double precision
+  cp-profile --schedule zigzag-ring --cp 8 --seq 131072 --check
+                                        one GPU: 8 virtual ranks (loopback), checked against fp32
+  cp-profile --transport replay --replay-rank 3 --cp 8 --seq 1M
+                                        one GPU runs rank 3 of 8 with real NCCL traffic to itself
+  mpirun -np 16 cp-profile --transport nccl --cp 16 --seq 1M --json run.json
+  srun -N 2 --ntasks-per-node 8 --gpus-per-task 1 cp-profile --transport nccl --cp 16 --seq 1M
+
+The workload flags are cp-sim's (defaults: a Llama-3-8B-like layer, 131072 tokens, zigzag-ring cp=8,
+fwd+bwd). The host backend runs O(seq^2) double-precision math on the CPU: keep --seq small there.
+--check compares with plain attention: double precision on the host (relative error <= 1e-10),
+fp32 on the GPU (<= 2e-2 for bf16/fp16) and exits 3 on a mismatch.
+Exit codes: 0 success, 2 invalid flags/config/values, 3 --check mismatch, 1 runtime error.
+)";
+
+// The host backend's work is O(S^2) on one CPU core per rank in double precision; beyond this many
+// FLOPs per iteration (a minute or so) it refuses rather than appear to hang.
+constexpr double kHostFlopLimit = 2e11;
+
+struct Args {
+  WorkloadFlags flags;
+  std::string config, backend, transport = "loopback", json, trace;
+  int warmup = -1, iters = -1, replay_rank = 0, timeout_s = 300;
+  bool check = false;
+  std::uint64_t seed = 1234;
+};
+
+struct Checked {
+  bool ran = false;
+  double tolerance = 0;
+  std::vector<std::pair<std::string, double>> errors;  // output name, relative error
+  bool ok() const {
+    for (const auto& [name, e] : errors)
+      if (!(e <= tolerance)) return false;
+    return true;
+  }
+};
+
+nlohmann::json check_json(const Checked& c) {
+  nlohmann::json j = {{"ran", c.ran}};
+  if (!c.ran) return j;
+  j["tolerance"] = c.tolerance;
+  j["passed"] = c.ok();
+  for (const auto& [name, e] : c.errors) j["relative_error"][name] = std::isfinite(e) ? nlohmann::json(e) : "inf";
+  return j;
+}
+
+void print_iterations(const Workload& w, const std::vector<double>& ms) {
+  const double flops = static_cast<double>(w.total_flops());
+  for (std::size_t i = 0; i < ms.size(); ++i)
+    std::cout << fmt::format("iteration {:>3}: {:>12.3f} ms   {:>10.4f} TFLOP/s per GPU\n", i + 1, ms[i],
+                             flops / static_cast<double>(w.cp) / (ms[i] * 1e-3) / 1e12);
+  if (ms.empty()) return;
+  std::vector<double> sorted = ms;
+  std::sort(sorted.begin(), sorted.end());
+  const double median = sorted[sorted.size() / 2];
+  std::cout << fmt::format("median {:.3f} ms, min {:.3f} ms, max {:.3f} ms over {} iterations; {:.4f} TFLOP/s per "
+                           "GPU at the median\n",
+                           median, sorted.front(), sorted.back(), ms.size(),
+                           flops / static_cast<double>(w.cp) / (median * 1e-3) / 1e12);
+}
+
+void print_check(const Checked& c) {
+  if (!c.ran) return;
+  for (const auto& [name, e] : c.errors)
+    std::cout << fmt::format("check {:<3}: relative error {:.3e} (limit {:.0e}) {}\n", name, e, c.tolerance,
+                             e <= c.tolerance ? "ok" : "MISMATCH");
+}
+
+int run_host(const Args& a, const Workload& w, const Schedule& s) {
+  const double flops = static_cast<double>(w.total_flops()) * (a.check || w.pass == PassSet::Bwd ? 2.0 : 1.0);
+  if (flops > kHostFlopLimit)
+    throw InputError("seq", fmt::format("the host backend would need {:.0f} GFLOP of double-precision CPU work per "
+                                        "iteration (limit {:.0f}); use a shorter --seq (e.g. 4096) or --backend cuda",
+                                        flops / 1e9, kHostFlopLimit / 1e9));
+  const int warmup = a.warmup < 0 ? 1 : a.warmup;
+  const int iters = a.iters < 0 ? 3 : a.iters;
+  rt::AttentionData in = rt::random_inputs(w, a.seed);
+  rt::AttentionData ref;
+  if (a.check || w.pass == PassSet::Bwd) {
+    ref = in;
+    rt::reference_forward(w, ref);
+    if (w.pass != PassSet::Fwd) rt::reference_backward(w, ref);
+    in.o = ref.o;
+    in.lse = ref.lse;
+  }
+  rt::HostRunOptions opt;
+  opt.iterations = warmup + iters;
+  opt.timeout = std::chrono::seconds(a.timeout_s);
+  const rt::HostRunResult r = rt::run_on_host(s, in, opt);
+
+  std::vector<double> ms;
+  for (std::size_t i = static_cast<std::size_t>(warmup); i < r.iteration_ns.size(); ++i)
+    ms.push_back(static_cast<double>(r.iteration_ns[i]) * 1e-6);
+  Checked c;
+  if (a.check) {
+    c.ran = true;
+    c.tolerance = 1e-10;
+    if (w.pass != PassSet::Bwd) {
+      c.errors.push_back({"o", rt::relative_error(r.out.o, ref.o)});
+      c.errors.push_back({"lse", rt::relative_error(r.out.lse, ref.lse)});
+    }
+    if (w.pass != PassSet::Fwd) {
+      c.errors.push_back({"dq", rt::relative_error(r.out.dq, ref.dq)});
+      c.errors.push_back({"dk", rt::relative_error(r.out.dk, ref.dk)});
+      c.errors.push_back({"dv", rt::relative_error(r.out.dv, ref.dv)});
+    }
+  }
+
+  // The last iteration's ops as a measured Timeline: the simulator's analysis and reporters apply.
+  std::vector<rt::OpInterval> ops;
+  for (std::size_t rank = 0; rank < r.intervals.size(); ++rank)
+    for (const rt::HostInterval& h : r.intervals[rank])
+      ops.push_back({static_cast<std::int32_t>(rank), h.op, h.start_ns, h.end_ns});
+  const Timeline timeline = rt::measured_timeline(s, ops);
+  RunResult run;
+  run.workload = w;
+  run.hardware = "host-cpu";
+  run.source = "measured";
+  run.summary = summarize(timeline, &s);
+
+  print_iterations(w, ms);
+  print_check(c);
+  std::cout << "\nlast iteration, per rank (host clocks):\n" << summary_table(run);
+
+  nlohmann::json j = summary_json(run);
+  j["backend"] = "host";
+  j["iterations_ms"] = ms;
+  j["warmup"] = warmup;
+  j["check"] = check_json(c);
+  write_outputs({{a.json, "json", text_writer(j.dump(2) + "\n")},
+                 {a.trace, "trace", [&](std::ostream& os) { write_chrome_trace(os, timeline); }}});
+  return c.ran && !c.ok() ? 3 : 0;
+}
+
+int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
+#if defined(CPSCOPE_HAVE_CUDA_RUNTIME)
+  rt::CudaRunOptions opt;
+  if (a.transport == "loopback")
+    opt.transport = rt::Transport::Loopback;
+  else if (a.transport == "replay")
+    opt.transport = rt::Transport::Replay;
+  else
+    opt.transport = rt::Transport::Nccl;
+  if (a.replay_rank < 0 || a.replay_rank >= w.cp)
+    throw InputError("replay-rank", fmt::format("{} is not a rank of cp = {}", a.replay_rank, w.cp));
+  if (!a.trace.empty())
+    throw InputError("trace", "the cuda backend records no timeline yet (CUPTI tracing arrives with [3/4]); use "
+                              "--backend host or Nsight Systems");
+  opt.replay_rank = a.replay_rank;
+  opt.warmup = a.warmup < 0 ? 3 : a.warmup;
+  opt.iters = a.iters < 0 ? 10 : a.iters;
+  opt.timeout = std::chrono::seconds(a.timeout_s);
+  opt.check = a.check;
+  opt.seed = a.seed;
+  const rt::CudaRunResult r = rt::run_on_cuda(s, opt);
+  Checked c;
+  if (r.check.ran) {
+    c.ran = true;
+    c.tolerance = 2e-2;
+    if (w.pass != PassSet::Bwd) c.errors = {{"o", r.check.o}, {"lse", r.check.lse}};
+    if (w.pass != PassSet::Fwd) {
+      c.errors.push_back({"dq", r.check.dq});
+      c.errors.push_back({"dk", r.check.dk});
+      c.errors.push_back({"dv", r.check.dv});
+    }
+  }
+  const bool root = r.rank == 0;
+  if (root) {
+    std::cout << fmt::format("{} ({} SMs), driver {}, CUDA {}, NCCL {}; {} transport, {} of device memory\n",
+                             r.device_name, r.sm_count, r.driver_version, r.cuda_version, r.nccl_version, a.transport,
+                             format_bytes(r.device_bytes));
+    print_iterations(w, r.iteration_ms);
+    print_check(c);
+  }
+  if (root && !a.json.empty()) {
+    std::vector<double> sorted = r.iteration_ms;
+    std::sort(sorted.begin(), sorted.end());
+    const double median = sorted.empty() ? 0.0 : sorted[sorted.size() / 2];
+    nlohmann::json j = {{"schema", kProfileSchema},
+                        {"source", "measured"},
+                        {"workload", to_json(w)},
+                        {"hardware", r.device_name},
+                        {"backend", "cuda"},
+                        {"transport", a.transport},
+                        {"step_time_ns", static_cast<std::int64_t>(std::llround(median * 1e6))},
+                        {"total_flops", w.total_flops()},
+                        {"achieved_tflops_per_gpu",
+                         median > 0 ? static_cast<double>(w.total_flops()) / static_cast<double>(w.cp) /
+                                          (median * 1e-3) / 1e12
+                                    : 0.0},
+                        {"iterations_ms", r.iteration_ms},
+                        {"warmup", opt.warmup},
+                        {"ranks", nlohmann::json::array()},
+                        {"device",
+                         {{"name", r.device_name},
+                          {"sm_count", r.sm_count},
+                          {"driver", r.driver_version},
+                          {"cuda", r.cuda_version},
+                          {"nccl", r.nccl_version},
+                          {"device_bytes", r.device_bytes}}},
+                        {"check", check_json(c)}};
+    if (opt.transport == rt::Transport::Replay) j["replay_rank"] = a.replay_rank;
+    write_outputs({{a.json, "json", text_writer(j.dump(2) + "\n")}});
+  }
+  return c.ran && !c.ok() ? 3 : 0;
+#else
+  (void)a;
+  (void)w;
+  (void)s;
+  throw InputError("backend", "this cp-profile was built without the CUDA toolkit; use --backend host, or rebuild on "
+                              "a machine with CUDA (nvcc on PATH or CUDACXX set)");
+#endif
+}
+
+int main_impl(int argc, char** argv) {
+  CLI::App app{"cp-profile: run a context-parallel attention schedule and measure it"};
+  app.footer(kFooter);
+  app.get_formatter()->column_width(34);
+  Args a;
+#if defined(CPSCOPE_HAVE_CUDA_RUNTIME)
+  a.backend = "cuda";
+#else
+  a.backend = "host";
+#endif
+  app.add_option("--backend", a.backend, "host (CPU threads, double precision) or cuda")
+      ->check(CLI::IsMember({"host", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--transport", a.transport,
+                 "cuda: loopback (N virtual ranks on one GPU), replay (one rank, NCCL to itself), nccl (mpirun/srun)")
+      ->check(CLI::IsMember({"loopback", "replay", "nccl"}))
+      ->capture_default_str();
+  app.add_option("--replay-rank", a.replay_rank, "replay: the rank of the schedule to run")->capture_default_str();
+  app.add_option("--config", a.config, "workload JSON (cp-sim's fields); flags override it")->type_name("FILE");
+  add_workload_flags(&app, a.flags, FlagMode::Single,
+                     {"schedule", "cp", "ulysses", "batch", "seq", "heads", "kv-heads", "head-dim", "dtype", "mask",
+                      "pass", "balance", "dkv", "kv-head-groups"});
+  app.add_option("--warmup", a.warmup, "untimed iterations first (default 1 host, 3 cuda)");
+  app.add_option("--iters", a.iters, "timed iterations (default 3 host, 10 cuda)");
+  app.add_flag("--check", a.check, "compare the outputs with plain attention; exit 3 on a mismatch");
+  app.add_option("--seed", a.seed, "seed of the pseudo-random inputs")->capture_default_str();
+  app.add_option("--timeout", a.timeout_s, "seconds a rank waits for a peer before it aborts with the op it waits in")
+      ->capture_default_str();
+  app.add_option("--json", a.json, "write the results (cpscope.profile/1 JSON)")->type_name("FILE");
+  app.add_option("--trace", a.trace, "host backend: write the last iteration as a Chrome trace (Perfetto UI)")
+      ->type_name("FILE");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::cerr << "cp-profile: error: " << e.what() << "\nRun 'cp-profile --help' for the flags and examples.\n";
+    return 2;
+  }
+  if (a.warmup < -1) throw InputError("warmup", fmt::format("{} must be >= 0", a.warmup));
+  if (a.iters == 0 || a.iters < -1) throw InputError("iters", fmt::format("{} must be >= 1", a.iters));
+  if (a.timeout_s < 1) throw InputError("timeout", fmt::format("{} must be >= 1 second", a.timeout_s));
+
+  Workload w;
+  w.gpus_per_node = 8;
+  load_base(a.config, w);
+  apply_workload_flags(a.flags, w);
+  validate(w);
+  check_output_path(a.json, "json");
+  check_output_path(a.trace, "trace");
+  if (a.backend == "host" && a.transport != "loopback")
+    throw InputError("transport", "the host backend has its own in-process transport; --transport is for --backend cuda");
+  const Schedule s = make_schedule(w);
+  std::cout << fmt::format("{} cp={}{} seq={} heads={}/{} head_dim={} {} {} {}, backend {}\n", to_string(w.schedule),
+                           w.cp, w.schedule == ScheduleKind::Hybrid ? fmt::format(" ulysses={}", w.ulysses) : "",
+                           w.seq, w.heads, w.kv_heads, w.head_dim, to_string(w.dtype), to_string(w.mask),
+                           to_string(w.pass), a.backend);
+  return a.backend == "host" ? run_host(a, w, s) : run_cuda(a, w, s);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return main_impl(argc, argv);
+  } catch (const cpscope::InputError& e) {
+    std::cerr << "cp-profile: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "cp-profile: error: " << e.what() << "\n";
+    return 1;
+  }
+}
