@@ -11,6 +11,11 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev
   python3 jupyter-nbconvert python3-nbformat python3-ipykernel python3-matplotlib
 )
+# OpenMPI bootstraps the NCCL transport of the CUDA backend (mpirun/srun launches); only a machine with
+# the CUDA toolkit builds that backend, so only there is it installed.
+if command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  packages+=(libopenmpi-dev openmpi-bin)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""cpscope's attention kernels against PyTorch scaled_dot_product_attention, in one process.
+
+Runs on the GPU machine (tools/gpu-check.sh calls it). Same tensors, same card, same run: PyTorch SDPA
+with the flash and the cuDNN backends, and cpscope's kernels loaded through a C ABI
+(libcpscope_kernels_capi.so, tools/gpu/kernels_capi.cc). Shapes: batch 1, 32 query heads, 8 KV heads,
+head_dim 128, bf16, local lengths 4K and 16K, causal and full, forward and backward. Also a grid of
+SDPA block shapes and the device copy bandwidth, which the simulator's hardware profile needs.
+
+FLOPs as the simulator counts them: 4*B*H*D per visible (query, key) pair forward, 2.5x backward.
+Writes one JSON file (--out); prints a table. Exit 0 even when a backend is unavailable (recorded as
+an error in the row), 1 when cpscope's kernels disagree with SDPA beyond bf16 tolerance.
+"""
+import argparse
+import ctypes
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+
+
+def visible_pairs(q, k, causal):
+    if not causal:
+        return q * k
+    # square blocks here: query i sees keys 0..i
+    return q * (q + 1) // 2 if q == k else sum(min(i + 1, k) for i in range(q))
+
+
+def flops(b, h, d, q, k, causal, pass_):
+    f = 4 * b * h * d * visible_pairs(q, k, causal)
+    return f * 2.5 if pass_ == "bwd" else f
+
+
+def time_ms(torch, fn, warmup, iters):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(iters):
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lib", required=True, help="path of libcpscope_kernels_capi.so")
+    ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--seqs", default="4096,16384")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="skip the SDPA block-shape grid")
+    a = ap.parse_args()
+
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    dev = torch.device("cuda")
+    props = torch.cuda.get_device_properties(dev)
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception as e:  # noqa: BLE001 - recorded, not fatal
+        driver = f"unknown ({e})"
+    info = {
+        "name": props.name, "sm_count": props.multi_processor_count, "memory_bytes": props.total_memory,
+        "driver": driver, "torch": torch.__version__, "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(), "nccl": ".".join(map(str, torch.cuda.nccl.version())),
+        "python": platform.python_version(),
+    }
+
+    lib = ctypes.CDLL(a.lib)
+    lib.cps_last_error.restype = ctypes.c_char_p
+    vp, i64, ci = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.cps_attn_fwd.argtypes = [ci, ci, ci, vp, vp, vp, vp, vp, i64, ci, ci, ci, vp]
+    lib.cps_attn_bwd.argtypes = [ci, ci, ci, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, i64, ci, ci, ci, vp]
+
+    def call(fn, *args):
+        if fn(*args) != 0:
+            raise RuntimeError(lib.cps_last_error().decode())
+
+    B, H, HKV, D = 1, 32, 8, 128
+    rows, ratios, failures = [], [], []
+    torch.manual_seed(0)
+    for S in [int(s) for s in a.seqs.split(",")]:
+        q = torch.randn(B, S, H, D, device=dev, dtype=torch.bfloat16)
+        k = torch.randn(B, S, HKV, D, device=dev, dtype=torch.bfloat16)
+        v = torch.randn(B, S, HKV, D, device=dev, dtype=torch.bfloat16)
+        do = torch.randn(B, S, H, D, device=dev, dtype=torch.bfloat16)
+        o32 = torch.empty(B, S, H, D, device=dev, dtype=torch.float32)
+        lse = torch.empty(B, H, S, device=dev, dtype=torch.float32)
+        delta = torch.empty(B, H, S, device=dev, dtype=torch.float32)
+        dq = torch.zeros(B, S, H, D, device=dev, dtype=torch.float32)
+        dk = torch.zeros(B, S, HKV, D, device=dev, dtype=torch.float32)
+        dv = torch.zeros(B, S, HKV, D, device=dev, dtype=torch.float32)
+        stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+        for causal in (True, False):
+            mask = "causal" if causal else "full"
+
+            def ours_fwd():
+                call(lib.cps_attn_fwd, 0, D, B, q.data_ptr(), k.data_ptr(), v.data_ptr(), o32.data_ptr(),
+                     lse.data_ptr(), S, H, HKV, int(causal), stream)
+
+            def ours_bwd():
+                call(lib.cps_attn_bwd, 0, D, B, q.data_ptr(), k.data_ptr(), v.data_ptr(), o32.data_ptr(),
+                     do.data_ptr(), lse.data_ptr(), delta.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(),
+                     S, H, HKV, int(causal), stream)
+
+            measured = {}
+            # cpscope
+            try:
+                ms = time_ms(torch, ours_fwd, a.warmup, a.iters)
+                measured[("cpscope", "fwd")] = ms
+                ms = time_ms(torch, ours_bwd, a.warmup, a.iters)  # dq/dk/dv keep accumulating: timing only
+                measured[("cpscope", "bwd")] = ms
+            except Exception as e:  # noqa: BLE001
+                failures.append(f"cpscope S={S} {mask}: {e}")
+            # correctness spot check of the forward against SDPA (math on fp32 would be too slow at 16K)
+            qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+            for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
+                try:
+                    gqa = {"enable_gqa": True}
+                    kk, vv = kt, vt
+                    with sdpa_kernel(backend):
+                        try:
+                            F.scaled_dot_product_attention(qt, kk, vv, is_causal=causal, **gqa)
+                        except RuntimeError:
+                            # this backend has no GQA: give it the expanded K/V (same FLOPs)
+                            gqa = {}
+                            kk = kt.repeat_interleave(H // HKV, dim=1)
+                            vv = vt.repeat_interleave(H // HKV, dim=1)
+                        qg = qt.detach().requires_grad_(True)
+                        kg = kk.detach().requires_grad_(True)
+                        vg = vv.detach().requires_grad_(True)
+                        dot = do.transpose(1, 2)
+                        fwd = lambda: F.scaled_dot_product_attention(qt, kk, vv, is_causal=causal, **gqa)  # noqa: E731
+                        measured[(name, "fwd")] = time_ms(torch, fwd, a.warmup, a.iters)
+                        out = F.scaled_dot_product_attention(qg, kg, vg, is_causal=causal, **gqa)
+                        bwd = lambda: torch.autograd.grad(out, (qg, kg, vg), dot, retain_graph=True)  # noqa: E731
+                        measured[(name, "bwd")] = time_ms(torch, bwd, a.warmup, a.iters)
+                        if name == "sdpa_flash" and ("cpscope", "fwd") in measured:
+                            ours_fwd()
+                            ref = out.detach().transpose(1, 2).float()
+                            err = ((o32 - ref).abs().max() / ref.abs().max()).item()
+                            rows.append({"check": "cpscope_fwd_vs_sdpa_flash", "seq": S, "mask": mask,
+                                         "relative_error": err})
+                            if not err <= 2e-2:
+                                failures.append(f"cpscope forward differs from SDPA flash: S={S} {mask} rel {err:.3e}")
+                            if ("cpscope", "bwd") in measured:
+                                g = torch.autograd.grad(out, (qg, kg, vg), dot, retain_graph=True)
+                                refs = [x.transpose(1, 2).float() for x in g]
+                                if not gqa:  # expanded K/V: sum the gradients of each KV head's copies
+                                    refs[1:] = [x.reshape(B, S, HKV, H // HKV, D).sum(3) for x in refs[1:]]
+                                for t in (dq, dk, dv):
+                                    t.zero_()
+                                ours_bwd()
+                                for gname, mine, ref in zip(("dq", "dk", "dv"), (dq, dk, dv), refs):
+                                    err = ((mine - ref).abs().max() / ref.abs().max()).item()
+                                    rows.append({"check": f"cpscope_bwd_{gname}_vs_sdpa_flash", "seq": S,
+                                                 "mask": mask, "relative_error": err})
+                                    if not err <= 2e-2:
+                                        failures.append(f"cpscope backward {gname} differs from SDPA flash: S={S} "
+                                                        f"{mask} rel {err:.3e}")
+                        del out, qg, kg, vg
+                except Exception as e:  # noqa: BLE001
+                    rows.append({"kernel": name, "seq": S, "mask": mask, "error": str(e)[:300]})
+            for (kernel, p), ms in sorted(measured.items()):
+                tf = flops(B, H, D, S, S, causal, p) / (ms * 1e-3) / 1e12
+                rows.append({"kernel": kernel, "seq": S, "mask": mask, "pass": p, "batch": B, "heads": H,
+                             "kv_heads": HKV, "head_dim": D, "dtype": "bf16", "ms": ms, "tflops": tf})
+            for p in ("fwd", "bwd"):
+                ours = measured.get(("cpscope", p))
+                r = {"seq": S, "mask": mask, "pass": p}
+                for base in ("sdpa_flash", "sdpa_cudnn"):
+                    if ours and measured.get((base, p)):
+                        r["vs_" + base] = measured[(base, p)] / ours  # throughput ratio ours/base
+                ratios.append(r)
+        del q, k, v, do, o32, lse, delta, dq, dk, dv
+        torch.cuda.empty_cache()
+
+    grid = []
+    if not a.quick:
+        # SDPA flash throughput over block shapes (what a ring step attends), for the simulator's rate table.
+        for (qlen, klen) in [(1024, 1024), (2048, 2048), (4096, 4096), (8192, 8192), (2048, 8192), (8192, 2048)]:
+            q = torch.randn(B, H, qlen, D, device=dev, dtype=torch.bfloat16)
+            k = torch.randn(B, H, klen, D, device=dev, dtype=torch.bfloat16)
+            v = torch.randn(B, H, klen, D, device=dev, dtype=torch.bfloat16)
+            for causal in ((True, False) if qlen == klen else (False,)):
+                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    ms = time_ms(torch, lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+                                 a.warmup, a.iters)
+                grid.append({"kernel": "sdpa_flash", "q": qlen, "kv": klen, "mask": "causal" if causal else "full",
+                             "pass": "fwd", "ms": ms,
+                             "tflops": flops(B, H, D, qlen, klen, causal, "fwd") / (ms * 1e-3) / 1e12})
+    # Device copy bandwidth (read + write bytes per second), 1 GiB.
+    x = torch.empty(1 << 29, device=dev, dtype=torch.float16)
+    y = torch.empty_like(x)
+    ms = time_ms(torch, lambda: y.copy_(x), 3, 10)
+    copy_gbps = 2 * x.numel() * 2 / (ms * 1e-3) / 1e9
+
+    result = {"schema": "cpscope.gpu_compare/1", "device": info, "rows": rows, "ratios": ratios, "sdpa_grid": grid,
+              "copy_bandwidth_GBps": copy_gbps, "failures": failures,
+              "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    tmp = a.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, a.out)
+    print(f"{info['name']} ({info['sm_count']} SMs), driver {info['driver']}, torch {info['torch']}, "
+          f"CUDA {info['cuda']}, cuDNN {info['cudnn']}, NCCL {info['nccl']}")
+    for r in rows:
+        if "ms" in r:
+            print(f"  {r['kernel']:<11} S={r['seq']:>6} {r['mask']:<6} {r['pass']}: {r['ms']:9.3f} ms "
+                  f"{r['tflops']:7.1f} TFLOP/s")
+        else:
+            print("  ", r)
+    for r in ratios:
+        print("  ratio", r)
+    print(f"  copy bandwidth {copy_gbps:.0f} GB/s (read+write)")
+    for f in failures:
+        print("FAILURE:", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
