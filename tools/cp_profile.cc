@@ -18,6 +18,7 @@
 #include "runtime/reference.h"
 #include "sim/analysis.h"
 #include "sim/error.h"
+#include "sim/profile.h"
 #include "sim/report.h"
 #include "sim/schedule.h"
 #include "tools/cli_common.h"
@@ -157,7 +158,7 @@ int run_host(const Args& a, const Workload& w, const Schedule& s) {
   print_check(c);
   std::cout << "\nlast iteration, per rank (host clocks):\n" << summary_table(run);
 
-  nlohmann::json j = summary_json(run);
+  nlohmann::json j = profile_json(run, &timeline);  // summary + the last iteration's Timeline
   j["backend"] = "host";
   j["iterations_ms"] = ms;
   j["warmup"] = warmup;
@@ -275,7 +276,7 @@ int main_impl(int argc, char** argv) {
   app.add_option("--seed", a.seed, "seed of the pseudo-random inputs")->capture_default_str();
   app.add_option("--timeout", a.timeout_s, "seconds a rank waits for a peer before it aborts with the op it waits in")
       ->capture_default_str();
-  app.add_option("--json", a.json, "write the results (cpscope.profile/1 JSON)")->type_name("FILE");
+  app.add_option("--json", a.json, "write the results: cpscope.profile/1 JSON (host: with the last iteration's timeline)")->type_name("FILE");
   app.add_option("--trace", a.trace, "host backend: write the last iteration as a Chrome trace (Perfetto UI)")
       ->type_name("FILE");
   try {

@@ -20,6 +20,7 @@
 #include "sim/error.h"
 #include "sim/hardware.h"
 #include "sim/planner.h"
+#include "sim/profile.h"
 #include "sim/progress.h"
 #include "sim/report.h"
 #include "sim/workload.h"
@@ -92,7 +93,7 @@ int parse_jobs(int jobs) {
 
 struct RunArgs {
   WorkloadFlags flags;
-  std::string config, hardware, json, trace;
+  std::string config, hardware, json, trace, profile;
 };
 
 int cmd_run(const RunArgs& a) {
@@ -104,11 +105,14 @@ int cmd_run(const RunArgs& a) {
   validate(w);
   check_output_path(a.json, "json");
   check_output_path(a.trace, "trace");
+  check_output_path(a.profile, "profile");
 
-  const SimulatedRun run = simulate_workload(w, hw, !a.trace.empty());
+  const SimulatedRun run = simulate_workload(w, hw, !a.trace.empty() || !a.profile.empty());
   std::vector<Output> outputs;
   outputs.push_back({a.json, "json", text_writer(summary_json(run.result).dump(2) + "\n")});
   outputs.push_back({a.trace, "trace", [&](std::ostream& os) { write_chrome_trace(os, run.timeline); }});
+  if (!a.profile.empty())
+    outputs.push_back({a.profile, "profile", text_writer(profile_json(run.result, &run.timeline).dump() + "\n")});
   write_outputs(outputs);
   std::cout << summary_table(run.result);
   return 0;
@@ -252,6 +256,9 @@ int main_impl(int argc, char** argv) {
   run->add_option("--json", run_args.json, "write the summary JSON (step_time_ns, total_flops, ranks[...])")
       ->type_name("FILE");
   run->add_option("--trace", run_args.trace, "write a Chrome trace-event JSON (Perfetto UI)")->type_name("FILE");
+  run->add_option("--profile", run_args.profile,
+                  "write the summary with the simulated timeline (cpscope.profile/1, as cp-profile --json)")
+      ->type_name("FILE");
 
   SweepArgs sweep_args;
   CLI::App* sweep = app.add_subcommand("sweep", "simulate every valid combination of lists/ranges of flags");

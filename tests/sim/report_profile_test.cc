@@ -1,0 +1,89 @@
+// cpscope.profile round trip: a simulated run written with its timeline reads back equal, and broken
+// files are rejected naming the field.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "sim/error.h"
+#include "sim/hardware.h"
+#include "sim/planner.h"
+#include "sim/profile.h"
+
+namespace cpscope {
+namespace {
+
+SimulatedRun small_run() {
+  Workload w;
+  w.seq = 8192;
+  w.cp = 4;
+  return simulate_workload(w, default_hardware(), true);
+}
+
+TEST(Profile, RoundTripKeepsSummaryAndTimeline) {
+  const SimulatedRun run = small_run();
+  const nlohmann::json j = profile_json(run.result, &run.timeline);
+  const Profile p = profile_from_json(nlohmann::json::parse(j.dump()), "p.json");
+  ASSERT_TRUE(p.has_timeline);
+  EXPECT_EQ(p.run.source, "simulated");
+  EXPECT_EQ(p.run.summary.step_time_ns, run.result.summary.step_time_ns);
+  EXPECT_EQ(p.run.summary.ranks.size(), 4u);
+  EXPECT_EQ(to_json(p.run.workload), to_json(run.result.workload));
+  ASSERT_EQ(p.timeline.intervals.size(), run.timeline.intervals.size());
+  for (std::size_t i = 0; i < p.timeline.intervals.size(); ++i) {
+    const Interval& a = p.timeline.intervals[i];
+    const Interval& b = run.timeline.intervals[i];
+    EXPECT_EQ(std::tie(a.rank, a.stream, a.kind, a.op_id, a.step, a.pass, a.start, a.end, a.bytes, a.flops),
+              std::tie(b.rank, b.stream, b.kind, b.op_id, b.step, b.pass, b.start, b.end, b.bytes, b.flops));
+    EXPECT_EQ(p.timeline.name(a.name), run.timeline.name(b.name));
+  }
+  // Re-summarizing the read timeline gives the file's summary.
+  const Summary again = summarize(p.timeline);
+  EXPECT_EQ(again.step_time_ns, p.run.summary.step_time_ns);
+}
+
+TEST(Profile, WithoutTimelineReadsTheSummary) {
+  const SimulatedRun run = small_run();
+  const Profile p = profile_from_json(summary_json(run.result), "s.json");
+  EXPECT_FALSE(p.has_timeline);
+  EXPECT_EQ(p.run.summary.total_flops, run.result.summary.total_flops);
+}
+
+std::string error_of(const nlohmann::json& j) {
+  try {
+    profile_from_json(j, "bad.json");
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Profile, RejectsBrokenFilesNamingTheField) {
+  const SimulatedRun run = small_run();
+  const nlohmann::json good = profile_json(run.result, &run.timeline);
+  nlohmann::json j = good;
+  j["schema"] = "something/2";
+  EXPECT_NE(error_of(j).find("bad.json.schema"), std::string::npos);
+  j = good;
+  j.erase("step_time_ns");
+  EXPECT_NE(error_of(j).find("step_time_ns: missing"), std::string::npos);
+  j = good;
+  j["timeline"]["intervals"][3][7] = 10;
+  j["timeline"]["intervals"][3][8] = 5;  // end before start
+  EXPECT_NE(error_of(j).find("intervals[3]"), std::string::npos);
+  j = good;
+  j["timeline"]["intervals"][0][0] = 99;  // rank
+  EXPECT_NE(error_of(j).find("(rank)"), std::string::npos);
+  j = good;
+  j["timeline"]["intervals"][0][2] = "gpu";  // kind
+  EXPECT_NE(error_of(j).find("(kind)"), std::string::npos);
+  j = good;
+  j["timeline"]["intervals"][1] = {1, 2};
+  EXPECT_NE(error_of(j).find("intervals[1]"), std::string::npos);
+  j = good;
+  j["workload"]["cp"] = "eight";
+  EXPECT_NE(error_of(j).find("workload"), std::string::npos);
+  EXPECT_THROW(read_profile("/nonexistent/p.json"), InputError);
+}
+
+}  // namespace
+}  // namespace cpscope
