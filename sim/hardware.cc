@@ -2,7 +2,8 @@
 //
 // A profile file holds exactly the fields of HardwareProfile plus one optional top-level object,
 // "sources", which maps field paths to citations (datasheets, papers, measurements) and is ignored by
-// the parser: it documents the numbers, it does not change them. Every other unknown field is an
+// the parser: it documents the numbers, it does not change them. Likewise "calibration", the report
+// cp-sim calibrate adds (inputs, fitted values, residuals). Every other unknown field is an
 // error that names it, so a typo ("bandwith_GBps") never silently falls back to a default.
 #include "sim/hardware.h"
 
@@ -247,11 +248,13 @@ HardwareProfile hardware_from_json(const json& j) {
   reject_unknown(j, "",
                  {"name", "description", "gpus_per_node", "memory_bytes", "peak_tflops_bf16", "memory_bandwidth_GBps",
                   "launch_latency_ns", "nvlink", "network", "nics_per_node", "comm_compute_interference", "attention",
-                  "sources"});
+                  "sources", "calibration"});
   HardwareProfile hw;
   hw.name = as_string(need(j, "", "name"), "name");
   if (hw.name.empty()) throw InputError("name", "must not be empty");
   if (auto it = j.find("description"); it != j.end()) hw.description = as_string(*it, "description");
+  if (auto it = j.find("calibration"); it != j.end() && !it->is_object())
+    throw InputError("calibration", "expected the object cp-sim calibrate writes, got " + type_name(*it));
   if (auto it = j.find("sources"); it != j.end()) {
     // Documentation only: must be an object of strings, otherwise ignored.
     if (!it->is_object()) throw InputError("sources", "expected an object (field path -> citation), got " + type_name(*it));

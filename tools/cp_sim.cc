@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "sim/calibrate.h"
 #include "sim/error.h"
 #include "sim/hardware.h"
 #include "sim/planner.h"
@@ -36,6 +37,8 @@ constexpr const char* kMainFooter = R"(Examples:
   cp-sim plan --gpus 64 --seq 1M --top 5        a 64-GPU cluster, 1M-token sequences
   cp-sim run --schedule ring --cp 8 --json out.json --trace trace.json
   cp-sim sweep --schedule all --cp 2,4,8,16 --seq 32k:1M:x2 --csv sweep.csv
+  cp-sim calibrate measured/*.json -o fitted.json   fit a hardware profile to cp-profile runs
+  cp-sim validate --leave-one-out measured/*.json     how well the simulator predicts them
 
 Defaults: a Llama-3-8B-like attention layer (H=32, Hkv=8, D=128, bf16, causal, fwd+bwd, 131072
 tokens) with zigzag-ring cp=8 on one node of 8 H100 SXM (the embedded h100-sxm profile).
@@ -236,6 +239,68 @@ int cmd_plan(const PlanArgs& a) {
   return 0;
 }
 
+// ---- calibrate / validate --------------------------------------------------------------------------
+
+constexpr const char* kCalibrateFooter = R"(Fits the hardware profile's attention rates (one per measured block shape), launch latency, memory
+bandwidth, comm/compute interference and link latency/bandwidth to the op intervals of measured
+profiles (cp-profile --json), by least squares; what the profiles cannot determine keeps the base
+profile's value, and the output's "calibration" object says which and why, with the residuals.
+
+Examples:
+  cp-sim calibrate profiles/measured/*.json -o profiles/calibrated/h100-sxm.json
+  cp-sim calibrate --base h200-sxm run1.json run2.json -o h200-fitted.json
+)";
+
+constexpr const char* kValidateFooter = R"(Simulates each profile's workload on --hardware and prints measured against predicted step time,
+per pass and per op kind, with the mean absolute and the maximum error. --leave-one-out predicts
+each profile from a calibration on all the others (starting from --hardware): the honest figure.
+
+Examples:
+  cp-sim validate --hardware profiles/calibrated/h100-sxm.json profiles/measured/*.json
+  cp-sim validate --leave-one-out --json validation.json profiles/measured/*.json
+)";
+
+std::vector<NamedProfile> read_profiles(const std::vector<std::string>& paths) {
+  std::vector<NamedProfile> out;
+  for (const std::string& p : paths) out.push_back({p, read_profile(p)});
+  return out;
+}
+
+struct CalibrateArgs {
+  std::vector<std::string> profiles;
+  std::string base, output, name;
+};
+
+int cmd_calibrate(const CalibrateArgs& a) {
+  check_output_path(a.output, "output");
+  const Calibration cal = calibrate(read_profiles(a.profiles), hardware_of(a.base), a.name);
+  write_outputs({{a.output, "output", text_writer(calibration_json(cal).dump(2) + "\n")}});
+  std::cout << fmt::format("{}: fitted to {} profile(s)\n", cal.hardware.name, a.profiles.size());
+  for (const auto& r : cal.report["residuals"])
+    std::cout << fmt::format("  {:<28} {:>6} samples  rms {:>7.3f}%  max {:>7.3f}%\n", r["category"].get<std::string>(),
+                             r["samples"].get<int>(), 100.0 * r["rms_relative"].get<double>(),
+                             100.0 * r["max_relative"].get<double>());
+  for (const auto& k : cal.report["kept_from_base"])
+    std::cout << fmt::format("  kept from {}: {} ({})\n", cal.report["base"].get<std::string>(),
+                             k["field"].get<std::string>(), k["why"].get<std::string>());
+  std::cout << "wrote " << a.output << "\n";
+  return 0;
+}
+
+struct ValidateArgs {
+  std::vector<std::string> profiles;
+  std::string hardware, json;
+  bool leave_one_out = false;
+};
+
+int cmd_validate(const ValidateArgs& a) {
+  check_output_path(a.json, "json");
+  const Validation v = validate(read_profiles(a.profiles), hardware_of(a.hardware), a.leave_one_out);
+  write_outputs({{a.json, "json", text_writer(validation_json(v).dump(2) + "\n")}});
+  std::cout << validation_table(v);
+  return 0;
+}
+
 int main_impl(int argc, char** argv) {
   CLI::App app{"cp-sim: simulate context-parallel attention schedules (ring, zigzag-ring, allgather, ulysses,\n"
                "hybrid) on a GPU mesh: step time, exposed communication, memory; pick the best layout.",
@@ -310,6 +375,28 @@ int main_impl(int argc, char** argv) {
   plan->add_option("--jobs", plan_args.jobs, "simulate this many candidates in parallel (default 1)")
       ->type_name("N");
 
+  CalibrateArgs cal_args;
+  CLI::App* cal = app.add_subcommand("calibrate", "fit a hardware profile to measured profiles");
+  cal->footer(kCalibrateFooter);
+  cal->add_option("profiles", cal_args.profiles, "cpscope.profile JSON files with timelines")
+      ->required()
+      ->check(CLI::ExistingFile)
+      ->type_name("PROFILE...");
+  cal->add_option("-o,--output", cal_args.output, "the calibrated hardware profile to write")->required()->type_name("FILE");
+  cal->add_option("--base", cal_args.base, "profile to start from (default h100-sxm)")->type_name("NAME|FILE");
+  cal->add_option("--name", cal_args.name, "name of the fitted profile (default <base>-calibrated)");
+
+  ValidateArgs val_args;
+  CLI::App* val = app.add_subcommand("validate", "predict measured profiles and report the error");
+  val->footer(kValidateFooter);
+  val->add_option("profiles", val_args.profiles, "cpscope.profile JSON files with timelines")
+      ->required()
+      ->check(CLI::ExistingFile)
+      ->type_name("PROFILE...");
+  val->add_option("--hardware", val_args.hardware, "profile to validate (default h100-sxm)")->type_name("NAME|FILE");
+  val->add_flag("--leave-one-out", val_args.leave_one_out, "predict each profile from a fit to all the others");
+  val->add_option("--json", val_args.json, "write the comparison (cpscope.validation/1)")->type_name("FILE");
+
   if (argc <= 1) {  // no subcommand: show what there is
     std::cerr << app.help();
     return 2;
@@ -326,6 +413,8 @@ int main_impl(int argc, char** argv) {
   if (run->parsed()) return cmd_run(run_args);
   if (sweep->parsed()) return cmd_sweep(sweep_args);
   if (plan->parsed()) return cmd_plan(plan_args);
+  if (cal->parsed()) return cmd_calibrate(cal_args);
+  if (val->parsed()) return cmd_validate(val_args);
   std::cerr << app.help();
   return 2;
 }

@@ -233,3 +233,41 @@ TEST_F(CpSim, PlanMemoryReserveDropsWithReasonOrFailsWhenNothingFits) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(CpSim, ProfileCalibrateAndValidateRoundTrip) {
+  Result r = Run("run --seq 16384 --cp 4 --profile a.json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = Run("run --seq 16384 --cp 4 --batch 2 --schedule ring --profile b.json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = Run("calibrate a.json b.json -o fitted.json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json fitted = nlohmann::json::parse(ReadFile(Path("fitted.json")));
+  EXPECT_EQ(fitted["name"], "h100-sxm-calibrated");
+  EXPECT_TRUE(fitted["calibration"]["residuals"].is_array());
+  // Simulated profiles validated against the hardware that made them: no error at all.
+  r = Run("validate a.json b.json --json v.json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json v = nlohmann::json::parse(ReadFile(Path("v.json")));
+  EXPECT_EQ(v["mean_abs_error"], 0.0);
+  // The fitted profile loads as --hardware.
+  r = Run("validate --hardware fitted.json --leave-one-out a.json b.json");
+  EXPECT_EQ(r.code, 0) << r.err;
+}
+
+TEST_F(CpSim, CalibrateRejectsBadProfilesWithExitTwo) {
+  std::ofstream(Path("bad.json")) << R"({"schema": "cpscope.profile/1", "source": "measured"})";
+  Result r = Run("calibrate bad.json -o out.json");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("bad.json"), std::string::npos) << r.err;
+  std::ofstream(Path("trunc.json")) << R"({"schema": "cpscope.prof)";
+  r = Run("validate trunc.json");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("not valid JSON"), std::string::npos) << r.err;
+  r = Run("calibrate missing.json -o out.json");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_FALSE(fs::exists(Path("out.json")));
+}
+
+}  // namespace

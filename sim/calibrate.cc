@@ -1,0 +1,644 @@
+#include "sim/calibrate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include <Eigen/Dense>
+#include <fmt/format.h>
+
+#include "sim/analysis.h"
+#include "sim/error.h"
+#include "sim/planner.h"
+#include "sim/report.h"
+#include "sim/schedule.h"
+
+namespace cpscope {
+namespace {
+
+bool is_attention(OpKind k) { return k == OpKind::Attend || k == OpKind::AttendBwd; }
+bool is_memory(OpKind k) { return k == OpKind::DkvAdd || k == OpKind::Layout; }
+bool is_comm(OpKind k) { return !is_attention(k) && !is_memory(k); }
+
+// A rate-table cell: what one fitted rate applies to.
+using CellKey = std::tuple<std::string, std::string, std::int64_t, std::int64_t, std::int64_t>;  // pass, mask, D, q, kv
+
+struct ComputeSample {
+  double duration = 0;  // ns
+  double overlap = 0;   // ns of the op overlapped by communication on its rank
+  double flops = 0;     // attention
+  double bytes = 0;     // memory ops
+  int cell = -1;        // attention: index into cells; -1 for memory ops
+  std::string category;
+};
+
+struct LinkSample {
+  double duration = 0, bytes = 0;
+  bool inter_node = false;
+};
+
+struct Samples {
+  std::vector<ComputeSample> compute;
+  std::vector<LinkSample> links;
+  std::vector<CellKey> cells;
+  std::map<CellKey, int> cell_index;
+};
+
+// |[a, b) ∩ union(merged)| for sorted, disjoint intervals.
+double overlap_with(const std::vector<std::pair<Nanos, Nanos>>& merged, Nanos a, Nanos b) {
+  double total = 0;
+  auto it = std::lower_bound(merged.begin(), merged.end(), std::make_pair(a, Nanos{0}),
+                             [](const auto& x, const auto& y) { return x.second < y.first; });
+  for (; it != merged.end() && it->first < b; ++it) total += static_cast<double>(std::min(b, it->second) - std::max(a, it->first));
+  return std::max(0.0, total);
+}
+
+void collect(const NamedProfile& np, Samples& s) {
+  const Profile& p = np.profile;
+  if (!p.has_timeline)
+    throw InputError(np.name, "has no timeline (write it with cp-profile --json or cp-sim run --profile)");
+  const Workload& w = p.run.workload;
+  std::string why = invalid_reason(w);
+  if (!why.empty()) throw InputError(np.name + ".workload", why);
+  const Schedule sched = make_schedule(w);
+  const auto n = static_cast<std::int32_t>(sched.ranks.size());
+  const Timeline& t = p.timeline;
+  if (t.num_ranks != n)
+    throw InputError(np.name + ".timeline.num_ranks", fmt::format("{} ranks for cp = {}", t.num_ranks, n));
+
+  // The interval of each (rank, op), and each rank's merged communication intervals.
+  std::vector<std::vector<const Interval*>> of(static_cast<std::size_t>(n));
+  std::vector<std::vector<std::pair<Nanos, Nanos>>> comm(static_cast<std::size_t>(n));
+  for (std::int32_t r = 0; r < n; ++r) of[static_cast<std::size_t>(r)].assign(sched.ranks[static_cast<std::size_t>(r)].ops.size(), nullptr);
+  for (const Interval& iv : t.intervals) {
+    auto& ops = of[static_cast<std::size_t>(iv.rank)];
+    if (iv.op_id < 0 || static_cast<std::size_t>(iv.op_id) >= ops.size())
+      throw InputError(np.name + ".timeline", fmt::format("rank {} has no op {} in the schedule of its workload", iv.rank,
+                                                          iv.op_id));
+    const Op& op = sched.ranks[static_cast<std::size_t>(iv.rank)].ops[static_cast<std::size_t>(iv.op_id)];
+    if (iv.stream != op.stream || ops[static_cast<std::size_t>(iv.op_id)] != nullptr)
+      throw InputError(np.name + ".timeline",
+                       fmt::format("rank {} op {} ({}): interval on the wrong stream or recorded twice", iv.rank,
+                                   iv.op_id, op_name(op)));
+    ops[static_cast<std::size_t>(iv.op_id)] = &iv;
+    if (is_comm(op.kind)) comm[static_cast<std::size_t>(iv.rank)].push_back({iv.start, iv.end});
+  }
+  // A transfer is a clean sample when no other communication of its rank overlaps it: otherwise the
+  // flows shared the link and its duration says nothing about latency and bandwidth alone.
+  std::vector<std::vector<bool>> clean(static_cast<std::size_t>(n));
+  for (std::int32_t r = 0; r < n; ++r) {
+    auto& ok = clean[static_cast<std::size_t>(r)];
+    ok.assign(of[static_cast<std::size_t>(r)].size(), true);
+    std::vector<std::pair<const Interval*, std::int32_t>> mine;
+    for (std::size_t i = 0; i < of[static_cast<std::size_t>(r)].size(); ++i) {
+      const Interval* iv = of[static_cast<std::size_t>(r)][i];
+      if (iv && is_comm(sched.ranks[static_cast<std::size_t>(r)].ops[i].kind)) mine.push_back({iv, static_cast<std::int32_t>(i)});
+    }
+    std::sort(mine.begin(), mine.end(), [](const auto& a, const auto& b) { return a.first->start < b.first->start; });
+    Nanos reach = std::numeric_limits<Nanos>::min();  // latest end among earlier intervals
+    std::int32_t reach_op = -1;
+    for (const auto& [iv, id] : mine) {
+      if (reach > iv->start) {
+        ok[static_cast<std::size_t>(id)] = false;
+        ok[static_cast<std::size_t>(reach_op)] = false;
+      }
+      if (iv->end > reach) {
+        reach = iv->end;
+        reach_op = id;
+      }
+    }
+  }
+  for (auto& c : comm) {
+    std::sort(c.begin(), c.end());
+    std::vector<std::pair<Nanos, Nanos>> merged;
+    for (const auto& x : c)
+      if (!merged.empty() && x.first <= merged.back().second)
+        merged.back().second = std::max(merged.back().second, x.second);
+      else
+        merged.push_back(x);
+    c = std::move(merged);
+  }
+
+  // Point-to-point matching: the k-th send a->b on a channel meets b's k-th receive from a.
+  std::map<std::tuple<int, int, int>, std::vector<std::int32_t>> sends, recvs;
+  for (std::int32_t r = 0; r < n; ++r)
+    for (const Op& op : sched.ranks[static_cast<std::size_t>(r)].ops) {
+      if (op.kind != OpKind::SendRecv) continue;
+      if (op.send.peer >= 0) sends[{r, op.send.peer, op.send.channel}].push_back(op.id);
+      if (op.recv.peer >= 0) recvs[{op.recv.peer, r, op.recv.channel}].push_back(op.id);
+    }
+  std::map<std::tuple<int, int, int>, std::size_t> send_seen, recv_seen;
+
+  for (std::int32_t r = 0; r < n; ++r) {
+    const auto& prog = sched.ranks[static_cast<std::size_t>(r)].ops;
+    for (const Op& op : prog) {
+      const Interval* iv = of[static_cast<std::size_t>(r)][static_cast<std::size_t>(op.id)];
+      if (op.kind == OpKind::SendRecv) {
+        // Keep the matching counters in step even when this op was not recorded.
+        Nanos start = iv ? iv->start : 0;
+        bool usable = iv && clean[static_cast<std::size_t>(r)][static_cast<std::size_t>(op.id)];
+        bool inter = false;
+        Bytes bytes = 0;
+        if (op.send.peer >= 0) {
+          const auto key = std::make_tuple(r, static_cast<int>(op.send.peer), static_cast<int>(op.send.channel));
+          const std::size_t k = send_seen[key]++;
+          const auto& peer_ops = recvs[key];
+          if (k < peer_ops.size())
+            if (const Interval* q = of[static_cast<std::size_t>(op.send.peer)][static_cast<std::size_t>(peer_ops[k])]) {
+              start = std::max(start, q->start);
+              usable = usable && clean[static_cast<std::size_t>(op.send.peer)][static_cast<std::size_t>(peer_ops[k])];
+            }
+          inter = inter || w.node_of(r) != w.node_of(op.send.peer);
+          bytes = std::max(bytes, op.send.bytes);
+        }
+        if (op.recv.peer >= 0) {
+          const auto key = std::make_tuple(static_cast<int>(op.recv.peer), r, static_cast<int>(op.recv.channel));
+          const std::size_t k = recv_seen[key]++;
+          const auto& peer_ops = sends[key];
+          if (k < peer_ops.size())
+            if (const Interval* q = of[static_cast<std::size_t>(op.recv.peer)][static_cast<std::size_t>(peer_ops[k])]) {
+              start = std::max(start, q->start);
+              usable = usable && clean[static_cast<std::size_t>(op.recv.peer)][static_cast<std::size_t>(peer_ops[k])];
+            }
+          inter = inter || w.node_of(r) != w.node_of(op.recv.peer);
+          bytes = std::max(bytes, op.recv.bytes);
+        }
+        if (usable && bytes > 0 && iv->end > start)
+          s.links.push_back({static_cast<double>(iv->end - start), static_cast<double>(bytes), inter});
+        continue;
+      }
+      if (!iv || is_comm(op.kind)) continue;
+      const double d = static_cast<double>(iv->end - iv->start);
+      if (d <= 0) continue;
+      ComputeSample c;
+      c.duration = d;
+      c.overlap = overlap_with(comm[static_cast<std::size_t>(r)], iv->start, iv->end);
+      if (is_attention(op.kind)) {
+        const bool bwd = op.kind == OpKind::AttendBwd;
+        const bool causal = op.attn.mask == AttnMask::Causal;
+        CellKey key{bwd ? "bwd" : "fwd", causal ? "causal" : "full", w.head_dim, op.attn.q_len, op.attn.kv_len};
+        auto [it, fresh] = s.cell_index.emplace(key, static_cast<int>(s.cells.size()));
+        if (fresh) s.cells.push_back(key);
+        c.cell = it->second;
+        c.flops = static_cast<double>(op.flops);
+        c.category = fmt::format("attention {} {}", std::get<0>(key), std::get<1>(key));
+      } else {
+        c.bytes = static_cast<double>(op.bytes);
+        c.category = "memory (dkv_add, layout)";
+      }
+      s.compute.push_back(c);
+    }
+  }
+}
+
+// Least squares with each column scaled to unit norm first: the columns hold nanoseconds, FLOPs and
+// bytes (twelve orders of magnitude apart), which would otherwise defeat the rank test. Returns false
+// when `a` (already weighted) lacks full column rank.
+bool solve_scaled(const Eigen::MatrixXd& a, const Eigen::VectorXd& b, Eigen::VectorXd& x) {
+  Eigen::VectorXd scale(a.cols());
+  for (Eigen::Index c = 0; c < a.cols(); ++c) {
+    const double nrm = a.col(c).norm();
+    if (!(nrm > 0)) return false;
+    scale(c) = 1.0 / nrm;
+  }
+  const Eigen::MatrixXd as = a * scale.asDiagonal();
+  Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(as);
+  qr.setThreshold(1e-9);
+  if (qr.rank() < a.cols()) return false;
+  x = scale.asDiagonal() * qr.solve(b);
+  return true;
+}
+
+// Weighted least squares: minimise sum ((A x - b) / b)^2.
+bool solve_relative(Eigen::MatrixXd a, Eigen::VectorXd b, Eigen::VectorXd& x) {
+  for (Eigen::Index i = 0; i < a.rows(); ++i) {
+    const double wgt = 1.0 / b(i);
+    a.row(i) *= wgt;
+    b(i) *= wgt;
+  }
+  return solve_scaled(a, b, x);
+}
+
+struct Residual {
+  int samples = 0;
+  double sum_sq = 0, max_abs = 0;
+  void add(double rel) {
+    ++samples;
+    sum_sq += rel * rel;
+    max_abs = std::max(max_abs, std::abs(rel));
+  }
+  nlohmann::json json(const std::string& what) const {
+    return {{"category", what},
+            {"samples", samples},
+            {"rms_relative", samples ? std::sqrt(sum_sq / samples) : 0.0},
+            {"max_relative", max_abs}};
+  }
+};
+
+std::string kind_of(const std::string& name) {
+  const auto slash = name.rfind('/');
+  return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
+}  // namespace
+
+Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareProfile& base, const std::string& name) {
+  if (profiles.empty()) throw InputError("profiles", "calibration needs at least one measured profile");
+  Samples s;
+  nlohmann::json inputs = nlohmann::json::array();
+  for (const NamedProfile& np : profiles) {
+    collect(np, s);
+    inputs.push_back({{"file", np.name},
+                      {"source", np.profile.run.source},
+                      {"hardware", np.profile.run.hardware},
+                      {"workload", to_json(np.profile.run.workload)}});
+  }
+  Calibration cal;
+  cal.hardware = base;
+  cal.hardware.name = name.empty() ? base.name + "-calibrated" : name;
+  cal.hardware.description = fmt::format("{} fitted to {} measured profile(s) by cp-sim calibrate", base.name,
+                                         profiles.size());
+  nlohmann::json kept = nlohmann::json::array();
+  nlohmann::json residuals = nlohmann::json::array();
+
+  // ---- compute ops: [latency | one column per cell | memory | beta] ----
+  const auto n_cells = static_cast<int>(s.cells.size());
+  bool any_memory = false, any_overlap = false;
+  for (const auto& c : s.compute) {
+    any_memory = any_memory || c.cell < 0;
+    any_overlap = any_overlap || c.overlap > 0;
+  }
+  bool fit_latency = true, fit_beta = any_overlap;
+  Eigen::VectorXd x;
+  double latency = static_cast<double>(base.launch_latency_ns);
+  double beta = 1.0 - 1.0 / base.comm_compute_interference;
+  std::vector<double> ns_per_flop(static_cast<std::size_t>(n_cells), 0.0);
+  double ns_per_byte = 1.0 / base.memory_bandwidth_GBps;
+  bool solved = s.compute.empty();
+  for (int attempt = 0; attempt < 3 && !solved; ++attempt) {
+    const int col_mem = (fit_latency ? 1 : 0) + n_cells;
+    const int col_beta = col_mem + (any_memory ? 1 : 0);
+    const int cols = col_beta + (fit_beta ? 1 : 0);
+    Eigen::MatrixXd a = Eigen::MatrixXd::Zero(static_cast<Eigen::Index>(s.compute.size()), cols);
+    Eigen::VectorXd b(static_cast<Eigen::Index>(s.compute.size()));
+    for (std::size_t i = 0; i < s.compute.size(); ++i) {
+      const ComputeSample& c = s.compute[i];
+      const auto r = static_cast<Eigen::Index>(i);
+      double rhs = c.duration;
+      if (fit_latency) a(r, 0) = 1.0; else rhs -= latency;
+      if (c.cell >= 0) a(r, (fit_latency ? 1 : 0) + c.cell) = c.flops;
+      else a(r, col_mem) = c.bytes;
+      if (fit_beta) a(r, col_beta) = c.overlap; else rhs -= beta * c.overlap;
+      b(r) = rhs;  // the parts not fitted move to the right side
+    }
+    // Weight by the measured duration (relative error), not by the right side that fixed parts reduced.
+    for (std::size_t i = 0; i < s.compute.size(); ++i) {
+      const double wgt = 1.0 / s.compute[i].duration;
+      a.row(static_cast<Eigen::Index>(i)) *= wgt;
+      b(static_cast<Eigen::Index>(i)) *= wgt;
+    }
+    if (solve_scaled(a, b, x)) {
+      if (fit_latency) latency = x(0);
+      for (int c = 0; c < n_cells; ++c) ns_per_flop[static_cast<std::size_t>(c)] = x((fit_latency ? 1 : 0) + c);
+      if (any_memory) ns_per_byte = x(col_mem);
+      if (fit_beta) beta = x(col_beta);
+      const bool sane_latency = latency >= 0;
+      const bool sane_beta = !fit_beta || (beta >= 0 && beta < 1);
+      if (sane_latency && sane_beta) {
+        solved = true;
+        break;
+      }
+      if (!sane_latency) {
+        fit_latency = false;
+        latency = static_cast<double>(base.launch_latency_ns);
+        kept.push_back({{"field", "launch_latency_ns"}, {"why", "the fit gave a negative latency"}});
+      }
+      if (!sane_beta) {
+        fit_beta = false;
+        beta = 1.0 - 1.0 / base.comm_compute_interference;
+        kept.push_back({{"field", "comm_compute_interference"}, {"why", "the fit gave a factor below 1"}});
+      }
+      continue;
+    }
+    if (fit_latency) {
+      fit_latency = false;
+      kept.push_back({{"field", "launch_latency_ns"},
+                      {"why", "not identifiable: each block shape was measured at one size and no memory op "
+                              "separates latency from rate"}});
+    } else if (fit_beta) {
+      fit_beta = false;
+      kept.push_back({{"field", "comm_compute_interference"}, {"why", "not identifiable from these profiles"}});
+    } else {
+      throw InputError("profiles", "the compute samples do not determine the rates (rank-deficient fit)");
+    }
+  }
+  if (!any_overlap) kept.push_back({{"field", "comm_compute_interference"}, {"why", "no attention op overlapped communication"}});
+  if (!any_memory) kept.push_back({{"field", "memory_bandwidth_GBps"}, {"why", "no DkvAdd or Layout op was measured"}});
+  if (s.compute.empty()) kept.push_back({{"field", "attention"}, {"why", "no compute op was measured"}});
+
+  HardwareProfile& hw = cal.hardware;
+  hw.launch_latency_ns = static_cast<Nanos>(std::llround(latency));
+  if (any_memory && ns_per_byte > 0) hw.memory_bandwidth_GBps = 1.0 / ns_per_byte;
+  hw.comm_compute_interference = 1.0 / (1.0 - beta);
+  // Rates: TFLOP/s = 1e-3 / (ns per FLOP). One table per measured (pass, mask, head_dim) over the
+  // measured q and kv lengths; a grid point nobody measured takes the base rate scaled by the
+  // geometric mean of measured/base over that table's measured cells.
+  nlohmann::json cells = nlohmann::json::array();
+  std::map<std::tuple<std::string, std::string, std::int64_t>, std::vector<int>> tables;
+  for (int c = 0; c < n_cells; ++c) {
+    const auto& [pass, mask, d, q, kv] = s.cells[static_cast<std::size_t>(c)];
+    tables[{pass, mask, d}].push_back(c);
+  }
+  for (const auto& [tkey, members] : tables) {
+    const auto& [pass, mask, d] = tkey;
+    RateTable t;
+    t.pass = pass;
+    t.mask = mask;
+    t.head_dim = d;
+    std::set<std::int64_t> qs, kvs;
+    std::map<std::pair<std::int64_t, std::int64_t>, double> fitted;
+    double log_ratio = 0;
+    int ratio_n = 0;
+    for (int c : members) {
+      const auto& key = s.cells[static_cast<std::size_t>(c)];
+      const double npf = ns_per_flop[static_cast<std::size_t>(c)];
+      if (!(npf > 0)) {
+        kept.push_back({{"field", fmt::format("attention {}/{} q={} kv={}", pass, mask, std::get<3>(key), std::get<4>(key))},
+                        {"why", "the fit gave a non-positive time per FLOP"}});
+        continue;
+      }
+      const double tf = 1e-3 / npf;
+      qs.insert(std::get<3>(key));
+      kvs.insert(std::get<4>(key));
+      fitted[{std::get<3>(key), std::get<4>(key)}] = tf;
+      double base_tf = 0;
+      try {
+        base_tf = base.attention_tflops(pass == "bwd", mask == "causal", d, std::get<3>(key), std::get<4>(key));
+      } catch (const InputError&) {
+      }
+      if (base_tf > 0) {
+        log_ratio += std::log(tf / base_tf);
+        ++ratio_n;
+      }
+      cells.push_back({{"pass", pass}, {"mask", mask}, {"head_dim", d}, {"q_tokens", std::get<3>(key)},
+                       {"kv_tokens", std::get<4>(key)}, {"tflops", tf}});
+    }
+    if (fitted.empty()) continue;
+    const double scale = ratio_n ? std::exp(log_ratio / ratio_n) : 1.0;
+    t.q_tokens.assign(qs.begin(), qs.end());
+    t.kv_tokens.assign(kvs.begin(), kvs.end());
+    for (std::int64_t q : t.q_tokens) {
+      std::vector<double> row;
+      for (std::int64_t kv : t.kv_tokens) {
+        auto it = fitted.find({q, kv});
+        if (it != fitted.end()) {
+          row.push_back(it->second);
+          continue;
+        }
+        double fill = 0;
+        try {
+          fill = base.attention_tflops(pass == "bwd", mask == "causal", d, q, kv) * scale;
+        } catch (const InputError&) {
+          fill = 1e-3 / ns_per_flop[static_cast<std::size_t>(members.front())];
+        }
+        row.push_back(fill);
+      }
+      t.tflops.push_back(std::move(row));
+    }
+    auto existing = std::find_if(hw.attention.begin(), hw.attention.end(), [&](const RateTable& r) {
+      return r.pass == t.pass && r.mask == t.mask && r.head_dim == t.head_dim;
+    });
+    if (existing != hw.attention.end())
+      *existing = std::move(t);
+    else
+      hw.attention.push_back(std::move(t));
+  }
+  hw.peak_tflops_bf16 = std::max(hw.peak_tflops_bf16, [&] {
+    double m = 0;
+    for (const auto& t : hw.attention)
+      for (const auto& row : t.tflops)
+        for (double v : row) m = std::max(m, v);
+    return m;
+  }());
+
+  // Compute residuals of the final model.
+  std::map<std::string, Residual> by_cat;
+  for (const ComputeSample& c : s.compute) {
+    double pred = latency + beta * c.overlap;
+    if (c.cell >= 0) {
+      const double npf = ns_per_flop[static_cast<std::size_t>(c.cell)];
+      if (!(npf > 0)) continue;
+      pred += c.flops * npf;
+    } else {
+      pred += c.bytes / hw.memory_bandwidth_GBps;
+    }
+    by_cat[c.category].add((pred - c.duration) / c.duration);
+  }
+
+  // ---- links ----
+  nlohmann::json links = nlohmann::json::object();
+  for (const bool inter : {false, true}) {
+    LinkClass& lc = inter ? hw.network : hw.nvlink;
+    const char* label = inter ? "network" : "nvlink";
+    std::vector<const LinkSample*> ls;
+    std::set<double> sizes;
+    for (const LinkSample& l : s.links)
+      if (l.inter_node == inter) {
+        ls.push_back(&l);
+        sizes.insert(l.bytes);
+      }
+    if (ls.empty()) {
+      kept.push_back({{"field", label}, {"why", "no point-to-point transfer on this link class was measured"}});
+      continue;
+    }
+    Eigen::MatrixXd a(static_cast<Eigen::Index>(ls.size()), sizes.size() > 1 ? 2 : 1);
+    Eigen::VectorXd b(static_cast<Eigen::Index>(ls.size()));
+    const double lat0 = static_cast<double>(lc.latency_ns);
+    for (std::size_t i = 0; i < ls.size(); ++i) {
+      const auto r = static_cast<Eigen::Index>(i);
+      if (sizes.size() > 1) {
+        a(r, 0) = 1.0;
+        a(r, 1) = ls[i]->bytes;
+        b(r) = ls[i]->duration;
+      } else {
+        a(r, 0) = ls[i]->bytes;
+        b(r) = ls[i]->duration - lat0;
+      }
+    }
+    Eigen::VectorXd lx;
+    double lat = lat0, npb = 0;
+    if (sizes.size() > 1 && solve_relative(a, b, lx) && lx(0) >= 0 && lx(1) > 0) {
+      lat = lx(0);
+      npb = lx(1);
+    } else {
+      if (sizes.size() <= 1)
+        kept.push_back({{"field", std::string(label) + ".latency_ns"}, {"why", "one message size: latency kept"}});
+      // Bandwidth only, latency kept: sum of (d - lat) / sum of bytes (least squares on bytes alone).
+      double num = 0, den = 0;
+      for (const LinkSample* l : ls) {
+        num += (l->duration - lat0) * l->bytes / (l->duration * l->duration);
+        den += l->bytes * l->bytes / (l->duration * l->duration);
+      }
+      npb = den > 0 ? num / den : 0;
+    }
+    if (npb > 0) {
+      lc.bandwidth_GBps = 1.0 / npb;
+      lc.latency_ns = static_cast<Nanos>(std::llround(lat));
+    } else {
+      kept.push_back({{"field", label}, {"why", "the fit gave a non-positive time per byte"}});
+    }
+    Residual res;
+    for (const LinkSample* l : ls) {
+      const double pred = static_cast<double>(lc.latency_ns) + l->bytes / lc.bandwidth_GBps;
+      res.add((pred - l->duration) / l->duration);
+    }
+    links[label] = {{"bandwidth_GBps", lc.bandwidth_GBps}, {"latency_ns", lc.latency_ns}, {"samples", ls.size()}};
+    by_cat[std::string("transfer ") + label] = res;
+  }
+  for (const auto& [cat, r] : by_cat) residuals.push_back(r.json(cat));
+
+  cal.report = {{"base", base.name},
+                {"inputs", std::move(inputs)},
+                {"fitted",
+                 {{"launch_latency_ns", hw.launch_latency_ns},
+                  {"memory_bandwidth_GBps", hw.memory_bandwidth_GBps},
+                  {"comm_compute_interference", hw.comm_compute_interference},
+                  {"links", std::move(links)},
+                  {"attention_cells", std::move(cells)}}},
+                {"residuals", std::move(residuals)},
+                {"kept_from_base", std::move(kept)},
+                {"model", "compute: latency + flops/rate(shape) or bytes/memory_bandwidth, + (1-1/interference) x comm "
+                          "overlap; transfers: latency + bytes/bandwidth from the last endpoint's start"}};
+  return cal;
+}
+
+nlohmann::json calibration_json(const Calibration& c) {
+  nlohmann::json j = to_json(c.hardware);
+  j["calibration"] = c.report;
+  return j;
+}
+
+namespace {
+
+struct Aggregates {
+  Nanos step = 0;
+  std::map<int, std::pair<Nanos, Nanos>> pass_span;    // pass -> (min start, max end)
+  std::map<std::string, std::pair<double, int>> kind;  // op kind -> (sum ns, count)
+};
+
+Aggregates aggregate(const Timeline& t) {
+  Aggregates a;
+  a.step = summarize(t).step_time_ns;
+  for (const Interval& iv : t.intervals) {
+    if (iv.pass >= 0) {
+      auto [it, fresh] = a.pass_span.emplace(iv.pass, std::make_pair(iv.start, iv.end));
+      if (!fresh) it->second = {std::min(it->second.first, iv.start), std::max(it->second.second, iv.end)};
+    }
+    auto& k = a.kind[kind_of(t.name(iv.name))];
+    k.first += static_cast<double>(iv.end - iv.start);
+    ++k.second;
+  }
+  return a;
+}
+
+double rel(double pred, double meas) { return meas > 0 ? (pred - meas) / meas : 0.0; }
+
+}  // namespace
+
+Validation validate(const std::vector<NamedProfile>& profiles, const HardwareProfile& hardware, bool leave_one_out) {
+  if (profiles.empty()) throw InputError("profiles", "validation needs at least one measured profile");
+  if (leave_one_out && profiles.size() < 2) throw InputError("leave-one-out", "needs at least two profiles");
+  Validation v;
+  double sum = 0;
+  for (std::size_t i = 0; i < profiles.size(); ++i) {
+    const NamedProfile& np = profiles[i];
+    if (!np.profile.has_timeline)
+      throw InputError(np.name, "has no timeline (write it with cp-profile --json or cp-sim run --profile)");
+    HardwareProfile hw = hardware;
+    if (leave_one_out) {
+      std::vector<NamedProfile> rest;
+      for (std::size_t k = 0; k < profiles.size(); ++k)
+        if (k != i) rest.push_back(profiles[k]);
+      hw = calibrate(rest, hardware).hardware;
+    }
+    const SimulatedRun sim = simulate_workload(np.profile.run.workload, hw, true);
+    const Aggregates m = aggregate(np.profile.timeline);
+    const Aggregates p = aggregate(sim.timeline);
+    Comparison c;
+    c.name = np.name;
+    c.workload = np.profile.run.workload;
+    c.measured_ns = m.step;
+    c.predicted_ns = p.step;
+    c.error = rel(static_cast<double>(p.step), static_cast<double>(m.step));
+    for (const auto& [pass, span] : m.pass_span) {
+      auto it = p.pass_span.find(pass);
+      if (it == p.pass_span.end()) continue;
+      const double ms = static_cast<double>(span.second - span.first);
+      const double ps = static_cast<double>(it->second.second - it->second.first);
+      c.passes.push_back({pass == 0 ? "fwd" : "bwd", ms, ps, rel(ps, ms)});
+    }
+    for (const auto& [kind, agg] : m.kind) {
+      auto it = p.kind.find(kind);
+      if (it == p.kind.end()) continue;
+      const double mm = agg.first / agg.second;
+      const double pm = it->second.first / it->second.second;
+      c.kinds.push_back({kind, mm, pm, rel(pm, mm)});
+    }
+    sum += std::abs(c.error);
+    if (std::abs(c.error) >= v.max_abs_error) {
+      v.max_abs_error = std::abs(c.error);
+      v.worst = c.name;
+    }
+    v.rows.push_back(std::move(c));
+  }
+  v.mean_abs_error = sum / static_cast<double>(v.rows.size());
+  return v;
+}
+
+nlohmann::json validation_json(const Validation& v) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const Comparison& c : v.rows) {
+    nlohmann::json passes = nlohmann::json::array(), kinds = nlohmann::json::array();
+    for (const auto& p : c.passes)
+      passes.push_back({{"pass", p.what}, {"measured_ns", p.measured_ns}, {"predicted_ns", p.predicted_ns}, {"error", p.error}});
+    for (const auto& k : c.kinds)
+      kinds.push_back({{"kind", k.what}, {"measured_mean_ns", k.measured_ns}, {"predicted_mean_ns", k.predicted_ns},
+                       {"error", k.error}});
+    rows.push_back({{"profile", c.name},
+                    {"workload", to_json(c.workload)},
+                    {"measured_ns", c.measured_ns},
+                    {"predicted_ns", c.predicted_ns},
+                    {"error", c.error},
+                    {"passes", std::move(passes)},
+                    {"op_kinds", std::move(kinds)}});
+  }
+  return {{"schema", "cpscope.validation/1"},
+          {"rows", std::move(rows)},
+          {"mean_abs_error", v.mean_abs_error},
+          {"max_abs_error", v.max_abs_error},
+          {"worst", v.worst}};
+}
+
+std::string validation_table(const Validation& v) {
+  std::string out = fmt::format("{:<32} {:<12} {:>4} {:>8} {:<7} {:>12} {:>12} {:>8}\n", "profile", "schedule", "cp",
+                                "seq", "pass", "measured", "predicted", "error");
+  for (const Comparison& c : v.rows) {
+    std::string name = c.name;
+    if (name.size() > 32) name = "..." + name.substr(name.size() - 29);
+    out += fmt::format("{:<32} {:<12} {:>4} {:>8} {:<7} {:>12} {:>12} {:>+7.1f}%\n", name, to_string(c.workload.schedule),
+                       c.workload.cp, c.workload.seq, to_string(c.workload.pass), format_nanos(c.measured_ns),
+                       format_nanos(c.predicted_ns), 100.0 * c.error);
+    for (const auto& k : c.kinds)
+      out += fmt::format("{:<32}   {:<28} mean {:>12} {:>12} {:>+7.1f}%\n", "", k.what,
+                         format_nanos(static_cast<Nanos>(k.measured_ns)), format_nanos(static_cast<Nanos>(k.predicted_ns)),
+                         100.0 * k.error);
+  }
+  out += fmt::format("mean absolute error {:.2f}%, max {:.2f}% ({}) over {} profiles\n", 100.0 * v.mean_abs_error,
+                     100.0 * v.max_abs_error, v.worst, v.rows.size());
+  return out;
+}
+
+}  // namespace cpscope

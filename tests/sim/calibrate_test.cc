@@ -1,0 +1,144 @@
+// Calibration recovers planted parameters from synthetic timelines (simulated with a known profile),
+// validation of a simulated profile against its own hardware is exact, and bad inputs are refused.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "sim/calibrate.h"
+#include "sim/error.h"
+#include "sim/hardware.h"
+#include "sim/planner.h"
+
+namespace cpscope {
+namespace {
+
+// The default H100 profile with every fitted parameter moved away from it.
+HardwareProfile planted() {
+  HardwareProfile hw = default_hardware();
+  hw.name = "planted";
+  hw.launch_latency_ns = 9000;
+  hw.memory_bandwidth_GBps *= 0.7;
+  hw.nvlink.bandwidth_GBps = 310;
+  hw.nvlink.latency_ns = 15000;
+  hw.comm_compute_interference = 1.25;
+  for (RateTable& t : hw.attention)
+    for (auto& row : t.tflops)
+      for (double& v : row) v *= 0.8;
+  return hw;
+}
+
+NamedProfile simulated(const Workload& w, const HardwareProfile& hw, const std::string& name) {
+  const SimulatedRun run = simulate_workload(w, hw, true);
+  // Through the file format, as cp-sim calibrate reads it.
+  const nlohmann::json j = nlohmann::json::parse(profile_json(run.result, &run.timeline).dump());
+  return {name, profile_from_json(j, name)};
+}
+
+std::vector<NamedProfile> calibration_set(const HardwareProfile& hw) {
+  std::vector<NamedProfile> set;
+  auto add = [&](ScheduleKind kind, std::int64_t cp, std::int64_t seq, std::int64_t batch, PassSet pass,
+                 DkvVariant dkv) {
+    Workload w;
+    w.schedule = kind;
+    w.cp = cp;
+    w.seq = seq;
+    w.batch = batch;
+    w.pass = pass;
+    w.dkv = dkv;
+    set.push_back(simulated(w, hw, "p" + std::to_string(set.size()) + ".json"));
+  };
+  // Batch 1 and 2 of the same blocks separate the launch latency from the rates; fwd-only rings give
+  // unshared transfers of two sizes; fp32 backwards give DkvAdd memory ops and comm overlap.
+  add(ScheduleKind::ZigzagRing, 4, 32768, 1, PassSet::FwdBwd, DkvVariant::Fp32);
+  add(ScheduleKind::ZigzagRing, 4, 32768, 2, PassSet::FwdBwd, DkvVariant::Fp32);
+  add(ScheduleKind::Ring, 8, 65536, 1, PassSet::Fwd, DkvVariant::Fp32);
+  add(ScheduleKind::Ring, 8, 65536, 2, PassSet::FwdBwd, DkvVariant::Input);
+  add(ScheduleKind::ZigzagRing, 2, 16384, 1, PassSet::FwdBwd, DkvVariant::Fp32);
+  add(ScheduleKind::ZigzagRing, 2, 16384, 2, PassSet::Fwd, DkvVariant::Fp32);
+  return set;
+}
+
+void expect_near_rel(double got, double want, double tol, const char* what) {
+  EXPECT_LE(std::abs(got - want) / want, tol) << what << ": got " << got << ", planted " << want;
+}
+
+TEST(Calibrate, RecoversPlantedParametersWithinOnePercent) {
+  const HardwareProfile truth = planted();
+  const Calibration cal = calibrate(calibration_set(truth), default_hardware());
+  const HardwareProfile& hw = cal.hardware;
+  expect_near_rel(static_cast<double>(hw.launch_latency_ns), 9000, 0.01, "launch latency");
+  expect_near_rel(hw.memory_bandwidth_GBps, truth.memory_bandwidth_GBps, 0.01, "memory bandwidth");
+  expect_near_rel(hw.comm_compute_interference, 1.25, 0.01, "interference");
+  expect_near_rel(hw.nvlink.bandwidth_GBps, 310, 0.01, "nvlink bandwidth");
+  expect_near_rel(static_cast<double>(hw.nvlink.latency_ns), 15000, 0.01, "nvlink latency");
+  const auto& cells = cal.report["fitted"]["attention_cells"];
+  ASSERT_GE(cells.size(), 6u);
+  for (const auto& c : cells) {
+    const double want = truth.attention_tflops(c["pass"] == "bwd", c["mask"] == "causal", c["head_dim"].get<std::int64_t>(),
+                                               c["q_tokens"].get<std::int64_t>(), c["kv_tokens"].get<std::int64_t>());
+    expect_near_rel(c["tflops"].get<double>(), want, 0.01, c.dump().c_str());
+    // The fitted profile answers the same at the measured shape.
+    expect_near_rel(hw.attention_tflops(c["pass"] == "bwd", c["mask"] == "causal", c["head_dim"].get<std::int64_t>(),
+                                        c["q_tokens"].get<std::int64_t>(), c["kv_tokens"].get<std::int64_t>()),
+                    want, 0.01, "table lookup");
+  }
+  for (const auto& r : cal.report["residuals"]) EXPECT_LE(r["max_relative"].get<double>(), 0.01) << r.dump();
+  // The written file is a hardware profile again.
+  const HardwareProfile back = hardware_from_json(nlohmann::json::parse(calibration_json(cal).dump()));
+  EXPECT_EQ(back.launch_latency_ns, hw.launch_latency_ns);
+}
+
+TEST(Calibrate, CalibratedProfilePredictsItsInputs) {
+  const std::vector<NamedProfile> set = calibration_set(planted());
+  const Calibration cal = calibrate(set, default_hardware());
+  const Validation v = validate(set, cal.hardware);
+  EXPECT_LE(v.mean_abs_error, 0.01);
+  const Validation before = validate(set, default_hardware());
+  EXPECT_GT(before.mean_abs_error, 0.05);  // the uncalibrated profile is visibly off
+}
+
+TEST(Validate, SimulatedProfileAgainstItsOwnHardwareIsExact) {
+  Workload w;
+  w.seq = 16384;
+  w.cp = 4;
+  const NamedProfile p = simulated(w, default_hardware(), "self.json");
+  const Validation v = validate({p}, default_hardware());
+  ASSERT_EQ(v.rows.size(), 1u);
+  EXPECT_EQ(v.rows[0].measured_ns, v.rows[0].predicted_ns);
+  EXPECT_EQ(v.mean_abs_error, 0.0);
+  for (const auto& k : v.rows[0].kinds) EXPECT_EQ(k.error, 0.0) << k.what;
+  EXPECT_EQ(v.rows[0].passes.size(), 2u);
+  const nlohmann::json j = validation_json(v);
+  EXPECT_EQ(j["mean_abs_error"], 0.0);
+  EXPECT_NE(validation_table(v).find("mean absolute error 0.00%"), std::string::npos);
+}
+
+TEST(Validate, LeaveOneOutPredictsEachFromTheOthers) {
+  const std::vector<NamedProfile> set = calibration_set(planted());
+  const Validation v = validate(set, default_hardware(), true);
+  ASSERT_EQ(v.rows.size(), set.size());
+  EXPECT_LE(v.mean_abs_error, 0.05);
+}
+
+TEST(Calibrate, RefusesProfilesWithoutTimelineOrForeignOps) {
+  Workload w;
+  w.seq = 16384;
+  w.cp = 4;
+  const SimulatedRun run = simulate_workload(w, default_hardware(), true);
+  NamedProfile bare{"bare.json", profile_from_json(summary_json(run.result), "bare.json")};
+  try {
+    calibrate({bare}, default_hardware());
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("bare.json"), std::string::npos);
+  }
+  NamedProfile odd = simulated(w, default_hardware(), "odd.json");
+  odd.profile.timeline.intervals[0].op_id = 100000;
+  EXPECT_THROW(calibrate({odd}, default_hardware()), InputError);
+  EXPECT_THROW(calibrate({}, default_hardware()), InputError);
+}
+
+}  // namespace
+}  // namespace cpscope
