@@ -122,50 +122,32 @@ void collect(const NamedProfile& np, Samples& s) {
     c = std::move(merged);
   }
 
-  // Point-to-point matching: the k-th send a->b on a channel meets b's k-th receive from a.
-  std::map<std::tuple<int, int, int>, std::vector<std::int32_t>> sends, recvs;
-  for (std::int32_t r = 0; r < n; ++r)
-    for (const Op& op : sched.ranks[static_cast<std::size_t>(r)].ops) {
-      if (op.kind != OpKind::SendRecv) continue;
-      if (op.send.peer >= 0) sends[{r, op.send.peer, op.send.channel}].push_back(op.id);
-      if (op.recv.peer >= 0) recvs[{op.recv.peer, r, op.recv.channel}].push_back(op.id);
-    }
-  std::map<std::tuple<int, int, int>, std::size_t> send_seen, recv_seen;
+  // For each SendRecv op: the peer op its send meets and the peer op its receive meets.
+  std::map<std::pair<std::int32_t, std::int32_t>, std::pair<std::int32_t, std::int32_t>> send_peer_op, recv_peer_op;
+  for (const TransferMatch& m : match_transfers(sched)) {
+    send_peer_op[{m.src_rank, m.src_op}] = {m.dst_rank, m.dst_op};
+    recv_peer_op[{m.dst_rank, m.dst_op}] = {m.src_rank, m.src_op};
+  }
 
   for (std::int32_t r = 0; r < n; ++r) {
     const auto& prog = sched.ranks[static_cast<std::size_t>(r)].ops;
     for (const Op& op : prog) {
       const Interval* iv = of[static_cast<std::size_t>(r)][static_cast<std::size_t>(op.id)];
       if (op.kind == OpKind::SendRecv) {
-        // Keep the matching counters in step even when this op was not recorded.
         Nanos start = iv ? iv->start : 0;
         bool usable = iv && clean[static_cast<std::size_t>(r)][static_cast<std::size_t>(op.id)];
         bool inter = false;
-        Bytes bytes = 0;
-        if (op.send.peer >= 0) {
-          const auto key = std::make_tuple(r, static_cast<int>(op.send.peer), static_cast<int>(op.send.channel));
-          const std::size_t k = send_seen[key]++;
-          const auto& peer_ops = recvs[key];
-          if (k < peer_ops.size())
-            if (const Interval* q = of[static_cast<std::size_t>(op.send.peer)][static_cast<std::size_t>(peer_ops[k])]) {
-              start = std::max(start, q->start);
-              usable = usable && clean[static_cast<std::size_t>(op.send.peer)][static_cast<std::size_t>(peer_ops[k])];
-            }
-          inter = inter || w.node_of(r) != w.node_of(op.send.peer);
-          bytes = std::max(bytes, op.send.bytes);
+        for (const auto* peers : {&send_peer_op, &recv_peer_op}) {
+          const auto it = peers->find({r, op.id});
+          if (it == peers->end()) continue;
+          const auto [pr, pop] = it->second;
+          if (const Interval* q = of[static_cast<std::size_t>(pr)][static_cast<std::size_t>(pop)]) {
+            start = std::max(start, q->start);
+            usable = usable && clean[static_cast<std::size_t>(pr)][static_cast<std::size_t>(pop)];
+          }
+          inter = inter || w.node_of(r) != w.node_of(pr);
         }
-        if (op.recv.peer >= 0) {
-          const auto key = std::make_tuple(static_cast<int>(op.recv.peer), r, static_cast<int>(op.recv.channel));
-          const std::size_t k = recv_seen[key]++;
-          const auto& peer_ops = sends[key];
-          if (k < peer_ops.size())
-            if (const Interval* q = of[static_cast<std::size_t>(op.recv.peer)][static_cast<std::size_t>(peer_ops[k])]) {
-              start = std::max(start, q->start);
-              usable = usable && clean[static_cast<std::size_t>(op.recv.peer)][static_cast<std::size_t>(peer_ops[k])];
-            }
-          inter = inter || w.node_of(r) != w.node_of(op.recv.peer);
-          bytes = std::max(bytes, op.recv.bytes);
-        }
+        const Bytes bytes = std::max(op.send.peer >= 0 ? op.send.bytes : 0, op.recv.peer >= 0 ? op.recv.bytes : 0);
         if (usable && bytes > 0 && iv->end > start)
           s.links.push_back({static_cast<double>(iv->end - start), static_cast<double>(bytes), inter});
         continue;

@@ -15,6 +15,7 @@
 #include <map>
 #include <ostream>
 #include <string_view>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -412,7 +413,9 @@ std::string summary_table(const RunResult& run, int max_rows) {
 // -----------------------------------------------------------------------------------------------
 // Chrome trace
 
-void write_chrome_trace(std::ostream& os, const Timeline& timeline) {
+void write_chrome_trace(std::ostream& os, const Timeline& timeline) { write_chrome_trace(os, timeline, nullptr); }
+
+void write_chrome_trace(std::ostream& os, const Timeline& timeline, const Schedule* schedule) {
   constexpr std::size_t kFlushBytes = 1 << 20;
   std::string buf;
   buf.reserve(kFlushBytes + 4096);
@@ -501,6 +504,39 @@ void write_chrome_trace(std::ostream& os, const Timeline& timeline) {
     if (buf.size() >= kFlushBytes) {
       flush();
       if (!os) return;  // the caller (write_file_atomic) reports the stream's failure
+    }
+  }
+
+  if (schedule != nullptr) {
+    // Flow arrows: send op -> receive op, each anchored at the middle of its slice.
+    std::unordered_map<std::uint64_t, const Interval*> by_op;
+    auto op_key = [](std::int64_t rank, std::int64_t op) { return (static_cast<std::uint64_t>(rank) << 32) | static_cast<std::uint32_t>(op); };
+    for (const Interval& iv : timeline.intervals)
+      if (iv.op_id >= 0) by_op.emplace(op_key(iv.rank, iv.op_id), &iv);
+    std::int64_t id = 0;
+    for (const TransferMatch& m : match_transfers(*schedule)) {
+      const auto a = by_op.find(op_key(m.src_rank, m.src_op));
+      const auto b = by_op.find(op_key(m.dst_rank, m.dst_op));
+      if (a == by_op.end() || b == by_op.end()) continue;
+      for (int end = 0; end < 2; ++end) {
+        const Interval& iv = end == 0 ? *a->second : *b->second;
+        begin_event();
+        buf += end == 0 ? "{\"name\":\"transfer\",\"cat\":\"flow\",\"ph\":\"s\",\"id\":"
+                        : "{\"name\":\"transfer\",\"cat\":\"flow\",\"ph\":\"f\",\"bp\":\"e\",\"id\":";
+        append_int(buf, id);
+        buf += ",\"pid\":";
+        append_int(buf, iv.rank);
+        buf += ",\"tid\":";
+        append_int(buf, iv.stream);
+        buf += ",\"ts\":";
+        append_micros(buf, iv.start + (iv.end - iv.start) / 2);
+        buf += "}";
+      }
+      ++id;
+      if (buf.size() >= kFlushBytes) {
+        flush();
+        if (!os) return;
+      }
     }
   }
 

@@ -37,6 +37,9 @@ std::string summary_table(const RunResult&, int max_rows = 16);
 // Chrome trace-event JSON: one process per rank ("rank 3"), one thread per stream, ops as complete
 // ("X") events in microseconds with args {op_id, step, pass, bytes, flops}; streamed, not built in memory.
 void write_chrome_trace(std::ostream&, const Timeline&);
+// As above, plus a flow arrow from each point-to-point send to its receive (matched by the schedule
+// the timeline ran: op ids per rank), so Perfetto shows which transfer fed which step.
+void write_chrome_trace(std::ostream&, const Timeline&, const Schedule* schedule);
 
 // Writes `content` (or what `writer` produces) to `path` via a temp file in the same folder and an
 // atomic rename; on any failure the temp file is removed and InputError("path") is thrown.

@@ -88,6 +88,30 @@ std::int64_t Schedule::num_ops() const {
   return n;
 }
 
+std::vector<TransferMatch> match_transfers(const Schedule& s) {
+  // Receives per (src, dst, channel) in the receiver's issue order, then each send takes the next one.
+  std::unordered_map<std::uint64_t, std::vector<std::int32_t>> recvs;
+  auto key = [](std::int64_t src, std::int64_t dst, std::uint8_t ch) {
+    return (static_cast<std::uint64_t>(src) << 40) | (static_cast<std::uint64_t>(dst) << 8) | ch;
+  };
+  for (std::size_t r = 0; r < s.ranks.size(); ++r)
+    for (const Op& op : s.ranks[r].ops)
+      if (op.kind == OpKind::SendRecv && op.recv.peer >= 0)
+        recvs[key(op.recv.peer, static_cast<std::int64_t>(r), op.recv.channel)].push_back(op.id);
+  std::unordered_map<std::uint64_t, std::size_t> used;
+  std::vector<TransferMatch> out;
+  for (std::size_t r = 0; r < s.ranks.size(); ++r)
+    for (const Op& op : s.ranks[r].ops) {
+      if (op.kind != OpKind::SendRecv || op.send.peer < 0) continue;
+      const std::uint64_t k = key(static_cast<std::int64_t>(r), op.send.peer, op.send.channel);
+      const std::size_t i = used[k]++;
+      const auto it = recvs.find(k);
+      if (it == recvs.end() || i >= it->second.size()) continue;  // unmatched: check_schedule reports it
+      out.push_back({static_cast<std::int32_t>(r), op.id, op.send.peer, it->second[i], op.send.channel, op.send.bytes});
+    }
+  return out;
+}
+
 std::int64_t block_pairs(const AttnBlock& a) {
   CPSCOPE_CHECK(a.q_len >= 0 && a.kv_len >= 0, fmt::format("negative block size {}x{}", a.q_len, a.kv_len));
   const std::int64_t q = a.q_len;

@@ -136,6 +136,16 @@ std::int64_t block_pairs(const AttnBlock&);
 // collectives match across ranks with equal bytes, streams in range. Throws InternalError.
 void check_schedule(const Schedule&);
 
+// The point-to-point transfers of a schedule: the k-th send from rank a to rank b on a channel meets
+// b's k-th receive from a on that channel. One entry per matched pair, in the senders' issue order.
+struct TransferMatch {
+  std::int32_t src_rank = 0, src_op = 0;  // the SendRecv op that sends
+  std::int32_t dst_rank = 0, dst_op = 0;  // the SendRecv op that receives
+  std::uint8_t channel = 0;
+  Bytes bytes = 0;
+};
+std::vector<TransferMatch> match_transfers(const Schedule&);
+
 // The generator for workload.schedule; validates the workload first (InputError).
 Schedule make_schedule(const Workload&);
 

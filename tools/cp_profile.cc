@@ -164,7 +164,7 @@ int run_host(const Args& a, const Workload& w, const Schedule& s) {
   j["warmup"] = warmup;
   j["check"] = check_json(c);
   write_outputs({{a.json, "json", text_writer(j.dump(2) + "\n")},
-                 {a.trace, "trace", [&](std::ostream& os) { write_chrome_trace(os, timeline); }}});
+                 {a.trace, "trace", [&](std::ostream& os) { write_chrome_trace(os, timeline, &s); }}});
   return c.ran && !c.ok() ? 3 : 0;
 }
 

@@ -113,7 +113,10 @@ int cmd_run(const RunArgs& a) {
   const SimulatedRun run = simulate_workload(w, hw, !a.trace.empty() || !a.profile.empty());
   std::vector<Output> outputs;
   outputs.push_back({a.json, "json", text_writer(summary_json(run.result).dump(2) + "\n")});
-  outputs.push_back({a.trace, "trace", [&](std::ostream& os) { write_chrome_trace(os, run.timeline); }});
+  outputs.push_back({a.trace, "trace", [&](std::ostream& os) {
+                       const Schedule sched = make_schedule(w);  // for the send -> receive flow arrows
+                       write_chrome_trace(os, run.timeline, &sched);
+                     }});
   if (!a.profile.empty())
     outputs.push_back({a.profile, "profile", text_writer(profile_json(run.result, &run.timeline).dump() + "\n")});
   write_outputs(outputs);

@@ -37,7 +37,16 @@ TEST_F(CpProfile, CheckedHostRunWritesTheProfileJson) {
     EXPECT_GT(rank["bytes_sent"].get<std::int64_t>(), 0);
   }
   const nlohmann::json t = nlohmann::json::parse(ReadFile(Path("t.json")));
-  EXPECT_FALSE(t["traceEvents"].empty());
+  int slices = 0, flow_starts = 0, flow_ends = 0;
+  for (const auto& e : t["traceEvents"]) {
+    slices += e["ph"] == "X";
+    flow_starts += e["ph"] == "s";
+    flow_ends += e["ph"] == "f";
+  }
+  // hybrid 2x2, fwd+bwd: every op one slice; ring transfers (fwd K/V, bwd K/V and dK/dV) as flows.
+  EXPECT_EQ(static_cast<std::size_t>(slices), j["timeline"]["intervals"].size());
+  EXPECT_GT(flow_starts, 0);
+  EXPECT_EQ(flow_starts, flow_ends);
 }
 
 TEST_F(CpProfile, EveryScheduleChecksOnTheHost) {
