@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <set>
@@ -176,6 +178,66 @@ void collect(const NamedProfile& np, Samples& s) {
   }
 }
 
+std::int64_t bench_int(const nlohmann::json& row, const char* key, const std::string& where, bool positive = true) {
+  const auto it = row.find(key);
+  if (it == row.end() || !it->is_number_integer())
+    throw InputError(where + "." + key, "missing or not an integer");
+  const auto v = it->get<std::int64_t>();
+  if (positive ? v <= 0 : v < 0) throw InputError(where + "." + key, fmt::format("{} must be > 0", v));
+  return v;
+}
+
+std::string bench_string(const nlohmann::json& row, const char* key, const std::string& where,
+                         std::initializer_list<const char*> allowed) {
+  const auto it = row.find(key);
+  if (it != row.end() && it->is_string())
+    for (const char* a : allowed)
+      if (it->get<std::string>() == a) return a;
+  std::string list;
+  for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+  throw InputError(where + "." + key, "missing or not one of " + list);
+}
+
+void collect_bench(const NamedBench& nb, Samples& s) {
+  const nlohmann::json& j = nb.bench;
+  if (!j.is_object() || j.value("schema", "") != "cpscope.bench/1")
+    throw InputError(nb.name + ".schema", "is not cpscope.bench/1");
+  const auto rows = j.find("rows");
+  if (rows == j.end() || !rows->is_array()) throw InputError(nb.name + ".rows", "missing or not an array");
+  for (std::size_t i = 0; i < rows->size(); ++i) {
+    const nlohmann::json& row = (*rows)[i];
+    const std::string where = fmt::format("{}.rows[{}]", nb.name, i);
+    if (!row.is_object()) throw InputError(where, "is not an object");
+    const std::string kind = bench_string(row, "kind", where, {"attention", "transfer", "interference"});
+    if (kind == "transfer") {
+      const std::string link = bench_string(row, "link", where, {"nvlink", "network"});
+      s.links.push_back({static_cast<double>(bench_int(row, "ns", where)), static_cast<double>(bench_int(row, "bytes", where)),
+                         link == "network"});
+      continue;
+    }
+    const std::string pass = bench_string(row, "pass", where, {"fwd", "bwd"});
+    const std::string mask = bench_string(row, "mask", where, {"full", "causal"});
+    CellKey key{pass, mask, bench_int(row, "head_dim", where), bench_int(row, "q_tokens", where),
+                bench_int(row, "kv_tokens", where)};
+    auto [it, fresh] = s.cell_index.emplace(key, static_cast<int>(s.cells.size()));
+    if (fresh) s.cells.push_back(key);
+    ComputeSample c;
+    c.cell = it->second;
+    c.flops = static_cast<double>(bench_int(row, "flops", where));
+    c.category = fmt::format("attention {} {}", pass, mask);
+    if (kind == "attention") {
+      c.duration = static_cast<double>(bench_int(row, "ns", where));
+      s.compute.push_back(c);
+      continue;
+    }
+    c.duration = static_cast<double>(bench_int(row, "alone_ns", where));
+    s.compute.push_back(c);
+    c.duration = static_cast<double>(bench_int(row, "with_comm_ns", where));
+    c.overlap = c.duration;  // the transfer ran for the whole kernel
+    s.compute.push_back(c);
+  }
+}
+
 // Least squares with each column scaled to unit norm first: the columns hold nanoseconds, FLOPs and
 // bytes (twelve orders of magnitude apart), which would otherwise defeat the rank test. Returns false
 // when `a` (already weighted) lacks full column rank.
@@ -227,9 +289,30 @@ std::string kind_of(const std::string& name) {
 
 }  // namespace
 
-Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareProfile& base, const std::string& name) {
-  if (profiles.empty()) throw InputError("profiles", "calibration needs at least one measured profile");
+void read_calibration_inputs(const std::vector<std::string>& paths, std::vector<NamedProfile>& profiles,
+                             std::vector<NamedBench>& benches) {
+  for (const std::string& path : paths) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw InputError(path, "cannot open");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw InputError(path, fmt::format("is not valid JSON (byte {}): {}", e.byte, e.what()));
+    }
+    if (j.is_object() && j.value("schema", "") == "cpscope.bench/1")
+      benches.push_back({path, std::move(j)});
+    else
+      profiles.push_back({path, profile_from_json(j, path)});
+  }
+}
+
+Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareProfile& base, const std::string& name,
+                      const std::vector<NamedBench>& benches) {
+  if (profiles.empty() && benches.empty())
+    throw InputError("profiles", "calibration needs at least one measured profile or bench file");
   Samples s;
+  for (const NamedBench& nb : benches) collect_bench(nb, s);
   nlohmann::json inputs = nlohmann::json::array();
   for (const NamedProfile& np : profiles) {
     collect(np, s);
@@ -241,8 +324,8 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
   Calibration cal;
   cal.hardware = base;
   cal.hardware.name = name.empty() ? base.name + "-calibrated" : name;
-  cal.hardware.description = fmt::format("{} fitted to {} measured profile(s) by cp-sim calibrate", base.name,
-                                         profiles.size());
+  cal.hardware.description = fmt::format("{} fitted to {} measured profile(s) and {} bench file(s) by cp-sim calibrate",
+                                         base.name, profiles.size(), benches.size());
   nlohmann::json kept = nlohmann::json::array();
   nlohmann::json residuals = nlohmann::json::array();
 
@@ -482,6 +565,7 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
   }
   for (const auto& [cat, r] : by_cat) residuals.push_back(r.json(cat));
 
+  for (const NamedBench& nb : benches) inputs.push_back({{"file", nb.name}, {"bench", nb.bench.value("backend", "")}});
   cal.report = {{"base", base.name},
                 {"inputs", std::move(inputs)},
                 {"fitted",

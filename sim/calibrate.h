@@ -33,6 +33,18 @@ struct NamedProfile {
   Profile profile;
 };
 
+// A cpscope.bench/1 file (cp-profile bench): isolated attention timings over block shapes, transfer
+// times over message sizes, and attention beside a concurrent transfer. Its rows join the samples
+// the profiles give (attention: no comm overlap; interference: overlapped for its whole duration).
+struct NamedBench {
+  std::string name;
+  nlohmann::json bench;
+};
+
+// Reads each path as a profile or, when its schema is cpscope.bench/1, as a bench file.
+void read_calibration_inputs(const std::vector<std::string>& paths, std::vector<NamedProfile>& profiles,
+                             std::vector<NamedBench>& benches);
+
 struct Calibration {
   HardwareProfile hardware;  // the base with the fitted values
   nlohmann::json report;     // inputs, fitted values, residuals per category, what was kept and why
@@ -41,7 +53,7 @@ struct Calibration {
 // Throws InputError naming the profile when one has no timeline or its intervals do not match the
 // schedule of its workload (op ids, streams, ranks).
 Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareProfile& base,
-                      const std::string& name = "");
+                      const std::string& name = "", const std::vector<NamedBench>& benches = {});
 
 // The calibrated profile as a hardware profile file: to_json(hardware) plus the report under
 // "calibration" (hardware_from_json accepts and ignores it, like "sources").

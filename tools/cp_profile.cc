@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "runtime/host_bench.h"
 #include "runtime/host_run.h"
 #include "runtime/measured.h"
 #include "runtime/reference.h"
@@ -248,6 +249,50 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
 #endif
 }
 
+struct BenchArgs {
+  std::string backend = "host", json;
+  rt::BenchOptions options;
+  bool quick = false;
+};
+
+int run_bench(const BenchArgs& a) {
+  if (a.backend != "host")
+    throw InputError("backend", "cp-profile bench runs on the host backend so far; on a GPU use tools/gpu-check.sh "
+                                "(kernels against PyTorch SDPA, transfer timings) until the CUDA bench lands");
+  check_output_path(a.json, "json");
+  rt::BenchOptions o = a.options;
+  if (a.quick) {
+    o.block_tokens = {64, 128};
+    o.max_bytes = 4ll << 20;
+    o.repeats = 3;
+  }
+  if (o.repeats < 1) throw InputError("repeats", fmt::format("{} must be >= 1", o.repeats));
+  if (o.head_dim < 1 || o.head_dim > 512) throw InputError("head-dim", fmt::format("{} is outside 1..512", o.head_dim));
+  if (o.min_bytes < 8 || o.max_bytes < o.min_bytes || o.max_bytes > (4ll << 30))
+    throw InputError("max-bytes", fmt::format("{} must be within {}..4 GiB", o.max_bytes, o.min_bytes));
+  for (std::int64_t t : o.block_tokens)
+    if (t < 1 || t > 8192) throw InputError("blocks", fmt::format("{} is outside 1..8192 tokens (host backend)", t));
+  const nlohmann::json j = rt::run_host_bench(o);
+  for (const auto& r : j["rows"]) {
+    if (r["kind"] == "transfer")
+      std::cout << fmt::format("transfer     {:>12}  {:>12}\n", format_bytes(r["bytes"].get<std::int64_t>()),
+                               format_nanos(r["ns"].get<std::int64_t>()));
+    else if (r["kind"] == "attention")
+      std::cout << fmt::format("attention    {} {:<6} q={:<5} kv={:<5} {:>12}  {:.3f} GFLOP/s\n", r["pass"].get<std::string>(),
+                               r["mask"].get<std::string>(), r["q_tokens"].get<std::int64_t>(),
+                               r["kv_tokens"].get<std::int64_t>(), format_nanos(r["ns"].get<std::int64_t>()),
+                               r["flops"].get<double>() / r["ns"].get<double>());
+    else
+      std::cout << fmt::format("interference {} q=kv={}: alone {}, beside a transfer {} ({:.2f}x)\n",
+                               r["pass"].get<std::string>(), r["q_tokens"].get<std::int64_t>(),
+                               format_nanos(r["alone_ns"].get<std::int64_t>()),
+                               format_nanos(r["with_comm_ns"].get<std::int64_t>()),
+                               r["with_comm_ns"].get<double>() / r["alone_ns"].get<double>());
+  }
+  write_outputs({{a.json, "json", text_writer(j.dump(2) + "\n")}});
+  return 0;
+}
+
 int main_impl(int argc, char** argv) {
   CLI::App app{"cp-profile: run a context-parallel attention schedule and measure it"};
   app.footer(kFooter);
@@ -279,6 +324,23 @@ int main_impl(int argc, char** argv) {
   app.add_option("--json", a.json, "write the results: cpscope.profile/1 JSON (host: with the last iteration's timeline)")->type_name("FILE");
   app.add_option("--trace", a.trace, "host backend: write the last iteration as a Chrome trace (Perfetto UI)")
       ->type_name("FILE");
+  BenchArgs bench_args;
+  CLI::App* bench = app.add_subcommand("bench", "microbenchmarks for cp-sim calibrate: transfers, attention blocks, "
+                                                "interference");
+  bench->footer(R"(Writes a cpscope.bench/1 JSON that cp-sim calibrate takes next to measured profiles:
+  cp-profile bench --backend host --json bench.json && cp-sim calibrate bench.json run*.json -o fitted.json)");
+  bench->add_option("--backend", bench_args.backend, "host (the GPU bench is tools/gpu-check.sh for now)")
+      ->capture_default_str();
+  bench->add_option("--json", bench_args.json, "write the results (cpscope.bench/1)")->type_name("FILE");
+  bench->add_option("--blocks", bench_args.options.block_tokens, "q and kv block lengths of the attention grid")
+      ->delimiter(',')
+      ->capture_default_str();
+  bench->add_option("--head-dim", bench_args.options.head_dim, "head dimension")->capture_default_str();
+  bench->add_option("--max-bytes", bench_args.options.max_bytes, "largest transfer (from 1 KiB, x4 steps)")
+      ->capture_default_str();
+  bench->add_option("--repeats", bench_args.options.repeats, "median of this many runs")->capture_default_str();
+  bench->add_flag("--quick", bench_args.quick, "a small grid (tests, smoke runs)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -286,6 +348,7 @@ int main_impl(int argc, char** argv) {
     std::cerr << "cp-profile: error: " << e.what() << "\nRun 'cp-profile --help' for the flags and examples.\n";
     return 2;
   }
+  if (bench->parsed()) return run_bench(bench_args);
   if (a.warmup < -1) throw InputError("warmup", fmt::format("{} must be >= 0", a.warmup));
   if (a.iters == 0 || a.iters < -1) throw InputError("iters", fmt::format("{} must be >= 1", a.iters));
   if (a.timeout_s < 1) throw InputError("timeout", fmt::format("{} must be >= 1 second", a.timeout_s));

@@ -246,12 +246,12 @@ int cmd_plan(const PlanArgs& a) {
 
 constexpr const char* kCalibrateFooter = R"(Fits the hardware profile's attention rates (one per measured block shape), launch latency, memory
 bandwidth, comm/compute interference and link latency/bandwidth to the op intervals of measured
-profiles (cp-profile --json), by least squares; what the profiles cannot determine keeps the base
+profiles (cp-profile --json) and the rows of microbenchmark files (cp-profile bench), by least squares; what the profiles cannot determine keeps the base
 profile's value, and the output's "calibration" object says which and why, with the residuals.
 
 Examples:
   cp-sim calibrate profiles/measured/*.json -o profiles/calibrated/h100-sxm.json
-  cp-sim calibrate --base h200-sxm run1.json run2.json -o h200-fitted.json
+  cp-sim calibrate --base h200-sxm run1.json run2.json bench.json -o h200-fitted.json
 )";
 
 constexpr const char* kValidateFooter = R"(Simulates each profile's workload on --hardware and prints measured against predicted step time,
@@ -276,9 +276,13 @@ struct CalibrateArgs {
 
 int cmd_calibrate(const CalibrateArgs& a) {
   check_output_path(a.output, "output");
-  const Calibration cal = calibrate(read_profiles(a.profiles), hardware_of(a.base), a.name);
+  std::vector<NamedProfile> profiles;
+  std::vector<NamedBench> benches;
+  read_calibration_inputs(a.profiles, profiles, benches);
+  const Calibration cal = calibrate(profiles, hardware_of(a.base), a.name, benches);
   write_outputs({{a.output, "output", text_writer(calibration_json(cal).dump(2) + "\n")}});
-  std::cout << fmt::format("{}: fitted to {} profile(s)\n", cal.hardware.name, a.profiles.size());
+  std::cout << fmt::format("{}: fitted to {} profile(s) and {} bench file(s)\n", cal.hardware.name, profiles.size(),
+                           benches.size());
   for (const auto& r : cal.report["residuals"])
     std::cout << fmt::format("  {:<28} {:>6} samples  rms {:>7.3f}%  max {:>7.3f}%\n", r["category"].get<std::string>(),
                              r["samples"].get<int>(), 100.0 * r["rms_relative"].get<double>(),
@@ -381,7 +385,8 @@ int main_impl(int argc, char** argv) {
   CalibrateArgs cal_args;
   CLI::App* cal = app.add_subcommand("calibrate", "fit a hardware profile to measured profiles");
   cal->footer(kCalibrateFooter);
-  cal->add_option("profiles", cal_args.profiles, "cpscope.profile JSON files with timelines")
+  cal->add_option("profiles", cal_args.profiles,
+                  "cpscope.profile JSON files with timelines, and cp-profile bench files (cpscope.bench/1)")
       ->required()
       ->check(CLI::ExistingFile)
       ->type_name("PROFILE...");

@@ -142,3 +142,54 @@ TEST(Calibrate, RefusesProfilesWithoutTimelineOrForeignOps) {
 
 }  // namespace
 }  // namespace cpscope
+
+namespace cpscope {
+namespace {
+
+// Bench rows computed from the planted profile with the engine's formulas recover it too.
+TEST(Calibrate, BenchRowsRecoverPlantedParameters) {
+  const HardwareProfile truth = planted();
+  nlohmann::json rows = nlohmann::json::array();
+  for (const char* pass : {"fwd", "bwd"})
+    for (std::int64_t q : {1024, 4096})
+      for (std::int64_t kv : {1024, 4096})
+        for (std::int64_t batch : {1, 2}) {
+          const std::int64_t flops = 4 * batch * 32 * 128 * q * kv * (pass[0] == 'b' ? 5 : 2) / 2;
+          const double rate = truth.attention_tflops(pass[0] == 'b', false, 128, q, kv);
+          const double ns = 9000 + static_cast<double>(flops) / (rate * 1e3);
+          rows.push_back({{"kind", "attention"}, {"pass", pass}, {"mask", "full"}, {"head_dim", 128},
+                          {"q_tokens", q}, {"kv_tokens", kv}, {"batch", batch}, {"heads", 32}, {"flops", flops},
+                          {"ns", std::llround(ns)}});
+          if (q == 4096 && kv == 4096 && batch == 1) {
+            nlohmann::json row = rows.back();
+            row["kind"] = "interference";
+            row["alone_ns"] = std::llround(ns);
+            row["with_comm_ns"] = std::llround(ns * 1.25);
+            row.erase("ns");
+            rows.push_back(row);
+          }
+        }
+  for (std::int64_t bytes = 1 << 20; bytes <= (256 << 20); bytes *= 4)
+    rows.push_back({{"kind", "transfer"}, {"link", "nvlink"}, {"bytes", bytes},
+                    {"ns", std::llround(15000 + static_cast<double>(bytes) / 310.0)}});
+  const NamedBench bench{"bench.json", {{"schema", "cpscope.bench/1"}, {"backend", "synthetic"}, {"rows", rows}}};
+  const Calibration cal = calibrate({}, default_hardware(), "", {bench});
+  expect_near_rel(static_cast<double>(cal.hardware.launch_latency_ns), 9000, 0.01, "launch latency");
+  expect_near_rel(cal.hardware.comm_compute_interference, 1.25, 0.01, "interference");
+  expect_near_rel(cal.hardware.nvlink.bandwidth_GBps, 310, 0.01, "nvlink bandwidth");
+  expect_near_rel(static_cast<double>(cal.hardware.nvlink.latency_ns), 15000, 0.01, "nvlink latency");
+  expect_near_rel(cal.hardware.attention_tflops(true, false, 128, 4096, 1024),
+                  truth.attention_tflops(true, false, 128, 4096, 1024), 0.01, "bwd rate");
+  // Malformed rows name the file and the row.
+  nlohmann::json bad = bench.bench;
+  bad["rows"][3]["ns"] = -5;
+  try {
+    calibrate({}, default_hardware(), "", {{"b.json", bad}});
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("b.json.rows[3].ns"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace cpscope

@@ -1,6 +1,7 @@
 // Tests for the cp-profile binary on the host backend: a checked run exits 0 with the documented JSON,
 // bad input exits 2 naming the field and leaves no file behind, and a config the host cannot run in
 // reasonable time is refused instead of hanging.
+#include <cstdlib>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -10,6 +11,7 @@
 
 namespace {
 
+namespace fs = std::filesystem;
 using cli_test::ReadFile;
 using cli_test::Result;
 
@@ -76,6 +78,33 @@ TEST_F(CpProfile, RefusesAHostRunThatWouldTakeHours) {
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("GFLOP"), std::string::npos) << r.err;
   EXPECT_TRUE(Files().empty());
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(CpProfile, BenchWritesRowsThatCalibrationReads) {
+  Result r = Run("bench --quick --json b.json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(Path("b.json")));
+  EXPECT_EQ(j["schema"], "cpscope.bench/1");
+  int attention = 0, transfer = 0, interference = 0;
+  for (const auto& row : j["rows"]) {
+    attention += row["kind"] == "attention";
+    transfer += row["kind"] == "transfer";
+    interference += row["kind"] == "interference";
+  }
+  EXPECT_EQ(attention, 2 * (4 + 2));  // fwd and bwd over q, kv in {64, 128}, causal on the diagonal
+  EXPECT_EQ(transfer, 7);             // 1 KiB .. 4 MiB in x4 steps
+  EXPECT_EQ(interference, 2);
+  const std::string cmd = std::string(CP_SIM_PATH) + " calibrate " + Path("b.json").string() + " -o " +
+                          Path("fitted.json").string() + " >/dev/null";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  EXPECT_TRUE(fs::exists(Path("fitted.json")));
+  r = Run("bench --backend host --repeats 0 --json b2.json");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_FALSE(fs::exists(Path("b2.json")));
 }
 
 }  // namespace
