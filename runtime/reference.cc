@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <random>
 
 namespace cpscope::rt {
 namespace {
@@ -32,20 +31,28 @@ double dot(const double* a, const double* b, std::int64_t n) {
 
 }  // namespace
 
+double input_value(std::uint64_t seed, InputTensor which, std::int64_t index) {
+  std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + (static_cast<std::uint64_t>(which) << 58) +
+                    static_cast<std::uint64_t>(index);
+  x += 0x9E3779B97F4A7C15ull;  // splitmix64
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  x ^= x >> 31;
+  return static_cast<double>(x >> 11) * 0x1.0p-52 - 1.0;  // 53 random bits -> [-1, 1)
+}
+
 AttentionData random_inputs(const Workload& w, std::uint64_t seed) {
   const Dims d(w);
-  std::mt19937_64 gen(seed);
-  std::uniform_real_distribution<double> u(-1.0, 1.0);
-  auto fill = [&](std::int64_t n) {
+  auto fill = [&](InputTensor which, std::int64_t n) {
     std::vector<double> v(static_cast<std::size_t>(n));
-    for (double& x : v) x = u(gen);
+    for (std::int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = input_value(seed, which, i);
     return v;
   };
   AttentionData a;
-  a.q = fill(d.B * d.S * d.H * d.D);
-  a.k = fill(d.B * d.S * d.Hkv * d.D);
-  a.v = fill(d.B * d.S * d.Hkv * d.D);
-  a.dout = fill(d.B * d.S * d.H * d.D);
+  a.q = fill(InputTensor::Q, d.B * d.S * d.H * d.D);
+  a.k = fill(InputTensor::K, d.B * d.S * d.Hkv * d.D);
+  a.v = fill(InputTensor::V, d.B * d.S * d.Hkv * d.D);
+  a.dout = fill(InputTensor::Do, d.B * d.S * d.H * d.D);
   return a;
 }
 

@@ -17,6 +17,12 @@ struct AttentionData {
   std::vector<double> dq, dk, dv;     // backward outputs
 };
 
+// The inputs random_inputs generates, one tensor each.
+enum class InputTensor : std::uint8_t { Q = 0, K = 1, V = 2, Do = 3 };
+// The value random_inputs puts at flat `index` of tensor `which`: a counter-based hash (splitmix64),
+// uniform in [-1, 1), so a rank can generate exactly its own shard of a 1M-token sequence without
+// building the global tensors.
+double input_value(std::uint64_t seed, InputTensor which, std::int64_t index);
 // Deterministic pseudo-random q, k, v, dout in [-1, 1) (o, lse, gradients empty).
 AttentionData random_inputs(const Workload& w, std::uint64_t seed);
 // Fills o and lse.

@@ -1,0 +1,363 @@
+// The nccl transport: one process per rank (mpirun/srun), NCCL communicators bootstrapped over MPI.
+//  - One communicator over all N ranks per IR stream, so concurrent streams never share a communicator
+//    (NCCL requires the operations on one communicator to be issued in one order on every rank, and two
+//    streams would interleave them arbitrarily). SendRecv ops are grouped ncclSend/ncclRecv in it.
+//  - One communicator per (collective group, stream) pair that the schedule uses, split from the stream's
+//    communicator (ncclCommSplit, ranks ordered by their position in the group): AllGather
+//    (ncclAllGather), ReduceScatter (ncclReduceScatter, sum) and AllToAll (grouped ncclSend/ncclRecv).
+//  - Messages travel in the receiving tensors' type (fp32 for Acc tensors, else the workload dtype);
+//    non-contiguous regions are packed into / unpacked from per-stream staging buffers.
+// Asynchronous NCCL errors are polled while CudaBackend::synchronize() waits; on an error or the timeout
+// every communicator is aborted and the error names the rank and the last op issued.
+// The whole transport needs MPI; a build without MPI throws a clear error when it is asked for.
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#ifdef CPSCOPE_HAVE_MPI
+#include <mpi.h>
+#endif
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <utility>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "runtime/cuda/check.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/host_convert.h"
+#include "runtime/cuda/transport.h"
+#include "runtime/cuda/transport_staging.h"
+#include "sim/error.h"
+
+namespace cpscope::rt {
+
+#ifndef CPSCOPE_HAVE_MPI
+
+bool have_mpi() { return false; }
+
+namespace {
+[[noreturn]] void no_mpi() {
+  throw DeviceError(
+      "the nccl transport needs MPI to start its ranks, and this build has none: install an MPI "
+      "(Debian: apt-get install libopenmpi-dev openmpi-bin), reconfigure and rebuild; loopback and replay "
+      "work without it");
+}
+}  // namespace
+
+std::unique_ptr<ProcessGroup> make_mpi_group() { no_mpi(); }
+std::unique_ptr<CudaTransport> make_nccl_transport(const Schedule&, ProcessGroup&) { no_mpi(); }
+
+#else
+
+bool have_mpi() { return true; }
+
+namespace {
+
+// MPI may be initialized only once per process and must be finalized after the last MPI call of any run,
+// so this one process-wide object (MPI itself is process-wide) initializes it on first use and finalizes
+// it at exit, unless the application initialized MPI itself.
+struct MpiSession {
+  bool ours = false;
+  MpiSession() {
+    int inited = 0;
+    CPS_MPI_CALL(-1, MPI_Initialized(&inited));
+    if (!inited) {
+      int provided = 0;
+      // Only the main thread calls MPI (loopback's threads never use the nccl transport).
+      CPS_MPI_CALL(-1, MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
+      ours = true;
+    }
+  }
+  ~MpiSession() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (ours && !finalized) MPI_Finalize();
+  }
+};
+
+void mpi_session() { static MpiSession session; }
+
+class MpiGroup final : public ProcessGroup {
+ public:
+  MpiGroup() {
+    mpi_session();
+    // A private communicator whose errors return codes (MPI_COMM_WORLD's default handler aborts), so the
+    // checks can name the rank and the call.
+    CPS_MPI_CALL(-1, MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
+    CPS_MPI_CALL(-1, MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    CPS_MPI_CALL(-1, MPI_Comm_rank(comm_, &rank_));
+    CPS_MPI_CALL(rank_, MPI_Comm_size(comm_, &size_));
+    MPI_Comm local = MPI_COMM_NULL;
+    CPS_MPI_CALL(rank_, MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local));
+    CPS_MPI_CALL(rank_, MPI_Comm_rank(local, &local_rank_));
+    CPS_MPI_CALL(rank_, MPI_Comm_free(&local));
+  }
+  ~MpiGroup() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&comm_);
+  }
+
+  std::int32_t rank() const override { return rank_; }
+  std::int32_t size() const override { return size_; }
+  std::int32_t local_rank() const override { return local_rank_; }
+  void barrier() override { CPS_MPI_CALL(rank_, MPI_Barrier(comm_)); }
+  void broadcast(void* data, std::int64_t bytes, std::int32_t root) override {
+    CPS_MPI_CALL(rank_, MPI_Bcast(data, static_cast<int>(bytes), MPI_BYTE, root, comm_));
+  }
+  std::vector<double> max(const std::vector<double>& v) override {
+    std::vector<double> out(v.size());
+    CPS_MPI_CALL(rank_, MPI_Allreduce(v.data(), out.data(), static_cast<int>(v.size()), MPI_DOUBLE, MPI_MAX, comm_));
+    return out;
+  }
+  void check_same(std::uint64_t hash, const std::string& what) override {
+    std::vector<std::uint64_t> all(static_cast<std::size_t>(size_));
+    CPS_MPI_CALL(rank_, MPI_Allgather(&hash, 1, MPI_UINT64_T, all.data(), 1, MPI_UINT64_T, comm_));
+    std::vector<std::int32_t> differ;
+    for (std::int32_t r = 0; r < size_; ++r)
+      if (all[static_cast<std::size_t>(r)] != all[0]) differ.push_back(r);
+    if (!differ.empty())
+      throw InputError("config", fmt::format("{} differs between the ranks: ranks {} do not match rank 0", what,
+                                             fmt::join(differ, ", ")));
+  }
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1, local_rank_ = 0;
+};
+
+ncclDataType_t nccl_type(kernels::DType dt) {
+  switch (dt) {
+    case kernels::DType::BF16: return ncclBfloat16;
+    case kernels::DType::FP16: return ncclFloat16;
+    case kernels::DType::FP32: return ncclFloat32;
+  }
+  throw InternalError("nccl_type: unknown DType");
+}
+
+class NcclTransport final : public CudaTransport {
+ public:
+  NcclTransport(const Schedule& schedule, ProcessGroup& pg)
+      : schedule_(schedule), pg_(pg), rank_(pg.rank()), needs_(staging_needs(schedule, pg.rank(), false)) {
+    // (group, stream) pairs of every rank's collectives: the same list, in the same order, on every rank,
+    // because ncclCommSplit is collective over the parent communicator.
+    for (const RankProgram& prog : schedule.ranks)
+      for (const Op& op : prog.ops)
+        if (op.group >= 0 &&
+            (op.kind == OpKind::AllGather || op.kind == OpKind::ReduceScatter || op.kind == OpKind::AllToAll))
+          splits_.insert({op.group, op.stream});
+  }
+
+  ~NcclTransport() override {
+    // Normally destroy; when unwinding from an error abort instead (destroy could wait for a peer that
+    // is gone or an operation that never completes).
+    const bool failing = std::uncaught_exceptions() > 0;
+    auto close = [&](ncclComm_t c) {
+      if (c != nullptr) (failing ? ncclCommAbort(c) : ncclCommDestroy(c));
+    };
+    for (auto& [key, c] : group_comms_) close(c);
+    for (ncclComm_t c : comms_) close(c);
+    for (void* p : buffers_) cudaFree(p);
+  }
+
+  std::int64_t staging_bytes() const override {
+    std::int64_t n = 0;
+    for (const StagingNeed& s : needs_) n += s.send + s.recv;
+    return n;
+  }
+
+  void allocate(CudaBackend& b) override {
+    CPSCOPE_CHECK(static_cast<std::size_t>(b.num_streams()) == needs_.size(), "nccl: stream count");
+    const auto n = static_cast<int>(schedule_.ranks.size());
+    for (std::size_t i = 0; i < needs_.size(); ++i) {
+      send_.emplace_back(alloc(needs_[i].send), needs_[i].send);
+      recv_.emplace_back(alloc(needs_[i].recv), needs_[i].recv);
+      ncclUniqueId id{};
+      if (rank_ == 0) CPS_NCCL_CALL(rank_, ncclGetUniqueId(&id));
+      pg_.broadcast(&id, sizeof id, 0);
+      ncclComm_t c = nullptr;
+      CPS_NCCL_CALL(rank_, ncclCommInitRank(&c, n, id, rank_));
+      comms_.push_back(c);
+    }
+    for (const auto& [group, stream] : splits_) {
+      const auto& members = schedule_.groups.at(static_cast<std::size_t>(group));
+      const auto it = std::find(members.begin(), members.end(), rank_);
+      const bool member = it != members.end();
+      const int key = member ? static_cast<int>(it - members.begin()) : 0;
+      ncclComm_t c = nullptr;
+      CPS_NCCL_CALL(rank_, ncclCommSplit(comms_.at(static_cast<std::size_t>(stream)), member ? group : NCCL_SPLIT_NOCOLOR,
+                                         key, &c, nullptr));
+      if (member) group_comms_[{group, stream}] = c;
+    }
+  }
+
+  void exchange(CudaBackend& b, const Op& op, std::int32_t stream, const ExchangeArgs& x) override {
+    const std::string what = b.describe(op);
+    const cudaStream_t s = b.stream(stream);
+    Staging& so = send_.at(static_cast<std::size_t>(stream));
+    Staging& si = recv_.at(static_cast<std::size_t>(stream));
+    so.reset();
+    si.reset();
+    ncclComm_t comm = x.group < 0 ? comms_.at(static_cast<std::size_t>(stream)) : group_comm(x.group, stream, what);
+    // Point-to-point peers are CP ranks (= ranks of the stream communicator); all-to-all peers are
+    // positions in the group (= ranks of the split communicator).
+    auto peer_of = [&](std::int32_t cp_rank) {
+      if (x.group < 0) return cp_rank;
+      const auto& m = schedule_.groups.at(static_cast<std::size_t>(x.group));
+      const auto it = std::find(m.begin(), m.end(), cp_rank);
+      CPSCOPE_CHECK(it != m.end(), fmt::format("{}: rank {} is not in group {}", what, cp_rank, x.group));
+      return static_cast<std::int32_t>(it - m.begin());
+    };
+    struct Msg {
+      void* ptr;
+      std::int64_t bytes;
+      std::int32_t peer;
+      kernels::DType dt;
+      bool staged;
+      const Part* part;
+    };
+    std::vector<Msg> sends, recvs;
+    // Pack everything first: packing kernels go on the stream ahead of the NCCL group.
+    for (const Part& p : x.sends) {
+      const std::int64_t bytes = op.kind == OpKind::SendRecv ? op.send.bytes : op.bytes_per_peer;
+      const kernels::DType dt = message_dtype(b, p.regions, bytes, what);
+      sends.push_back({outgoing(b, p.regions, dt, so, s, what), bytes, peer_of(p.peer), dt, false, &p});
+    }
+    for (const Part& p : x.recvs) {
+      const std::int64_t bytes = op.kind == OpKind::SendRecv ? op.recv.bytes : op.bytes_per_peer;
+      const kernels::DType dt = message_dtype(b, p.regions, bytes, what);
+      bool staged = false;
+      void* ptr = incoming(b, p.regions, dt, si, &staged, what);
+      recvs.push_back({ptr, bytes, peer_of(p.peer), dt, staged, &p});
+    }
+    CPS_NCCL_CALL(rank_, ncclGroupStart());
+    for (const Msg& m : sends)
+      CPS_NCCL_CALL(rank_, ncclSend(m.ptr, static_cast<std::size_t>(m.bytes), ncclUint8, m.peer, comm, s));
+    for (const Msg& m : recvs)
+      CPS_NCCL_CALL(rank_, ncclRecv(m.ptr, static_cast<std::size_t>(m.bytes), ncclUint8, m.peer, comm, s));
+    CPS_NCCL_CALL(rank_, ncclGroupEnd());
+    for (const Msg& m : recvs)
+      if (m.staged) unpack(b, m.ptr, m.dt, m.part->regions, false, s, what);
+  }
+
+  void all_gather(CudaBackend& b, const Op& op, std::int32_t stream, const AllGatherArgs& x) override {
+    const std::string what = b.describe(op);
+    const cudaStream_t s = b.stream(stream);
+    Staging& so = send_.at(static_cast<std::size_t>(stream));
+    Staging& si = recv_.at(static_cast<std::size_t>(stream));
+    so.reset();
+    si.reset();
+    ncclComm_t comm = group_comm(x.group, stream, what);
+    const kernels::DType dt = b.tensor(x.src.tensor).dtype;
+    const std::int64_t count = region_elements(b, {x.src});
+    const std::int64_t P = count * element_bytes(dt);
+    const auto n = static_cast<std::int64_t>(x.dst.size());
+    const void* from = outgoing(b, {x.src}, dt, so, s, what);
+    void* to = adjacent_spans(b, x.dst, dt, P);
+    const bool staged = to == nullptr;
+    if (staged) to = si.take(n * P, what);
+    CPS_NCCL_CALL(rank_, ncclAllGather(from, to, static_cast<std::size_t>(count), nccl_type(dt), comm, s));
+    if (staged)
+      for (std::int64_t i = 0; i < n; ++i)
+        unpack(b, static_cast<char*>(to) + i * P, dt, {x.dst[static_cast<std::size_t>(i)]}, false, s, what);
+  }
+
+  void reduce_scatter(CudaBackend& b, const Op& op, std::int32_t stream, const ReduceScatterArgs& x) override {
+    const std::string what = b.describe(op);
+    const cudaStream_t s = b.stream(stream);
+    Staging& so = send_.at(static_cast<std::size_t>(stream));
+    Staging& si = recv_.at(static_cast<std::size_t>(stream));
+    so.reset();
+    si.reset();
+    ncclComm_t comm = group_comm(x.group, stream, what);
+    // The sum runs in the source type (fp32 for dkv=fp32, else the input dtype), as the IR's bytes say.
+    const kernels::DType dt = b.tensor(x.src.at(0).tensor).dtype;
+    const std::int64_t count = region_elements(b, {x.src[0]});
+    const std::int64_t P = count * element_bytes(dt);
+    const auto n = static_cast<std::int64_t>(x.src.size());
+    const void* from = adjacent_spans(b, x.src, dt, P);
+    if (from == nullptr) {
+      void* slice = so.take(n * P, what);
+      pack(b, x.src, slice, dt, s, what);  // member i's segment at i·P: every src region is P bytes
+      from = slice;
+    }
+    bool staged = false;
+    void* to = incoming(b, {x.dst}, dt, si, &staged, what);
+    CPS_NCCL_CALL(rank_, ncclReduceScatter(from, to, static_cast<std::size_t>(count), nccl_type(dt), ncclSum, comm, s));
+    if (staged) unpack(b, to, dt, {x.dst}, false, s, what);
+  }
+
+  void poll(const std::string& last_op) override {
+    auto check = [&](ncclComm_t c) {
+      if (c == nullptr) return;
+      ncclResult_t state = ncclSuccess;
+      CPS_NCCL_CALL(rank_, ncclCommGetAsyncError(c, &state));
+      if (state == ncclSuccess || state == ncclInProgress) return;
+      const std::string detail = ncclGetLastError(c);
+      abort();
+      throw DeviceError(fmt::format("rank {}: NCCL reported {} ({}) while running the ops issued up to {}", rank_,
+                                    ncclGetErrorString(state), detail, last_op));
+    };
+    for (ncclComm_t c : comms_) check(c);
+    for (auto& [key, c] : group_comms_) check(c);
+  }
+
+  void abort() override {
+    for (auto& [key, c] : group_comms_)
+      if (c != nullptr) ncclCommAbort(std::exchange(c, nullptr));
+    for (ncclComm_t& c : comms_)
+      if (c != nullptr) ncclCommAbort(std::exchange(c, nullptr));
+  }
+
+ private:
+  void* alloc(std::int64_t bytes) {
+    if (bytes <= 0) return nullptr;
+    void* p = nullptr;
+    CPS_CUDA_CALL(rank_, cudaMalloc(&p, static_cast<std::size_t>(bytes)));
+    buffers_.push_back(p);
+    return p;
+  }
+
+  ncclComm_t group_comm(std::int32_t group, std::int32_t stream, const std::string& what) const {
+    const auto it = group_comms_.find({group, stream});
+    CPSCOPE_CHECK(it != group_comms_.end() && it->second != nullptr,
+                  fmt::format("{}: no communicator for group {} on stream {} (aborted, or not a member)", what, group,
+                              stream));
+    return it->second;
+  }
+
+  // The base of the regions when region i is one contiguous span at base + i·P of type dt, else null.
+  static void* adjacent_spans(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt, std::int64_t P) {
+    if (rs.empty()) return nullptr;
+    char* base = static_cast<char*>(contiguous_span(b, {rs[0]}, dt));
+    if (base == nullptr) return nullptr;
+    for (std::size_t i = 1; i < rs.size(); ++i)
+      if (contiguous_span(b, {rs[i]}, dt) != base + static_cast<std::int64_t>(i) * P) return nullptr;
+    return base;
+  }
+
+  const Schedule& schedule_;
+  ProcessGroup& pg_;
+  std::int32_t rank_;
+  std::vector<StagingNeed> needs_;
+  std::set<std::pair<std::int32_t, std::int32_t>> splits_;
+  std::vector<Staging> send_, recv_;
+  std::vector<ncclComm_t> comms_;
+  std::map<std::pair<std::int32_t, std::int32_t>, ncclComm_t> group_comms_;
+  std::vector<void*> buffers_;
+};
+
+}  // namespace
+
+std::unique_ptr<ProcessGroup> make_mpi_group() { return std::make_unique<MpiGroup>(); }
+
+std::unique_ptr<CudaTransport> make_nccl_transport(const Schedule& schedule, ProcessGroup& group) {
+  return std::make_unique<NcclTransport>(schedule, group);
+}
+
+#endif  // CPSCOPE_HAVE_MPI
+
+}  // namespace cpscope::rt

@@ -1,0 +1,181 @@
+// The replay transport: one rank of an N-rank schedule on one GPU. Each IR stream gets a 1-rank NCCL
+// communicator, and every transfer becomes an NCCL send to itself of the bytes the rank would move:
+//   SendRecv       one grouped ncclSend + ncclRecv to peer 0 of max(send, receive) bytes;
+//   AllToAll       (members-1) x bytes per peer (the own part is a local copy in the real run);
+//   AllGather      (members-1) x bytes per peer in, the same out;
+//   ReduceScatter  (members-1) x bytes per peer out, the same in.
+// Packing and unpacking of non-contiguous regions run exactly as in the nccl transport, so the replay
+// pays the same copy kernels. The data moved is not meaningful (a rank receives its own bytes); only the
+// timing is: it measures one rank's real compute/communication overlap without the other N-1 GPUs.
+// What it cannot show: the peers' skew, link contention and the real network's bandwidth (NCCL's
+// self-copy runs at device-memory speed).
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "runtime/cuda/check.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/host_convert.h"
+#include "runtime/cuda/transport.h"
+#include "runtime/cuda/transport_staging.h"
+#include "sim/error.h"
+
+namespace cpscope::rt {
+namespace {
+
+class ReplayTransport final : public CudaTransport {
+ public:
+  ReplayTransport(const Schedule& schedule, std::int32_t rank)
+      : rank_(rank), needs_(staging_needs(schedule, rank, true)) {}
+
+  ~ReplayTransport() override {
+    // Destroy normally; abort when unwinding from an error (destroy could wait on a broken operation).
+    for (ncclComm_t c : comms_)
+      if (c != nullptr) (std::uncaught_exceptions() > 0 ? ncclCommAbort(c) : ncclCommDestroy(c));
+    for (void* p : buffers_) cudaFree(p);
+  }
+
+  std::int64_t staging_bytes() const override {
+    std::int64_t n = 0;
+    for (const StagingNeed& s : needs_) n += s.send + s.recv;
+    return n;
+  }
+
+  void allocate(CudaBackend& b) override {
+    CPSCOPE_CHECK(static_cast<std::size_t>(b.num_streams()) == needs_.size(), "replay: stream count");
+    for (const StagingNeed& need : needs_) {
+      send_.emplace_back(alloc(need.send), need.send);
+      recv_.emplace_back(alloc(need.recv), need.recv);
+      // One communicator per stream: operations on one communicator must not run concurrently.
+      ncclUniqueId id;
+      CPS_NCCL_CALL(rank_, ncclGetUniqueId(&id));
+      ncclComm_t c = nullptr;
+      CPS_NCCL_CALL(rank_, ncclCommInitRank(&c, 1, id, 0));
+      comms_.push_back(c);
+    }
+  }
+
+  void exchange(CudaBackend& b, const Op& op, std::int32_t stream, const ExchangeArgs& x) override {
+    const std::string what = b.describe(op);
+    const cudaStream_t s = b.stream(stream);
+    Staging& so = send_.at(static_cast<std::size_t>(stream));
+    Staging& si = recv_.at(static_cast<std::size_t>(stream));
+    so.reset();
+    si.reset();
+    // Bytes on the wire: what goes to (comes from) other ranks.
+    std::int64_t out = 0, in = 0;
+    struct Msg {
+      const Part* part;
+      kernels::DType dt;
+      std::int64_t bytes;
+    };
+    std::vector<Msg> sends, recvs;
+    for (const Part& p : x.sends) {
+      const std::int64_t bytes = part_bytes(op, true);
+      sends.push_back({&p, message_dtype(b, p.regions, bytes, what), bytes});
+      if (p.peer != rank_) out += bytes;
+    }
+    for (const Part& p : x.recvs) {
+      const std::int64_t bytes = part_bytes(op, false);
+      recvs.push_back({&p, message_dtype(b, p.regions, bytes, what), bytes});
+      if (p.peer != rank_) in += bytes;
+    }
+    const std::int64_t wire = std::max(out, in);
+    // Send side: a single contiguous message of the full size goes from the tensor, else everything is
+    // packed into the staging buffer (whose size covers `wire`) and the self-send reads from there.
+    const void* sptr = nullptr;
+    if (sends.size() == 1 && sends[0].bytes == wire) sptr = contiguous_span(b, sends[0].part->regions, sends[0].dt);
+    if (sptr == nullptr) {
+      sptr = so.base();
+      for (const Msg& m : sends) pack(b, m.part->regions, so.take(m.bytes, what), m.dt, s, what);
+    }
+    void* rptr = nullptr;
+    if (recvs.size() == 1 && recvs[0].bytes == wire) rptr = contiguous_span(b, recvs[0].part->regions, recvs[0].dt);
+    const bool staged = rptr == nullptr;
+    if (staged) rptr = si.base();
+    CPSCOPE_CHECK(wire <= so.bytes() && wire <= si.bytes(), what + ": replay staging too small");
+    self_send(stream, s, sptr, rptr, wire);
+    if (staged) {
+      // Unpack every part from its slice, as the nccl transport does after its receives.
+      for (const Msg& m : recvs) unpack(b, si.take(m.bytes, what), m.dt, m.part->regions, false, s, what);
+    }
+  }
+
+  void all_gather(CudaBackend& b, const Op& op, std::int32_t stream, const AllGatherArgs& x) override {
+    const std::string what = b.describe(op);
+    const cudaStream_t s = b.stream(stream);
+    Staging& so = send_.at(static_cast<std::size_t>(stream));
+    Staging& si = recv_.at(static_cast<std::size_t>(stream));
+    so.reset();
+    si.reset();
+    const auto n = static_cast<std::int64_t>(x.members.size());
+    const kernels::DType dt = b.tensor(x.src.tensor).dtype;
+    const std::int64_t P = region_elements(b, {x.src}) * element_bytes(dt);
+    if (contiguous_span(b, {x.src}, dt) == nullptr) pack(b, {x.src}, so.base(), dt, s, what);
+    CPSCOPE_CHECK((n - 1) * P <= so.bytes() && n * P <= si.bytes(), what + ": replay staging too small");
+    self_send(stream, s, so.base(), si.base(), (n - 1) * P);
+    for (std::int64_t i = 0; i < n; ++i)
+      unpack(b, static_cast<char*>(si.base()) + i * P, dt, {x.dst[static_cast<std::size_t>(i)]}, false, s, what);
+  }
+
+  void reduce_scatter(CudaBackend& b, const Op& op, std::int32_t stream, const ReduceScatterArgs& x) override {
+    const std::string what = b.describe(op);
+    const cudaStream_t s = b.stream(stream);
+    Staging& so = send_.at(static_cast<std::size_t>(stream));
+    Staging& si = recv_.at(static_cast<std::size_t>(stream));
+    so.reset();
+    si.reset();
+    const auto n = static_cast<std::int64_t>(x.members.size());
+    const kernels::DType dt = b.tensor(x.src[0].tensor).dtype;  // reduce-scatter sums in the source type
+    const std::int64_t P = region_elements(b, {x.src[0]}) * element_bytes(dt);
+    CPSCOPE_CHECK(n * P <= so.bytes() && std::max(P, (n - 1) * P) <= si.bytes(), what + ": replay staging too small");
+    for (std::int64_t i = 0; i < n; ++i)
+      pack(b, {x.src[static_cast<std::size_t>(i)]}, static_cast<char*>(so.base()) + i * P, dt, s, what);
+    self_send(stream, s, so.base(), si.base(), (n - 1) * P);
+    unpack(b, si.base(), dt, {x.dst}, false, s, what);
+  }
+
+ private:
+  void* alloc(std::int64_t bytes) {
+    if (bytes <= 0) return nullptr;
+    void* p = nullptr;
+    CPS_CUDA_CALL(rank_, cudaMalloc(&p, static_cast<std::size_t>(bytes)));
+    buffers_.push_back(p);
+    // Zeroed so a replayed receive never brings NaNs into the tensors (the data is not meaningful, but
+    // attention on NaN/Inf must not change what is timed).
+    CPS_CUDA_CALL(rank_, cudaMemset(p, 0, static_cast<std::size_t>(bytes)));
+    return p;
+  }
+
+  // IR bytes of a message: SendRecv carries its own; all-to-all parts are bytes_per_peer each.
+  static std::int64_t part_bytes(const Op& op, bool send) {
+    if (op.kind == OpKind::SendRecv) return send ? op.send.bytes : op.recv.bytes;
+    return op.bytes_per_peer;
+  }
+
+  void self_send(std::int32_t stream, cudaStream_t s, const void* from, void* to, std::int64_t bytes) {
+    if (bytes <= 0) return;
+    ncclComm_t c = comms_.at(static_cast<std::size_t>(stream));
+    CPS_NCCL_CALL(rank_, ncclGroupStart());
+    CPS_NCCL_CALL(rank_, ncclSend(from, static_cast<std::size_t>(bytes), ncclUint8, 0, c, s));
+    CPS_NCCL_CALL(rank_, ncclRecv(to, static_cast<std::size_t>(bytes), ncclUint8, 0, c, s));
+    CPS_NCCL_CALL(rank_, ncclGroupEnd());
+  }
+
+  std::int32_t rank_;
+  std::vector<StagingNeed> needs_;
+  std::vector<Staging> send_, recv_;
+  std::vector<ncclComm_t> comms_;
+  std::vector<void*> buffers_;
+};
+
+}  // namespace
+
+std::unique_ptr<CudaTransport> make_replay_transport(const Schedule& schedule, std::int32_t rank) {
+  return std::make_unique<ReplayTransport>(schedule, rank);
+}
+
+}  // namespace cpscope::rt

@@ -1,0 +1,142 @@
+#include "runtime/cuda/transport_staging.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/host_convert.h"
+#include "sim/error.h"
+
+namespace cpscope::rt {
+
+std::vector<StagingNeed> staging_needs(const Schedule& schedule, std::int32_t rank, bool replay) {
+  std::vector<StagingNeed> out(schedule.streams.size());
+  const auto a = staging_align;
+  for (const Op& op : schedule.ranks.at(static_cast<std::size_t>(rank)).ops) {
+    StagingNeed n;
+    const std::int64_t members =
+        op.group >= 0 ? static_cast<std::int64_t>(schedule.groups.at(static_cast<std::size_t>(op.group)).size()) : 0;
+    const std::int64_t P = op.bytes_per_peer;
+    switch (op.kind) {
+      case OpKind::SendRecv: {
+        const std::int64_t S = op.send.peer >= 0 ? op.send.bytes : 0;
+        const std::int64_t R = op.recv.peer >= 0 ? op.recv.bytes : 0;
+        n.send = replay ? a(std::max(S, R)) : a(S);
+        n.recv = replay ? a(std::max(S, R)) : a(R);
+        break;
+      }
+      case OpKind::AllToAll:  // one slice per member each way; replay's (members-1)·P fits in it
+        n.send = members * a(P);
+        n.recv = members * a(P);
+        break;
+      case OpKind::AllGather:
+        n.send = replay ? std::max(a(P), a((members - 1) * P)) : a(P);
+        n.recv = a(members * P);
+        break;
+      case OpKind::ReduceScatter:
+        n.send = a(members * P);
+        n.recv = replay ? std::max(a(P), a((members - 1) * P)) : a(P);
+        break;
+      default:
+        continue;
+    }
+    StagingNeed& s = out.at(op.stream);
+    s.send = std::max(s.send, n.send);
+    s.recv = std::max(s.recv, n.recv);
+  }
+  return out;
+}
+
+void* Staging::take(std::int64_t bytes, const std::string& what) {
+  const std::int64_t n = staging_align(bytes);
+  if (used_ + n > bytes_)
+    throw InternalError(fmt::format("{}: the staging buffer holds {} bytes, this op needs {} more after {}", what,
+                                    bytes_, n, used_));
+  void* p = base_ + used_;
+  used_ += n;
+  return p;
+}
+
+std::int64_t region_elements(const CudaBackend& b, const std::vector<Region>& rs) {
+  std::int64_t n = 0;
+  for (const Region& r : rs) n += r.elements(b.batch(), b.layout().desc(r.tensor).dim);
+  return n;
+}
+
+kernels::DType message_dtype(const CudaBackend& b, const std::vector<Region>& rs, std::int64_t bytes,
+                             const std::string& what) {
+  const std::int64_t n = region_elements(b, rs);
+  if (n > 0 && bytes == n * 4) return kernels::DType::FP32;
+  if (n > 0 && bytes == n * element_bytes(b.input_dtype())) return b.input_dtype();
+  if (n == 0 && bytes == 0) return b.input_dtype();
+  throw InternalError(fmt::format("{}: a message of {} bytes over {} elements is neither fp32 nor the input dtype",
+                                  what, bytes, n));
+}
+
+void* contiguous_span(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt) {
+  if (rs.size() != 1) return nullptr;
+  const Region& r = rs[0];
+  const DeviceTensor t = b.tensor(r.tensor);
+  if (t.dtype != dt || t.lse_layout) return nullptr;
+  const bool all_heads = r.head == 0 && r.heads == t.heads;
+  const bool all_rows = r.row == 0 && r.rows == t.tokens;
+  // [plane][batch][rows][heads][dim]: several planes or batch entries are one span only with every row.
+  if (!all_heads || !(all_rows || (r.planes == 1 && t.batch == 1))) return nullptr;
+  return static_cast<char*>(t.plane(r.plane)) + r.row * t.heads * t.dim * element_bytes(dt);
+}
+
+namespace {
+// A message slice viewed as a dense tensor with the region's shape.
+DeviceRegion message_view(const CudaBackend& b, const Region& r, void* at, kernels::DType dt) {
+  DeviceTensor m;
+  m.base = at;
+  m.dtype = dt;
+  m.tokens = r.rows;
+  m.heads = r.heads;
+  m.dim = b.layout().desc(r.tensor).dim;
+  m.planes = r.planes;
+  m.batch = b.batch();
+  return DeviceRegion{m, Region{r.tensor, 0, r.planes, 0, r.rows, 0, r.heads}};
+}
+}  // namespace
+
+void pack(const CudaBackend& b, const std::vector<Region>& rs, void* msg, kernels::DType dt, cudaStream_t s,
+          const std::string& what) {
+  char* at = static_cast<char*>(msg);
+  for (const Region& r : rs) {
+    const DeviceRegion m = message_view(b, r, at, dt);
+    b.copy_region(b.region(r), m, false, nullptr, s, what);
+    at += m.elements() * element_bytes(dt);
+  }
+}
+
+void unpack(const CudaBackend& b, const void* msg, kernels::DType dt, const std::vector<Region>& rs, bool add,
+            cudaStream_t s, const std::string& what) {
+  char* at = const_cast<char*>(static_cast<const char*>(msg));  // read only: the view is the copy's source
+  for (const Region& r : rs) {
+    const DeviceRegion m = message_view(b, r, at, dt);
+    b.copy_region(m, b.region(r), add, nullptr, s, what);
+    at += m.elements() * element_bytes(dt);
+  }
+}
+
+void* outgoing(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt, Staging& st, cudaStream_t s,
+               const std::string& what) {
+  if (void* p = contiguous_span(b, rs, dt)) return p;
+  void* slice = st.take(region_elements(b, rs) * element_bytes(dt), what);
+  pack(b, rs, slice, dt, s, what);
+  return slice;
+}
+
+void* incoming(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt, Staging& st, bool* staged,
+               const std::string& what) {
+  if (void* p = contiguous_span(b, rs, dt)) {
+    *staged = false;
+    return p;
+  }
+  *staged = true;
+  return st.take(region_elements(b, rs) * element_bytes(dt), what);
+}
+
+}  // namespace cpscope::rt

@@ -1,0 +1,70 @@
+// Messages of the NCCL-based transports (replay, nccl): a message is the concatenation of its regions,
+// each in [plane][batch][row][head][dim] order (HostBackend's pack order), in one element type. It is
+// sent from (or received into) the tensor itself when it is one contiguous span of the right type;
+// otherwise copy_block packs it into, or unpacks it from, a per-stream staging buffer.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/kernels/attention.h"
+#include "sim/schedule.h"
+
+namespace cpscope::rt {
+
+class CudaBackend;
+
+inline constexpr std::int64_t kStagingAlign = 256;
+inline std::int64_t staging_align(std::int64_t n) { return (n + kStagingAlign - 1) / kStagingAlign * kStagingAlign; }
+
+// Outgoing and incoming staging bytes one op needs.
+struct StagingNeed {
+  std::int64_t send = 0, recv = 0;
+};
+// Per IR stream of `rank`, the most staging any of its ops needs (every message packed). `replay` adds
+// what the self-send replay moves ((members-1) x bytes per peer, the larger of send and receive).
+std::vector<StagingNeed> staging_needs(const Schedule& schedule, std::int32_t rank, bool replay);
+
+// One stream's staging buffers, carved op by op: ops on a stream run in order, so the previous op's
+// messages are finished with when the next op's packing kernels run on the same stream.
+class Staging {
+ public:
+  Staging() = default;
+  Staging(void* base, std::int64_t bytes) : base_(static_cast<char*>(base)), bytes_(bytes) {}
+  void reset() { used_ = 0; }
+  // A 256-byte aligned slice; throws InternalError naming `what` when the buffer is too small.
+  void* take(std::int64_t bytes, const std::string& what);
+  void* base() const { return base_; }
+  std::int64_t bytes() const { return bytes_; }
+
+ private:
+  char* base_ = nullptr;
+  std::int64_t bytes_ = 0, used_ = 0;
+};
+
+// Elements of the regions (of `b`'s tensors).
+std::int64_t region_elements(const CudaBackend& b, const std::vector<Region>& rs);
+// The element type of a message of `bytes` over these regions (bytes / elements: 4 fp32, 2 the input
+// dtype); throws InternalError when it is neither.
+kernels::DType message_dtype(const CudaBackend& b, const std::vector<Region>& rs, std::int64_t bytes,
+                             const std::string& what);
+// The device address of the regions when they are one contiguous span of element type `dt`, else null.
+void* contiguous_span(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt);
+// Packs the regions (converted to `dt`) into msg; unpacks (converting, adding when `add`) msg into them.
+void pack(const CudaBackend& b, const std::vector<Region>& rs, void* msg, kernels::DType dt, cudaStream_t s,
+          const std::string& what);
+void unpack(const CudaBackend& b, const void* msg, kernels::DType dt, const std::vector<Region>& rs, bool add,
+            cudaStream_t s, const std::string& what);
+// The buffer to send the regions from: the tensor itself, or a staging slice they were packed into.
+void* outgoing(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt, Staging& st, cudaStream_t s,
+               const std::string& what);
+// The buffer to receive into: the tensor itself, or a staging slice (then *staged is set and the caller
+// unpacks it after the receive).
+void* incoming(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt, Staging& st, bool* staged,
+               const std::string& what);
+
+}  // namespace cpscope::rt
