@@ -1,22 +1,30 @@
 // Private to the engine: the event queue, a radix heap ordered by (time, insertion order).
 //
 // A discrete-event simulation only ever schedules at or after the current time, so the queue is
-// monotone and a radix heap fits. Times are compared with the last popped time `last` in base-16
-// digits: an event lives in bucket (level, digit) where level is the highest hex digit in which its
-// time differs from `last` and digit is its own hex digit there; bucket 0 holds the events at exactly
-// `last`. Bucket order is time order, so the lowest non-empty bucket (found with a bit mask) holds
-// the minimum; popping from an empty bucket 0 moves that bucket down around its minimum. An event
-// moves at most once per hex digit (16 times, typically 1 or 2); every operation appends to or scans
-// a bucket (a plain growable array), no comparisons in a tree, no allocation once the buckets have
-// grown. A bucket whose entries all have one time (always so at the lowest level, and for groups of
-// ties) becomes bucket 0 by a swap instead of moving its entries. (Base 16 rather than
-// the textbook base 2: events of lock-stepped ranks cluster in time and would otherwise move ~10
-// times each.)
+// monotone and a radix heap fits. Times are compared with the last popped time `last` in base-256
+// digits: an event lives in bucket (level, digit) where level is the highest byte in which its time
+// differs from `last` and digit is its own byte there; bucket 0 holds the events at exactly `last`
+// (or a sorted run, below). Bucket order is time order, so the lowest non-empty bucket (found with a
+// two-level bit mask) holds the minimum; popping from an empty bucket 0 moves that bucket down around
+// its minimum. An event moves at most once per byte (8 times, typically once); every operation
+// appends to or scans a bucket (a plain growable array), no comparisons in a tree, no allocation once
+// the buckets have grown. A bucket whose entries all have one time (always so at the lowest level,
+// and for groups of ties) becomes bucket 0 by a swap instead of moving its entries. (Base 256 rather
+// than the textbook base 2: events of lock-stepped ranks cluster in time and would otherwise move ~10
+// times each, and at base 16 still twice.)
+//
+// Small buckets: when ranks drift apart most times are distinct, and a bucket of a few events would
+// be moved down level by level, one refill per pop. Instead a bucket of at most kRunMax entries is
+// sorted by time (stably) and becomes bucket 0 as a run: `last` is its first time and it is popped
+// front to back. While a run lasts, an event pushed before its last time is inserted into it (it
+// cannot belong anywhere else: every other bucket lies after the run); later ones go to the buckets
+// as usual (they are at or after `last`, so the buckets stay consistent).
 //
 // Ties: events with equal time always share a bucket (a bucket is a function of the time and
 // `last`, `last` only moves within the bucket being emptied, and whole buckets move together),
-// buckets keep append order, and bucket 0 is consumed front to back, so equal-time events pop in
-// insertion order. That is what makes a run deterministic without a sequence number per event.
+// buckets keep append order, runs are sorted stably and insert after equal times, and bucket 0 is
+// consumed front to back, so equal-time events pop in insertion order. That is what makes a run
+// deterministic without a sequence number per event.
 #pragma once
 
 #include <array>
@@ -54,7 +62,10 @@ class RadixEventQueue {
   // Schedules `value` at `time`, which must not precede the last popped time.
   __attribute__((always_inline)) void push(Nanos time, const T& value) {
     CPSCOPE_CHECK(time >= last_, "event scheduled in the past");
-    put(Entry{time, value});
+    if (time < run_last_)
+      insert_in_run(Entry{time, value});
+    else
+      put(Entry{time, value});
     ++size_;
   }
 
@@ -64,16 +75,32 @@ class RadixEventQueue {
     if (head_ == zero.size) {
       zero.size = 0;
       head_ = 0;
-      std::size_t w = 0;
-      while (mask_[w] == 0) ++w;  // size_ > 0, so some bucket holds an entry
+      // size_ > 0, so some bucket holds an entry.
+      const auto w = static_cast<std::size_t>(std::countr_zero(summary_));
       const std::size_t b = w * 64 + static_cast<std::size_t>(std::countr_zero(mask_[w]));
       Bucket& from = buckets_[b];
       mask_[w] &= mask_[w] - 1;  // b is the lowest set bit of its word
-      if (from.size == 1) {  // the common case once ranks drift apart: no need to move it
+      if (mask_[w] == 0) summary_ &= summary_ - 1;
+      if (from.size == 1) {  // no need to move it
         from.size = 0;
-        last_ = from.data[0].time;
+        last_ = run_last_ = from.data[0].time;
         --size_;
         return from.data[0];
+      }
+      if (from.size <= kRunMax) {
+        std::swap(zero, from);
+        Entry* const d = zero.data;
+        const std::uint32_t n = zero.size;
+        for (std::uint32_t i = 1; i < n; ++i) {  // insertion sort, stable
+          const Entry e = d[i];
+          std::uint32_t j = i;
+          for (; j > 0 && d[j - 1].time > e.time; --j) d[j] = d[j - 1];
+          d[j] = e;
+        }
+        last_ = d[0].time;
+        run_last_ = d[n - 1].time;
+        --size_;
+        return zero.data[head_++];
       }
       const Entry* const first = from.data;
       const Entry* const end = first + from.size;
@@ -82,7 +109,7 @@ class RadixEventQueue {
         least = e->time < least ? e->time : least;
         most = e->time > most ? e->time : most;
       }
-      last_ = least;
+      last_ = run_last_ = least;
       if (least == most) {
         // One time (always so at the lowest level, and for groups of ties): the bucket, in its order,
         // becomes bucket 0 as it is.
@@ -97,7 +124,8 @@ class RadixEventQueue {
   }
 
  private:
-  static constexpr int kBits = 4;
+  static constexpr int kBits = 8;
+  static constexpr std::uint32_t kRunMax = 32;
   static constexpr int kDigits = 1 << kBits;
   static constexpr int kLevels = (64 + kBits - 1) / kBits;
   static constexpr std::size_t kBuckets = 1 + kLevels * kDigits;
@@ -115,9 +143,20 @@ class RadixEventQueue {
     const auto digit = (static_cast<std::uint64_t>(e.time) >> shift) & (kDigits - 1);
     const std::size_t b = diff != 0 ? 1 + static_cast<std::size_t>(shift) / kBits * kDigits + digit : 0;
     mask_[b >> 6] |= static_cast<std::uint64_t>(diff != 0) << (b & 63);
+    summary_ |= static_cast<std::uint64_t>(diff != 0) << (b >> 6);
     Bucket& bk = buckets_[b];
     if (bk.size == bk.capacity) grow(bk);
     bk.data[bk.size++] = e;
+  }
+
+  // Into the run in bucket 0, after every entry at or before its time. The search stops at the
+  // latest at the entry popped last (a push is never earlier than the current time).
+  void insert_in_run(const Entry& e) {
+    Bucket& zero = buckets_[0];
+    if (zero.size == zero.capacity) grow(zero);
+    std::uint32_t j = zero.size++;
+    for (; zero.data[j - 1].time > e.time; --j) zero.data[j] = zero.data[j - 1];
+    zero.data[j] = e;
   }
 
   static void grow(Bucket& bk) {
@@ -129,10 +168,14 @@ class RadixEventQueue {
   }
 
   std::array<Bucket, kBuckets> buckets_{};
-  std::array<std::uint64_t, (kBuckets + 63) / 64> mask_{};  // non-empty buckets other than 0
+  static constexpr std::size_t kMaskWords = (kBuckets + 63) / 64;
+  static_assert(kMaskWords <= 64, "one summary word");
+  std::array<std::uint64_t, kMaskWords> mask_{};  // non-empty buckets other than 0
+  std::uint64_t summary_ = 0;                     // non-zero words of mask_
   std::size_t head_ = 0;  // next entry of bucket 0
   std::size_t size_ = 0;
   Nanos last_ = 0;
+  Nanos run_last_ = 0;  // the last time in bucket 0 (pushes before it join the run)
 };
 
 }  // namespace cpscope::detail
