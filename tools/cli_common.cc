@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <new>
 #include <ostream>
 
 #include <fmt/format.h>
@@ -109,6 +111,34 @@ bool apply_workload_flags(const WorkloadFlags& flags, Workload& w) {
     if (flag == "gpus-per-node") gpn = true;
   }
   return gpn;
+}
+
+int parse_args(CLI::App& app, int argc, char** argv, const std::string& tool) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::string where = tool;
+    for (const CLI::App* sub : app.get_subcommands()) where += " " + sub->get_name();
+    std::cerr << tool << ": error: " << e.what() << "\nRun '" << where << " --help' for the flags and examples.\n";
+    return 2;
+  }
+  return -1;
+}
+
+int run_tool(const std::string& tool, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const InputError& e) {
+    std::cerr << tool << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::cerr << tool << ": error: out of memory (the input or the requested size is too large for this machine)\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << tool << ": internal error: " << e.what() << "\n";
+    return 1;
+  }
 }
 
 }  // namespace cpscope::cli

@@ -409,15 +409,7 @@ int main_impl(int argc, char** argv) {
     std::cerr << app.help();
     return 2;
   }
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    std::string where = "cp-sim";
-    for (const CLI::App* sub : app.get_subcommands()) where += " " + sub->get_name();
-    std::cerr << "cp-sim: error: " << e.what() << "\nRun '" << where << " --help' for the flags and examples.\n";
-    return 2;
-  }
+  if (const int code = parse_args(app, argc, argv, "cp-sim"); code >= 0) return code;
   if (run->parsed()) return cmd_run(run_args);
   if (sweep->parsed()) return cmd_sweep(sweep_args);
   if (plan->parsed()) return cmd_plan(plan_args);
@@ -430,13 +422,5 @@ int main_impl(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return main_impl(argc, argv);
-  } catch (const cpscope::InputError& e) {
-    std::cerr << "cp-sim: error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "cp-sim: internal error: " << e.what() << "\n";
-    return 1;
-  }
+  return cpscope::cli::run_tool("cp-sim", [&] { return main_impl(argc, argv); });
 }

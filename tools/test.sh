@@ -11,6 +11,7 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j "$(nproc)"
 
 export CP_SIM="$PWD/$build/tools/cp-sim"
+export CP_TRACE="$PWD/$build/tools/cp-trace"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for nb in notebooks/*.ipynb; do

@@ -1,0 +1,84 @@
+// Alignment by name: totals and means per op name, spans per (pass, step).
+#include "sim/trace/compare.h"
+
+#include <algorithm>
+#include <limits>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "sim/trace/op_timeline.h"
+
+namespace cpscope::trace {
+namespace {
+
+Nanos wall(const Timeline& t) {
+  if (t.intervals.empty()) return 0;
+  Nanos lo = std::numeric_limits<Nanos>::max(), hi = std::numeric_limits<Nanos>::min();
+  for (const Interval& iv : t.intervals) {
+    lo = std::min(lo, iv.start);
+    hi = std::max(hi, iv.end);
+  }
+  return hi - lo;
+}
+
+void add_side(const Timeline& t, bool side_a, std::map<std::string, OpDiff>& ops,
+              std::map<std::pair<int, int>, std::pair<Nanos, Nanos>>& steps) {
+  for (const Interval& iv : t.intervals) {
+    OpDiff& d = ops[t.name(iv.name)];
+    (side_a ? d.count_a : d.count_b) += 1;
+    (side_a ? d.total_a_ns : d.total_b_ns) += iv.duration();
+    if (iv.step < 0 || iv.pass < 0) continue;
+    auto [it, inserted] = steps.try_emplace({iv.pass, iv.step}, iv.start, iv.end);
+    if (!inserted) it->second = {std::min(it->second.first, iv.start), std::max(it->second.second, iv.end)};
+  }
+}
+
+}  // namespace
+
+CompareReport compare_traces(const Trace& a, const Trace& b) {
+  CompareReport out;
+  bool found_a = false, found_b = false;
+  Timeline ops_a = op_timeline(a, found_a), ops_b = op_timeline(b, found_b);
+  const Timeline* ta = &ops_a;
+  const Timeline* tb = &ops_b;
+  out.basis = "ops";
+  if (!found_a || !found_b) {
+    // Without cpscope op ranges on both sides, names only line up kernel by kernel.
+    out.basis = "kernels";
+    ta = &a.timeline;
+    tb = &b.timeline;
+    out.warnings.push_back(fmt::format("{} has no cpscope op ranges (NVTX 'fwd/stepN/kind'): compared kernel by kernel",
+                                       !found_a ? "A" : "B"));
+  }
+  out.wall_a_ns = wall(*ta);
+  out.wall_b_ns = wall(*tb);
+  std::map<std::string, OpDiff> ops;
+  std::map<std::pair<int, int>, std::pair<Nanos, Nanos>> steps_a, steps_b;
+  add_side(*ta, true, ops, steps_a);
+  add_side(*tb, false, ops, steps_b);
+  for (auto& [name, d] : ops) {
+    d.name = name;
+    d.mean_a_ns = d.count_a > 0 ? d.total_a_ns / d.count_a : 0;
+    d.mean_b_ns = d.count_b > 0 ? d.total_b_ns / d.count_b : 0;
+    out.ops.push_back(d);
+  }
+  std::map<std::pair<int, int>, StepDiff> steps;
+  for (const auto& [k, se] : steps_a) {
+    StepDiff& s = steps[k];
+    s.in_a = true;
+    s.span_a_ns = se.second - se.first;
+  }
+  for (const auto& [k, se] : steps_b) {
+    StepDiff& s = steps[k];
+    s.in_b = true;
+    s.span_b_ns = se.second - se.first;
+  }
+  for (auto& [k, s] : steps) {
+    s.step = fmt::format("{}/step{}", k.first == 1 ? "bwd" : "fwd", k.second);
+    out.steps.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace cpscope::trace
