@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <exception>
 #include <limits>
 
 #include <fmt/format.h>
@@ -86,12 +87,34 @@ HostRunResult run_on_host(const Schedule& schedule, const AttentionData& in, con
         backends[static_cast<std::size_t>(r)]->upload(static_cast<TensorId>(i), staged[static_cast<std::size_t>(i)]);
   }
 
+  // Every backend is drained before anything is unwound: a failing rank aborts the world, and the
+  // other ranks' stream threads must stop touching the executors' layouts before those are destroyed.
+  auto synchronize_all = [&] {
+    std::exception_ptr first;
+    for (auto& b : backends) {
+      try {
+        b->synchronize();
+      } catch (...) {
+        if (!first) first = std::current_exception();
+      }
+    }
+    if (first) std::rethrow_exception(first);
+  };
   HostRunResult res;
   for (std::int32_t it = 0; it < std::max(1, options.iterations); ++it) {
     for (auto& b : backends) b->take_intervals();
     const auto t0 = std::chrono::steady_clock::now();
-    for (auto& e : executors) e->issue();
-    for (auto& b : backends) b->synchronize();
+    try {
+      for (auto& e : executors) e->issue();
+    } catch (const std::exception& e) {
+      world.abort(e.what());  // wakes whatever the ranks issued so far waits on
+      try {
+        synchronize_all();
+      } catch (...) {
+      }
+      throw;
+    }
+    synchronize_all();
     res.iteration_ns.push_back(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
   }

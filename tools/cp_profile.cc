@@ -2,7 +2,8 @@
 // TFLOP/s, optionally checked against plain attention. Backends: host (ranks as CPU threads, double
 // precision: laptops and CI) and cuda (one GPU with the loopback or replay transport, or a cluster
 // with NCCL under mpirun/srun). A thin main over runtime/; it alone decides exit codes: 0 success,
-// 2 bad input (flags, config, a size the backend cannot run), 3 --check mismatch, 1 runtime error.
+// 2 bad input (flags, config, a size the backend cannot run), 3 --check mismatch, 1 runtime or
+// internal error.
 #include <algorithm>
 #include <cmath>
 #include <iostream>
@@ -57,7 +58,7 @@ struct Args {
   WorkloadFlags flags;
   std::string config, backend, transport = "loopback", json, trace;
   int warmup = -1, iters = -1, replay_rank = 0, timeout_s = 300;
-  bool check = false;
+  bool check = false, no_trace = false, tracing_overhead = false;
   std::uint64_t seed = 1234;
 };
 
@@ -169,6 +170,14 @@ int run_host(const Args& a, const Workload& w, const Schedule& s) {
   return c.ran && !c.ok() ? 3 : 0;
 }
 
+#if defined(CPSCOPE_HAVE_CUDA_RUNTIME)
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+#endif
+
 int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
 #if defined(CPSCOPE_HAVE_CUDA_RUNTIME)
   rt::CudaRunOptions opt;
@@ -180,15 +189,19 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
     opt.transport = rt::Transport::Nccl;
   if (a.replay_rank < 0 || a.replay_rank >= w.cp)
     throw InputError("replay-rank", fmt::format("{} is not a rank of cp = {}", a.replay_rank, w.cp));
-  if (!a.trace.empty())
-    throw InputError("trace", "the cuda backend records no timeline yet (CUPTI tracing arrives with [3/4]); use "
-                              "--backend host or Nsight Systems");
+  if (a.no_trace && (!a.trace.empty() || a.tracing_overhead))
+    throw InputError("no-trace", "--trace and --tracing-overhead need the CUPTI-traced iteration that --no-trace turns off");
   opt.replay_rank = a.replay_rank;
   opt.warmup = a.warmup < 0 ? 3 : a.warmup;
   opt.iters = a.iters < 0 ? 10 : a.iters;
+  if (a.tracing_overhead && opt.iters < 2)
+    throw InputError("iters", fmt::format("{}: --tracing-overhead alternates untraced and traced iterations; give at "
+                                          "least 2 (e.g. 20)", opt.iters));
   opt.timeout = std::chrono::seconds(a.timeout_s);
   opt.check = a.check;
   opt.seed = a.seed;
+  opt.trace = !a.no_trace;
+  opt.trace_overhead = a.tracing_overhead;
   const rt::CudaRunResult r = rt::run_on_cuda(s, opt);
   Checked c;
   if (r.check.ran) {
@@ -201,44 +214,88 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
       c.errors.push_back({"dv", r.check.dv});
     }
   }
-  const bool root = r.rank == 0;
-  if (root) {
-    std::cout << fmt::format("{} ({} SMs), driver {}, CUDA {}, NCCL {}; {} transport, {} of device memory\n",
-                             r.device_name, r.sm_count, r.driver_version, r.cuda_version, r.nccl_version, a.transport,
-                             format_bytes(r.device_bytes));
-    print_iterations(w, r.iteration_ms);
-    print_check(c);
+  if (r.rank != 0) return c.ran && !c.ok() ? 3 : 0;  // nccl: rank 0 reports for every rank
+
+  std::cout << fmt::format("{} ({} SMs), driver {}, CUDA {}, NCCL {}; {} transport, {} of device memory\n",
+                           r.device_name, r.sm_count, r.driver_version, r.cuda_version, r.nccl_version, a.transport,
+                           format_bytes(r.device_bytes));
+  print_iterations(w, r.iteration_ms);
+  print_check(c);
+  nlohmann::json overhead;
+  if (a.tracing_overhead) {
+    const double off = median_of(r.untraced_ms), on = median_of(r.traced_iteration_ms);
+    const double ratio = off > 0 ? on / off : 0.0;
+    std::cout << fmt::format("tracing overhead: median {:.3f} ms traced ({} iterations) vs {:.3f} ms untraced ({}): "
+                             "x{:.4f} ({:+.2f}%)\n",
+                             on, r.traced_iteration_ms.size(), off, r.untraced_ms.size(), ratio, 100.0 * (ratio - 1.0));
+    overhead = {{"traced_ms", r.traced_iteration_ms},
+                {"untraced_ms", r.untraced_ms},
+                {"median_traced_ms", on},
+                {"median_untraced_ms", off},
+                {"ratio", ratio}};
   }
-  if (root && !a.json.empty()) {
-    std::vector<double> sorted = r.iteration_ms;
-    std::sort(sorted.begin(), sorted.end());
-    const double median = sorted.empty() ? 0.0 : sorted[sorted.size() / 2];
-    nlohmann::json j = {{"schema", kProfileSchema},
-                        {"source", "measured"},
-                        {"workload", to_json(w)},
-                        {"hardware", r.device_name},
-                        {"backend", "cuda"},
-                        {"transport", a.transport},
-                        {"step_time_ns", static_cast<std::int64_t>(std::llround(median * 1e6))},
-                        {"total_flops", w.total_flops()},
-                        {"achieved_tflops_per_gpu",
-                         median > 0 ? static_cast<double>(w.total_flops()) / static_cast<double>(w.cp) /
-                                          (median * 1e-3) / 1e12
-                                    : 0.0},
-                        {"iterations_ms", r.iteration_ms},
-                        {"warmup", opt.warmup},
-                        {"ranks", nlohmann::json::array()},
-                        {"device",
-                         {{"name", r.device_name},
-                          {"sm_count", r.sm_count},
-                          {"driver", r.driver_version},
-                          {"cuda", r.cuda_version},
-                          {"nccl", r.nccl_version},
-                          {"device_bytes", r.device_bytes}}},
-                        {"check", check_json(c)}};
-    if (opt.transport == rt::Transport::Replay) j["replay_rank"] = a.replay_rank;
-    write_outputs({{a.json, "json", text_writer(j.dump(2) + "\n")}});
+
+  // The traced iteration's GPU timeline: the simulator's analysis and reporters apply to it as to a
+  // simulated run; the event-timed iterations stay alongside.
+  RunResult run;
+  run.workload = w;
+  run.hardware = r.device_name;
+  run.source = "measured";
+  if (r.traced) {
+    run.summary = summarize(r.timeline, &s);
+    std::cout << fmt::format("\ntraced iteration ({:.3f} ms event-timed), per rank (CUPTI GPU timestamps{}):\n",
+                             r.traced_ms, opt.transport == rt::Transport::Replay
+                                              ? fmt::format("; replay: rank {} only", a.replay_rank)
+                                              : "")
+              << summary_table(run);
+    if (r.trace.missing_ops > 0 || r.trace.dropped > 0)
+      std::cout << fmt::format("warning: {} ops without GPU records (first: {}), {} records dropped by CUPTI\n",
+                               r.trace.missing_ops, r.trace.first_missing.empty() ? "-" : r.trace.first_missing,
+                               r.trace.dropped);
   }
+  nlohmann::json j;
+  if (r.traced) {
+    j = profile_json(run, &r.timeline);
+  } else {
+    // No timeline (--no-trace): the summary is the median event-timed step.
+    const double median = median_of(r.iteration_ms);
+    j = {{"schema", kProfileSchema},
+         {"source", "measured"},
+         {"workload", to_json(w)},
+         {"hardware", r.device_name},
+         {"step_time_ns", static_cast<std::int64_t>(std::llround(median * 1e6))},
+         {"total_flops", w.total_flops()},
+         {"achieved_tflops_per_gpu",
+          median > 0 ? static_cast<double>(w.total_flops()) / static_cast<double>(w.cp) / (median * 1e-3) / 1e12 : 0.0},
+         {"ranks", nlohmann::json::array()}};
+  }
+  j["backend"] = "cuda";
+  j["transport"] = a.transport;
+  j["iterations_ms"] = r.iteration_ms;
+  j["warmup"] = opt.warmup;
+  j["device"] = {{"name", r.device_name},
+                 {"sm_count", r.sm_count},
+                 {"driver", r.driver_version},
+                 {"cuda", r.cuda_version},
+                 {"nccl", r.nccl_version},
+                 {"device_bytes", r.device_bytes}};
+  j["nodes"] = {{"nodes", r.nodes}, {"ranks_per_node", r.ranks_per_node}, {"processes", r.ranks}};
+  j["check"] = check_json(c);
+  if (r.traced)
+    j["trace"] = {{"tracer", "cupti"},
+                  {"iteration_ms", r.traced_ms},
+                  {"traced_ranks", opt.transport == rt::Transport::Replay ? nlohmann::json::array({a.replay_rank})
+                                                                           : nlohmann::json("all")},
+                  {"records", r.trace.records},
+                  {"unattributed_records", r.trace.unattributed},
+                  {"untimed_records", r.trace.untimed},
+                  {"dropped_records", r.trace.dropped},
+                  {"ops_without_records", r.trace.missing_ops},
+                  {"clock_offset_ns", r.trace.clock_offset_ns}};
+  if (!overhead.is_null()) j["tracing_overhead"] = std::move(overhead);
+  if (opt.transport == rt::Transport::Replay) j["replay_rank"] = a.replay_rank;
+  write_outputs({{a.json, "json", text_writer(j.dump(2) + "\n")},
+                 {a.trace, "trace", [&](std::ostream& os) { write_chrome_trace(os, r.timeline, &s); }}});
   return c.ran && !c.ok() ? 3 : 0;
 #else
   (void)a;
@@ -321,9 +378,15 @@ int main_impl(int argc, char** argv) {
   app.add_option("--seed", a.seed, "seed of the pseudo-random inputs")->capture_default_str();
   app.add_option("--timeout", a.timeout_s, "seconds a rank waits for a peer before it aborts with the op it waits in")
       ->capture_default_str();
-  app.add_option("--json", a.json, "write the results: cpscope.profile/1 JSON (host: with the last iteration's timeline)")->type_name("FILE");
-  app.add_option("--trace", a.trace, "host backend: write the last iteration as a Chrome trace (Perfetto UI)")
+  app.add_option("--json", a.json,
+                 "write the results: cpscope.profile/1 JSON with the timeline of the last (host) or the CUPTI-traced "
+                 "(cuda) iteration")
       ->type_name("FILE");
+  app.add_option("--trace", a.trace, "write that iteration as a Chrome trace (Perfetto UI), sends -> receives as flows")
+      ->type_name("FILE");
+  app.add_flag("--no-trace", a.no_trace, "cuda: skip the CUPTI-traced iteration (the JSON then has no timeline)");
+  app.add_flag("--tracing-overhead", a.tracing_overhead,
+               "cuda: alternate untraced and CUPTI-traced timed iterations and report the step-time ratio");
   BenchArgs bench_args;
   CLI::App* bench = app.add_subcommand("bench", "microbenchmarks for cp-sim calibrate: transfers, attention blocks, "
                                                 "interference");
@@ -341,13 +404,7 @@ int main_impl(int argc, char** argv) {
   bench->add_option("--repeats", bench_args.options.repeats, "median of this many runs")->capture_default_str();
   bench->add_flag("--quick", bench_args.quick, "a small grid (tests, smoke runs)");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    std::cerr << "cp-profile: error: " << e.what() << "\nRun 'cp-profile --help' for the flags and examples.\n";
-    return 2;
-  }
+  if (const int code = parse_args(app, argc, argv, "cp-profile"); code >= 0) return code;
   if (bench->parsed()) return run_bench(bench_args);
   if (a.warmup < -1) throw InputError("warmup", fmt::format("{} must be >= 0", a.warmup));
   if (a.iters == 0 || a.iters < -1) throw InputError("iters", fmt::format("{} must be >= 1", a.iters));
@@ -360,6 +417,9 @@ int main_impl(int argc, char** argv) {
   validate(w);
   check_output_path(a.json, "json");
   check_output_path(a.trace, "trace");
+  if (a.backend == "host" && (a.no_trace || a.tracing_overhead))
+    throw InputError(a.no_trace ? "no-trace" : "tracing-overhead",
+                     "CUPTI tracing is for --backend cuda (the host backend always records its last iteration)");
   if (a.backend == "host" && a.transport != "loopback")
     throw InputError("transport", "the host backend has its own in-process transport; --transport is for --backend cuda");
   const Schedule s = make_schedule(w);
@@ -373,13 +433,5 @@ int main_impl(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return main_impl(argc, argv);
-  } catch (const cpscope::InputError& e) {
-    std::cerr << "cp-profile: error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "cp-profile: error: " << e.what() << "\n";
-    return 1;
-  }
+  return cpscope::cli::run_tool("cp-profile", [&] { return main_impl(argc, argv); });
 }

@@ -9,12 +9,20 @@
 #                                        present (OUTDIR defaults to $OUT, else ./gpu-check-out):
 #     1. device, driver and library facts (nvidia-smi, where libnccl/libcupti/nvcc are);
 #     2. the gpu-labelled tests (kernels against a CPU reference, the CUDA backend's loopback checks);
-#     3. cp-profile loopback --check for every schedule, forward+backward and backward only;
+#     3. cp-profile loopback --check for every schedule (forward+backward, causal and full) and the
+#        backward-only path of three;
 #     4. cpscope's kernels against PyTorch SDPA (flash, cuDNN) in one process, 4K and 16K tokens,
 #        causal and full, forward and backward, plus SDPA block shapes and copy bandwidth;
-#     5. ring timings: zigzag-ring loopback cp=8 and replay of one rank of cp=8 at 128K tokens.
-#   It writes gpu-check.json (everything, with card and versions) and the raw outputs under OUTDIR,
-#   and must finish in 8 minutes on an H100 (each step has its own time limit).
+#     5. ring timings: zigzag-ring loopback cp=8 and replay of one rank of cp=8 at 128K tokens;
+#     6. CUPTI tracing overhead (--tracing-overhead: alternating untraced/traced iterations, target <= 2%);
+#     7. calibration and validation set: 25 replay configs (ring, zigzag-ring, allgather, ulysses, hybrid;
+#        N in {2,4,8}; 2K-32K tokens per rank; causal and full; fwd and fwd+bwd) plus 3 loopback runs,
+#        each a CUPTI-traced cp-profile --json; then cp-sim calibrate (-o calibrated.json) and
+#        cp-sim validate --leave-one-out on them.
+#   It writes gpu-check.json (everything, with card and versions), gpu-check.log, sdpa_compare.json,
+#   calibration.tar.gz (profiles/*.json, calibrated.json, validation.json/.txt, overhead.json) and the
+#   gtest results under OUTDIR/tests/, and must finish in 8 minutes on an H100 (each step has its own
+#   time limit; step 7 stops starting runs when its budget is spent).
 #   Without gpu-bundle/ the run step builds on the GPU machine first (needs the Debian -dev packages).
 #
 #   bash tools/gpu-check.sh all [OUTDIR]  prepare then run (a machine with both toolkit and GPU).
@@ -31,8 +39,9 @@ prepare() {
   cmake --build "$BUILD" -j "$(nproc)"
   rm -rf "$BUNDLE"
   mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
-  local bins=("$BUILD/tools/cp-profile")
-  for t in "$BUILD"/tests/runtime/kernels/*_test "$BUILD"/tests/runtime/cuda/*_test "$BUILD"/runtime/kernels/kernels_bench; do
+  local bins=("$BUILD/tools/cp-profile" "$BUILD/tools/cp-sim")
+  for t in "$BUILD"/tests/runtime/kernels/*_test "$BUILD"/tests/runtime/cuda/*_test "$BUILD"/tests/runtime/instrument/*_test \
+           "$BUILD"/runtime/kernels/kernels_bench; do
     [ -x "$t" ] && bins+=("$t")
   done
   cp "${bins[@]}" "$BUNDLE/bin/"
@@ -73,6 +82,9 @@ run() {
   local log=$out/gpu-check.log
   exec > >(tee "$log") 2>&1
   local t0=$SECONDS
+  # The whole run must end within 8 minutes: later steps skip what would start after this deadline
+  # (and say so), so a slow first step never loses the rest of the output.
+  local deadline=$((SECONDS + ${GPU_CHECK_BUDGET_S:-450}))
   echo "== 1. machine ($(date -u +%FT%TZ))"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
   command -v nvcc && nvcc --version | tail -1
@@ -92,32 +104,39 @@ run() {
 
   echo "== 2. gpu tests"
   local tests_ok=1
+  mkdir -p "$out/tests"
   for t in "$bin"/*_test; do
     [ -x "$t" ] || continue
     case $t in *mpi_test) continue ;; esac  # needs mpirun and one GPU per rank
-    timeout 150 "$t" --gtest_output="json:$out/$(basename "$t").json" || tests_ok=0
+    [ $SECONDS -ge $deadline ] && { echo "skipped $(basename "$t"): time budget"; continue; }
+    timeout 150 "$t" --gtest_output="json:$out/tests/$(basename "$t").json" || tests_ok=0
   done
 
   echo "== 3. loopback --check of every schedule"
   local checks=() rc
   local common="--transport loopback --seq 4096 --heads 32 --kv-heads 8 --head-dim 128 --warmup 1 --iters 3 --check"
   local i=0
+  # Every schedule forward+backward with both masks, and the backward-only path (its inputs come from
+  # the GPU reference forward) for three of them: 17 runs.
+  local runs=()
   for sched in "ring" "zigzag-ring" "allgather" "allgather --kv-head-groups 2" "ulysses" "hybrid --ulysses 2" \
                "zigzag-ring --dkv input"; do
-    for pass in fwd+bwd bwd; do
-      for mask in causal full; do
-        i=$((i + 1))
-        timeout 60 "$bin/cp-profile" --backend cuda $common --cp 4 --schedule $sched --pass $pass --mask $mask \
-          --json "$out/.check_$i.json" >"$out/.check_$i.txt" 2>&1
-        rc=$?
-        echo "cp-profile --schedule $sched --pass $pass --mask $mask: exit $rc $(grep -E 'check|median' "$out/.check_$i.txt" | tr '\n' ' ')"
-        checks+=("{\"schedule\": \"$sched\", \"pass\": \"$pass\", \"mask\": \"$mask\", \"exit\": $rc, \"result\": $(cat "$out/.check_$i.json" 2>/dev/null || echo null)}")
-      done
-    done
+    runs+=("fwd+bwd causal $sched" "fwd+bwd full $sched")
+  done
+  runs+=("bwd causal ring" "bwd causal hybrid --ulysses 2" "bwd causal zigzag-ring --dkv input")
+  for run_args in "${runs[@]}"; do
+    read -r pass mask sched <<<"$run_args"
+    i=$((i + 1))
+    [ $SECONDS -ge $deadline ] && { echo "skipped --schedule $sched --pass $pass --mask $mask: time budget"; continue; }
+    timeout 60 "$bin/cp-profile" --backend cuda $common --cp 4 --schedule $sched --pass $pass --mask $mask \
+      --json "$out/.check_$i.json" >"$out/.check_$i.txt" 2>&1
+    rc=$?
+    echo "cp-profile --schedule $sched --pass $pass --mask $mask: exit $rc $(grep -E 'check|median' "$out/.check_$i.txt" | tr '\n' ' ')"
+    checks+=("{\"schedule\": \"$sched\", \"pass\": \"$pass\", \"mask\": \"$mask\", \"exit\": $rc, \"result\": $(cat "$out/.check_$i.json" 2>/dev/null || echo null)}")
   done
 
   echo "== 4. kernels vs PyTorch SDPA (same process)"
-  timeout 180 python3 "$ROOT/tools/gpu/sdpa_compare.py" --lib "$BUNDLE/lib/libcpscope_kernels_capi.so" \
+  [ $SECONDS -lt $deadline ] && timeout 180 python3 "$ROOT/tools/gpu/sdpa_compare.py" --lib "$BUNDLE/lib/libcpscope_kernels_capi.so" \
     --out "$out/sdpa_compare.json"
   echo "exit $?"
 
@@ -127,9 +146,63 @@ run() {
               "--transport replay --replay-rank 3 --schedule zigzag-ring --cp 8 --seq 131072" \
               "--transport replay --replay-rank 3 --schedule zigzag-ring --cp 8 --seq 131072 --pass fwd"; do
     i=$((i + 1))
+    [ $SECONDS -ge $deadline ] && { echo "skipped $args: time budget"; continue; }
     timeout 60 "$bin/cp-profile" --backend cuda $args --warmup 2 --iters 5 --json "$out/.time_$i.json" 2>&1 | tail -3
     timings+=("{\"args\": \"$args\", \"result\": $(cat "$out/.time_$i.json" 2>/dev/null || echo null)}")
   done
+
+  echo "== 6. CUPTI tracing overhead (alternating untraced / traced iterations)"
+  local cal=$out/.calibration
+  rm -rf "$cal"
+  mkdir -p "$cal/profiles"
+  timeout 60 "$bin/cp-profile" --backend cuda --transport loopback --schedule zigzag-ring --cp 8 --seq 65536 \
+    --warmup 2 --iters 20 --tracing-overhead --json "$cal/overhead.json" 2>&1 | grep -E "tracing overhead|median|error"
+  timeout 60 "$bin/cp-profile" --backend cuda --transport replay --replay-rank 3 --schedule zigzag-ring --cp 8 \
+    --seq 131072 --warmup 2 --iters 10 --tracing-overhead --json "$cal/overhead_replay.json" 2>&1 |
+    grep -E "tracing overhead|median|error"
+
+  echo "== 7. calibration and validation set (CUPTI-traced profiles)"
+  # Per-rank work grows as N x local^2, so the longest blocks go with the fewest ranks; every run is
+  # small enough for ~1-4 s including CUDA and NCCL start-up. Hybrid needs N >= 4 (ulysses 2).
+  local cal_t0=$SECONDS cal_budget=150 ran=0 skipped=0 failed=0 k=0
+  local shape="--heads 32 --kv-heads 8 --head-dim 128 --warmup 1 --iters 3"
+  local configs=()
+  for sched in ring zigzag-ring allgather ulysses hybrid; do
+    if [ "$sched" = hybrid ]; then
+      configs+=("replay $sched 4 2048 causal fwd+bwd" "replay $sched 4 32768 full fwd")
+    else
+      configs+=("replay $sched 2 2048 causal fwd+bwd" "replay $sched 2 32768 full fwd")
+    fi
+    configs+=("replay $sched 4 4096 full fwd+bwd" "replay $sched 4 16384 causal fwd" "replay $sched 8 8192 causal fwd+bwd")
+  done
+  configs+=("loopback zigzag-ring 4 4096 causal fwd+bwd" "loopback ring 2 8192 full fwd" "loopback ulysses 4 4096 causal fwd+bwd")
+  for c in "${configs[@]}"; do
+    read -r transport sched n local_len mask pass <<<"$c"
+    k=$((k + 1))
+    if [ $((SECONDS - cal_t0)) -ge $cal_budget ] || [ $SECONDS -ge $deadline ]; then skipped=$((skipped + 1)); continue; fi
+    local extra=""
+    [ "$sched" = hybrid ] && extra="--ulysses 2"
+    [ "$transport" = replay ] && extra="$extra --replay-rank $((n - 1))"
+    local name; name=$(printf "%02d-%s-%s-cp%d-%dk-%s-%s" "$k" "$transport" "$sched" "$n" $((local_len / 1024)) "$mask" "$pass")
+    if timeout 40 "$bin/cp-profile" --backend cuda --transport "$transport" --schedule "$sched" $extra --cp "$n" \
+         --seq $((n * local_len)) --mask "$mask" --pass "$pass" $shape --json "$cal/profiles/$name.json" \
+         >"$cal/profiles/$name.txt" 2>&1; then
+      ran=$((ran + 1)); echo "$name: $(grep -E '^median' "$cal/profiles/$name.txt")"
+    else
+      failed=$((failed + 1)); echo "$name: FAILED"; tail -3 "$cal/profiles/$name.txt"
+    fi
+  done
+  echo "profiles: $ran ran, $failed failed, $skipped skipped (budget ${cal_budget} s) in $((SECONDS - cal_t0)) s"
+  local profiles=("$cal"/profiles/*.json)
+  if [ "$ran" -ge 2 ]; then
+    timeout 60 "$bin/cp-sim" calibrate "${profiles[@]}" -o "$cal/calibrated.json" 2>&1 | tail -15
+    echo "calibrate: exit ${PIPESTATUS[0]}"
+    timeout 120 "$bin/cp-sim" validate --leave-one-out --json "$cal/validation.json" "${profiles[@]}" \
+      >"$cal/validation.txt" 2>&1
+    echo "validate: exit $?"
+    tail -40 "$cal/validation.txt"
+  fi
+  tar -C "$cal" -czf "$out/calibration.tar.gz" . && rm -rf "$cal/profiles"
 
   echo "== done in $((SECONDS - t0)) s"
   local IFS=,
@@ -141,19 +214,26 @@ def load(p):
         with open(os.path.join(out, p)) as f: return json.load(f)
     except Exception as e:  # noqa: BLE001
         return {"error": str(e)}
+def brief_overhead(p):
+    j = load(os.path.join(".calibration", p))
+    return j.get("tracing_overhead", j)
+val = load(os.path.join(".calibration", "validation.json"))
 res = {"schema": "cpscope.gpu_check/1", "seconds": int(secs), "tests_passed": tests_ok == "1",
        "checks": json.loads("[" + checks + "]"), "timings": json.loads("[" + timings + "]"),
-       "sdpa_compare": load("sdpa_compare.json")}
+       "sdpa_compare": load("sdpa_compare.json"),
+       "tracing_overhead": {"loopback": brief_overhead("overhead.json"), "replay": brief_overhead("overhead_replay.json")},
+       "validation": {k: val.get(k) for k in ("mean_abs_error", "max_abs_error", "worst")} if "rows" in val else val}
 tmp = os.path.join(out, "gpu-check.json.tmp")
 with open(tmp, "w") as f: json.dump(res, f, indent=2)
 os.replace(tmp, os.path.join(out, "gpu-check.json"))
 EOF
   rm -f "$out"/.check_* "$out"/.time_*
+  rm -rf "$out/.calibration"
 }
 
 case "${1:-}" in
   prepare) prepare ;;
   run) shift; run "$@" ;;
   all) shift; prepare && run "$@" ;;
-  *) sed -n '2,22p' "$0"; exit 2 ;;
+  *) sed -n '2,27p' "$0"; exit 2 ;;
 esac

@@ -9,6 +9,10 @@
 //  - Attention adds dK/dV in fp32. Allgather with dkv=input keeps its gathered dK/dV in the input dtype:
 //    there the block's dK/dV go to an fp32 buffer first and are then added (converted) into the destination.
 //  - In-place row permutations (allgather's zigzag Layout) go through a scratch buffer sized up front.
+//  - Each op's main call (copy for DkvAdd/Layout, attention, exchange, collectives) is an
+//    instrument::OpRange: an NVTX range, and while tracing the op's CUPTI correlation id, so every GPU
+//    record of its launches maps back to the op. The fills, waits and records the executor issues around
+//    ops are not part of any op (the simulator does not time them either).
 #include "runtime/cuda/cuda_backend.h"
 
 #include <cuda_runtime_api.h>
@@ -24,6 +28,7 @@
 #include "runtime/cuda/check.h"
 #include "runtime/cuda/host_convert.h"
 #include "runtime/cuda/transport.h"
+#include "runtime/instrument/op_range.h"
 #include "runtime/kernels/check.h"
 #include "sim/error.h"
 
@@ -215,6 +220,14 @@ std::string CudaBackend::describe(const Op& op) const {
 }
 
 void CudaBackend::note(const Op& op) { last_op_ = describe(op); }
+
+const std::string& CudaBackend::op_label(const Op& op) {
+  CPSCOPE_CHECK(op.id >= 0, describe(op) + ": negative op id");
+  const auto i = static_cast<std::size_t>(op.id);
+  if (i >= op_labels_.size()) op_labels_.resize(i + 1);
+  if (op_labels_[i].empty()) op_labels_[i] = op_name(op);
+  return op_labels_[i];
+}
 
 void CudaBackend::check_stream(std::int32_t stream, const Op& op) const {
   CPSCOPE_CHECK(stream >= 0 && static_cast<std::size_t>(stream) < streams_.size(),
@@ -432,6 +445,7 @@ void CudaBackend::copy(const Op& op, std::int32_t stream, const Region& src, con
   check_stream(stream, op);
   settle(stream);
   note(op);
+  const instrument::OpRange range(op_label(op), cfg_.rank, op.id, tracing_);  // the op's main call
   const std::string where = describe(op);
   const cudaStream_t s = streams_[static_cast<std::size_t>(stream)];
   const DeviceRegion from = region(src), to = region(dst);
@@ -481,6 +495,7 @@ void CudaBackend::attend_fwd(const Op& op, std::int32_t stream, const AttendArgs
   check_stream(stream, op);
   settle(stream);
   note(op);
+  const instrument::OpRange range(op_label(op), cfg_.rank, op.id, tracing_);  // the op's main call
   const std::string where = describe(op);
   const DeviceTensor q = tensor(a.q), kv = tensor(a.kv), o = tensor(a.o), lse = tensor(a.lse);
   CPSCOPE_CHECK(q.dtype == input_ && kv.dtype == input_ && kv.planes >= 2,
@@ -511,6 +526,7 @@ void CudaBackend::attend_bwd(const Op& op, std::int32_t stream, const AttendArgs
   check_stream(stream, op);
   settle(stream);
   note(op);
+  const instrument::OpRange range(op_label(op), cfg_.rank, op.id, tracing_);  // the op's main call
   const std::string where = describe(op);
   const cudaStream_t s = streams_[static_cast<std::size_t>(stream)];
   const DeviceTensor q = tensor(a.q), kv = tensor(a.kv), o = tensor(a.o), lse = tensor(a.lse);
@@ -579,6 +595,7 @@ void CudaBackend::exchange(const Op& op, std::int32_t stream, const ExchangeArgs
   check_stream(stream, op);
   settle(stream);
   note(op);
+  const instrument::OpRange range(op_label(op), cfg_.rank, op.id, tracing_);  // the op's main call
   transport_.exchange(*this, op, stream, x);
   for (const Part& p : x.recvs)
     for (const Region& r : p.regions) touched(r.tensor);
@@ -588,6 +605,7 @@ void CudaBackend::all_gather(const Op& op, std::int32_t stream, const AllGatherA
   check_stream(stream, op);
   settle(stream);
   note(op);
+  const instrument::OpRange range(op_label(op), cfg_.rank, op.id, tracing_);  // the op's main call
   transport_.all_gather(*this, op, stream, x);
   for (const Region& r : x.dst) touched(r.tensor);
 }
@@ -596,6 +614,7 @@ void CudaBackend::reduce_scatter(const Op& op, std::int32_t stream, const Reduce
   check_stream(stream, op);
   settle(stream);
   note(op);
+  const instrument::OpRange range(op_label(op), cfg_.rank, op.id, tracing_);  // the op's main call
   transport_.reduce_scatter(*this, op, stream, x);
   touched(x.dst.tensor);
 }

@@ -91,6 +91,9 @@ class CudaBackend final : public Backend {
   void streams_wait(cudaEvent_t ev);
   // `into` waits for everything issued so far on this rank's streams.
   void join_into(cudaStream_t into);
+  // While on, each op's main call pushes the op's CUPTI external correlation id (a CuptiTracer capture
+  // must be running: runtime/instrument/cupti_tracer.h). NVTX ranges are always on.
+  void set_tracing(bool on) { tracing_ = on; }
   std::int64_t allocated_bytes() const { return allocated_bytes_; }
 
   // --- for transports ---
@@ -128,6 +131,9 @@ class CudaBackend final : public Backend {
   void* device_alloc(std::int64_t bytes, const std::string& what);
   void settle(std::int32_t stream);
   void note(const Op& op);
+  // op_name(op), computed once per op id (the NVTX range's name; formatting it per launch would cost
+  // host time in the issue loop).
+  const std::string& op_label(const Op& op);
   void check_stream(std::int32_t stream, const Op& op) const;
   void fill_region(const DeviceRegion& d, double value, cudaStream_t s, const std::string& where);
 
@@ -152,6 +158,8 @@ class CudaBackend final : public Backend {
   bool delta_valid_ = false;
   std::int32_t delta_stream_ = -1;
   std::string last_op_ = "no op issued yet";
+  bool tracing_ = false;
+  std::vector<std::string> op_labels_;  // by op id; empty string: not yet computed
 };
 
 }  // namespace cpscope::rt

@@ -20,6 +20,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -30,9 +31,14 @@
 #include "runtime/cuda/host_convert.h"
 #include "runtime/cuda/transport.h"
 #include "runtime/executor.h"
+#include "runtime/instrument/cupti_tracer.h"
+#include "runtime/instrument/mpi_sync.h"
+#include "runtime/instrument/nvtx.h"
+#include "runtime/instrument/op_intervals.h"
 #include "runtime/kernels/check.h"
 #include "runtime/kernels/reference_attention.h"
 #include "runtime/layout.h"
+#include "runtime/measured.h"
 #include "runtime/reference.h"
 #include "sim/error.h"
 
@@ -429,31 +435,98 @@ class TimingEvents {
   std::int32_t rank_;
 };
 
-// Warm-up and timed iterations; `issue_all` issues one iteration of every local rank.
+// Which iterations a run traces, and what tracing found.
+struct Iterated {
+  std::vector<double> ms;             // the timed iterations (nccl: slowest rank)
+  std::vector<bool> traced;           // per timed iteration (trace_overhead)
+  double extra_ms = 0;                // the traced iteration after the timed ones (trace)
+  bool captured = false;
+  instrument::TraceCapture capture;   // the last traced iteration, this process's ranks, CUPTI clock
+};
+
+// Warm-up, timed and (with tracing) traced iterations; `issue_all` issues one iteration of every local
+// rank. The tracer is created right before the first traced iteration, so CUPTI is not even attached
+// while the untraced iterations before it run (its first activation is slow and off the clock: the
+// kinds are enabled before the start event is recorded and disabled after the end event).
 template <class IssueAll>
-std::vector<double> iterate(std::vector<LocalRank>& ranks, const Workload& w, const CudaRunOptions& opt,
-                            ProcessGroup* pg, IssueAll issue_all) {
+Iterated iterate(std::vector<LocalRank>& ranks, const Workload& w, const CudaRunOptions& opt, ProcessGroup* pg,
+                 IssueAll issue_all) {
   const std::int32_t err_rank = ranks.front().rank;
   TimingEvents ev(err_rank);
+  std::optional<instrument::CuptiTracer> tracer;
+  Iterated out;
+  const bool extra = opt.trace && !opt.trace_overhead;
+  const std::int32_t total = opt.warmup + opt.iters + (extra ? 1 : 0);
   std::vector<double> ms;
-  for (std::int32_t it = 0; it < opt.warmup + opt.iters; ++it) {
+  for (std::int32_t it = 0; it < total; ++it) {
+    const bool timed = it >= opt.warmup && it < opt.warmup + opt.iters;
+    const bool traced = (extra && it == total - 1) || (opt.trace_overhead && timed && (it - opt.warmup) % 2 == 1);
     for (LocalRank& r : ranks) {
       if (w.pass == PassSet::Bwd) r.backend->reload_inputs();
       r.backend->begin_iteration();
     }
     CPS_CUDA_CALL(err_rank, cudaDeviceSynchronize());
     if (pg != nullptr) pg->barrier();
+    const instrument::NvtxRange range(fmt::format("iteration {}{}{}", it, timed ? "" : " (untimed)",
+                                                  traced ? " (CUPTI traced)" : ""));
+    if (traced) {
+      if (!tracer) tracer.emplace(ranks.size() == 1 ? err_rank : -1);
+      tracer->start();
+      for (LocalRank& r : ranks) r.backend->set_tracing(true);
+    }
     const cudaStream_t s0 = ranks.front().backend->stream(0);
     CPS_CUDA_CALL(err_rank, cudaEventRecord(ev.start, s0));
     for (LocalRank& r : ranks) r.backend->streams_wait(ev.start);
     issue_all();
     for (LocalRank& r : ranks) r.backend->join_into(s0);
     CPS_CUDA_CALL(err_rank, cudaEventRecord(ev.end, s0));
+    if (traced) tracer->end_launches();
     for (LocalRank& r : ranks) r.backend->synchronize();
-    if (it >= opt.warmup) ms.push_back(ev.elapsed_ms());
+    if (traced) {
+      for (LocalRank& r : ranks) r.backend->set_tracing(false);
+      out.capture = tracer->finish();
+      out.captured = true;
+    }
+    if (it >= opt.warmup) {
+      ms.push_back(ev.elapsed_ms());
+      if (timed) out.traced.push_back(traced);
+    }
   }
   if (pg != nullptr) ms = pg->max(ms);
-  return ms;
+  if (extra) {
+    out.extra_ms = ms.back();
+    ms.pop_back();
+  }
+  out.ms = std::move(ms);
+  return out;
+}
+
+// The Timeline of the traced iteration from the op intervals of `traced_ranks` (already on one clock),
+// and the statistics of what was traced.
+void set_trace(const Schedule& schedule, const std::vector<std::int32_t>& traced_ranks,
+               const std::vector<OpInterval>& ops, CudaRunResult& res) {
+  res.traced = true;
+  res.timeline = measured_timeline(schedule, ops);
+  const auto missing = instrument::missing_ops(schedule, traced_ranks, ops);
+  res.trace.missing_ops = static_cast<std::int64_t>(missing.size());
+  if (!missing.empty()) {
+    const Op& op = schedule.ranks[static_cast<std::size_t>(missing.front().rank)].ops[static_cast<std::size_t>(missing.front().op)];
+    res.trace.first_missing = fmt::format("rank {} op {} ({})", missing.front().rank, op.id, op_name(op));
+  }
+}
+
+// Copies the timed iterations and the capture's counters into the result.
+void set_iterations(const Iterated& it, const CudaRunOptions& opt, CudaRunResult& res) {
+  res.iteration_ms = it.ms;
+  if (opt.trace_overhead)
+    for (std::size_t i = 0; i < it.ms.size(); ++i) (it.traced[i] ? res.traced_iteration_ms : res.untraced_ms).push_back(it.ms[i]);
+  res.traced_ms = opt.trace_overhead ? (res.traced_iteration_ms.empty() ? 0.0 : res.traced_iteration_ms.back()) : it.extra_ms;
+  if (it.captured) {
+    res.trace.records = it.capture.records;
+    res.trace.unattributed = it.capture.unattributed;
+    res.trace.untimed = it.capture.untimed;
+    res.trace.dropped = it.capture.dropped;
+  }
 }
 
 void validate_options(const Schedule& schedule, const CudaRunOptions& opt) {
@@ -524,7 +597,7 @@ CudaRunResult run_loopback(const Schedule& schedule, const CudaRunOptions& opt) 
 
   // Each virtual rank issues from its own thread: a receive blocks its issuing thread until the peer
   // has posted the matching send, just as the ranks of a real run block independently.
-  res.iteration_ms = iterate(ranks, w, opt, nullptr, [&] {
+  const Iterated it = iterate(ranks, w, opt, nullptr, [&] {
     std::mutex mu;
     std::exception_ptr first;
     std::vector<std::thread> threads;
@@ -543,9 +616,17 @@ CudaRunResult run_loopback(const Schedule& schedule, const CudaRunOptions& opt) 
     for (std::thread& t : threads) t.join();
     if (first) std::rethrow_exception(first);
   });
+  set_iterations(it, opt, res);
+  if (it.captured) {
+    // One process, one CUPTI clock: the keys carry the virtual ranks, nothing to align.
+    std::vector<std::int32_t> all(static_cast<std::size_t>(n));
+    for (std::int32_t r = 0; r < n; ++r) all[static_cast<std::size_t>(r)] = r;
+    set_trace(schedule, all, it.capture.ops, res);
+  }
 
   res.ranks = 1;
   res.rank = 0;
+  res.ranks_per_node = n;
   if (opt.check) {
     Errors e;
     for (LocalRank& lr : ranks) check_rank(*lr.backend, lr.executor->layout(), ref, e);
@@ -578,7 +659,9 @@ CudaRunResult run_replay(const Schedule& schedule, const CudaRunOptions& opt) {
   lr.executor->allocate();
   load_rank_generated(*lr.backend, lr.executor->layout(), opt.seed);  // only this rank's shard
   res.device_bytes = lr.backend->allocated_bytes() + lr.transport->staging_bytes();
-  res.iteration_ms = iterate(ranks, w, opt, nullptr, [&] { lr.executor->issue(); });
+  const Iterated it = iterate(ranks, w, opt, nullptr, [&] { lr.executor->issue(); });
+  set_iterations(it, opt, res);
+  if (it.captured) set_trace(schedule, {r}, it.capture.ops, res);
   res.rank = 0;
   res.ranks = 1;
   return res;
@@ -593,8 +676,9 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt) {
                                        schedule.ranks.size(), pg->size(), schedule.ranks.size()));
   // Every rank must run the same schedule and the same number of iterations, or the collectives
   // mismatch and hang: compare a hash of what defines them before the first collective.
-  pg->check_same(fnv1a(to_json(w).dump() + fmt::format("|{}|{}|{}|{}", opt.warmup, opt.iters, opt.check, opt.seed)),
-                 "the workload or the run options (warmup, iters, check, seed)");
+  pg->check_same(fnv1a(to_json(w).dump() + fmt::format("|{}|{}|{}|{}|{}|{}", opt.warmup, opt.iters, opt.check, opt.seed,
+                                                       opt.trace, opt.trace_overhead)),
+                 "the workload or the run options (warmup, iters, check, seed, trace)");
   const std::int32_t device = pick_device(opt, pg->local_rank());
   CPS_CUDA_CALL(r, cudaSetDevice(device));
   CudaRunResult res;
@@ -628,9 +712,40 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt) {
   else
     load_rank_generated(*lr.backend, lr.executor->layout(), opt.seed);
   res.device_bytes = lr.backend->allocated_bytes() + lr.transport->staging_bytes();
-  res.iteration_ms = iterate(ranks, w, opt, pg.get(), [&] { lr.executor->issue(); });
+  // Collective (MPI_Comm_dup): every rank traces, or none (the options are the same everywhere).
+  std::optional<instrument::MpiSync> sync;
+  if (opt.trace || opt.trace_overhead) sync.emplace();
+  const Iterated it = iterate(ranks, w, opt, pg.get(), [&] { lr.executor->issue(); });
+  set_iterations(it, opt, res);
   res.rank = r;
   res.ranks = pg->size();
+  {
+    // Node layout: each rank's node-local rank; local rank 0 starts a node.
+    std::vector<double> local(static_cast<std::size_t>(pg->size()), -1.0);
+    local[static_cast<std::size_t>(r)] = pg->local_rank();
+    local = pg->max(local);
+    res.nodes = static_cast<std::int32_t>(std::count(local.begin(), local.end(), 0.0));
+    res.ranks_per_node = static_cast<std::int32_t>(*std::max_element(local.begin(), local.end())) + 1;
+  }
+  if (it.captured) {
+    // Each process stamps with its own CUPTI clock: align them to rank 0's (readings at barriers), then
+    // gather every rank's intervals at rank 0, which builds the Timeline of all ranks.
+    const std::int64_t offset = sync->clock_offset_ns([&] { return instrument::CuptiTracer::now_ns(r); }, 7);
+    std::vector<OpInterval> ops = it.capture.ops;
+    instrument::shift_clock(ops, offset);
+    std::vector<double> offsets(static_cast<std::size_t>(pg->size()), -std::numeric_limits<double>::infinity());
+    offsets[static_cast<std::size_t>(r)] = static_cast<double>(offset);  // exact below 2^53 ns (104 days)
+    offsets = pg->max(offsets);
+    const double worst_dropped = pg->max({static_cast<double>(it.capture.dropped)}).front();
+    std::vector<OpInterval> all = sync->gather_to_root(ops);
+    if (r == 0) {
+      std::vector<std::int32_t> every(static_cast<std::size_t>(pg->size()));
+      for (std::int32_t k = 0; k < pg->size(); ++k) every[static_cast<std::size_t>(k)] = k;
+      set_trace(schedule, every, all, res);
+      for (double o : offsets) res.trace.clock_offset_ns.push_back(static_cast<std::int64_t>(o));
+      res.trace.dropped = static_cast<std::int64_t>(worst_dropped);
+    }
+  }
   if (opt.check) {
     Errors e;
     check_rank(*lr.backend, lr.executor->layout(), ref, e);
@@ -647,6 +762,8 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt) {
 
 CudaRunResult run_on_cuda(const Schedule& schedule, const CudaRunOptions& options) {
   validate_options(schedule, options);
+  // The whole run as one NVTX range carrying its config, so an Nsight Systems report says what it ran.
+  const instrument::NvtxRange run_range("cpscope run " + to_json(schedule.workload).dump());
   switch (options.transport) {
     case Transport::Loopback: return run_loopback(schedule, options);
     case Transport::Replay: return run_replay(schedule, options);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "sim/schedule.h"
+#include "sim/timeline.h"
 
 namespace cpscope::rt {
 
@@ -29,6 +30,24 @@ struct CudaRunOptions {
   std::int32_t device = -1;           // -1: local rank modulo visible devices
   bool check = false;                 // compare with fp32 plain attention on the GPU
   std::uint64_t seed = 1234;          // inputs: the same pseudo-random global tensors on every rank
+  // CUPTI-trace one more iteration after the timed ones (so tracing costs none of them) and return its
+  // measured Timeline. Every op is an NVTX range either way.
+  bool trace = true;
+  // The overhead benchmark: the timed iterations alternate untraced / traced (untraced first); the
+  // Timeline comes from the last traced one and no extra iteration runs. Implies tracing.
+  bool trace_overhead = false;
+};
+
+// What the tracer saw in the traced iteration: this process's records (nccl: rank 0's; dropped: the
+// worst rank's).
+struct TraceStats {
+  std::int64_t records = 0;       // kernel/memcpy/memset records
+  std::int64_t unattributed = 0;  // launched outside any op (the fills that start a pass)
+  std::int64_t untimed = 0;       // without timestamps (ignored)
+  std::int64_t dropped = 0;       // dropped by CUPTI (no buffer)
+  std::int64_t missing_ops = 0;   // ops of the traced ranks without an interval (nothing launched)
+  std::string first_missing;      // e.g. "rank 2 op 17 (fwd/step3/sendrecv)"
+  std::vector<std::int64_t> clock_offset_ns;  // nccl: each rank's clock minus rank 0's, as applied
 };
 
 struct CudaCheck {
@@ -44,6 +63,17 @@ struct CudaRunResult {
   std::int32_t sm_count = 0;
   std::string driver_version, cuda_version, nccl_version;
   std::int64_t device_bytes = 0;     // memory the run allocated on this device
+  std::int32_t nodes = 1, ranks_per_node = 1;  // where the ranks ran (nccl: from MPI's node-local ranks)
+
+  // The traced iteration (options.trace or trace_overhead): one interval per op with GPU timestamps from
+  // CUPTI — nccl: every rank's, at rank 0 only, clocks aligned to rank 0's; loopback: every virtual rank's;
+  // replay: its one rank's (the other ranks have no intervals).
+  bool traced = false;
+  Timeline timeline;
+  double traced_ms = 0;  // the traced iteration's step time (event-timed, like iteration_ms)
+  TraceStats trace;
+  // trace_overhead: iteration_ms split into the untraced and the traced iterations.
+  std::vector<double> untraced_ms, traced_iteration_ms;
 };
 
 // Throws InputError (exit 2 at the tool) for a config the device cannot hold (the message gives the

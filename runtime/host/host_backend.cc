@@ -48,9 +48,12 @@ void HostBackend::allocate(const RankLayout& layout, std::int32_t num_streams, s
   }
   ev_enqueued_.assign(static_cast<std::size_t>(num_events), 0);
   ev_done_.assign(static_cast<std::size_t>(num_events), 0);
+  // Every Stream exists before any worker starts: a worker reads streams_, which must not grow under it.
+  for (std::int32_t i = 0; i < num_streams; ++i) streams_.push_back(std::make_unique<Stream>());
   for (std::int32_t i = 0; i < num_streams; ++i) {
-    streams_.push_back(std::make_unique<Stream>());
-    streams_.back()->thread = std::thread([this, i] { worker(i); });
+    Stream& s = *streams_[static_cast<std::size_t>(i)];
+    std::lock_guard<std::mutex> lock(s.mu);  // publishes the thread handle to the destructor's join
+    s.thread = std::thread([this, i] { worker(i); });
   }
 }
 

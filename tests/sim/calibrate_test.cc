@@ -193,3 +193,23 @@ TEST(Calibrate, BenchRowsRecoverPlantedParameters) {
 
 }  // namespace
 }  // namespace cpscope
+
+namespace cpscope {
+namespace {
+
+// A replay profile measures one rank of the schedule: it is compared with that rank of the simulation.
+TEST(Validate, SingleRankProfileIsComparedWithThatRank) {
+  Workload w;
+  w.seq = 16384;
+  w.cp = 4;
+  NamedProfile p = simulated(w, default_hardware(), "replay.json");
+  Timeline& t = p.profile.timeline;
+  std::erase_if(t.intervals, [](const Interval& iv) { return iv.rank != 2; });
+  const Validation v = validate({p}, default_hardware());
+  ASSERT_EQ(v.rows.size(), 1u);
+  EXPECT_EQ(v.rows[0].measured_ns, v.rows[0].predicted_ns);
+  EXPECT_EQ(v.mean_abs_error, 0.0);
+}
+
+}  // namespace
+}  // namespace cpscope

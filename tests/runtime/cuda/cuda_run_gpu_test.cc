@@ -15,6 +15,7 @@
 #include "runtime/cuda/cuda_run.h"
 #include "sim/error.h"
 #include "sim/schedule.h"
+#include "tests/runtime/gpu_test_util.h"
 
 namespace cpscope::rt {
 namespace {
@@ -22,19 +23,6 @@ namespace {
 // bf16 inputs, fp32 accumulation: the flash kernels round P and dS to bf16 for the tensor cores.
 constexpr double kTolerance = 2e-2;
 
-std::string no_device_reason() {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) return std::string("no CUDA device: ") + cudaGetErrorString(e);
-  if (n == 0) return "no CUDA device is visible";
-  return {};
-}
-
-#define CPS_REQUIRE_GPU()                                         \
-  do {                                                            \
-    const std::string cps_why_ = no_device_reason();              \
-    if (!cps_why_.empty()) GTEST_SKIP() << cps_why_;              \
-  } while (0)
 
 Workload small(ScheduleKind kind, std::int64_t cp, std::int64_t seq, std::int64_t dim, Mask mask, PassSet pass) {
   Workload w;

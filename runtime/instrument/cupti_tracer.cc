@@ -1,0 +1,273 @@
+// CuptiTracer. The record structs are those of the CUPTI headers this library is compiled against
+// (CUDA 13: CUpti_ActivityKernel10, CUpti_ActivityMemcpy6, CUpti_ActivityMemset4,
+// CUpti_ActivityExternalCorrelation); CUPTI delivers the newest layout of its own version, so the
+// constructor refuses a libcupti of another major version than the headers'.
+#include "runtime/instrument/cupti_tracer.h"
+
+#include <cupti.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "runtime/instrument/check.h"
+#include "runtime/instrument/correlation.h"
+#include "runtime/instrument/op_range.h"
+
+namespace cpscope::rt::instrument {
+namespace {
+
+// Records are 8-byte aligned (ACTIVITY_RECORD_ALIGNMENT); 8 MiB holds ~40k kernel records, more than
+// a traced iteration of the largest schedule launches, so a capture normally fills one buffer.
+constexpr std::size_t kBufferBytes = std::size_t{8} << 20;
+constexpr std::size_t kRecordAlign = ACTIVITY_RECORD_ALIGNMENT;
+static_assert(kRecordAlign >= 8 && (kRecordAlign & (kRecordAlign - 1)) == 0, "CUPTI record alignment");
+constexpr CUpti_ExternalCorrelationKind kCorrelationKind = CUPTI_EXTERNAL_CORRELATION_KIND_CUSTOM0;
+
+// Where CUPTI's buffer callbacks deliver records. CUPTI's callback API has no user-data pointer and is
+// registered once per process, so this is necessarily process-wide; CuptiTracer guarantees there is at
+// most one capture at a time, and records arriving outside a capture are dropped.
+struct Sink {
+  std::mutex mu;
+  bool owned = false;      // a CuptiTracer exists
+  bool capturing = false;  // between start() and the end of finish()'s flush
+  std::vector<GpuRecord> records;
+  std::vector<CorrelationRecord> correlations;
+  std::int64_t dropped = 0;
+  std::string first_error;
+};
+
+Sink& sink() {
+  static Sink s;
+  return s;
+}
+
+void note_error_locked(Sink& s, const std::string& message) {
+  if (s.first_error.empty()) s.first_error = message;
+}
+
+void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_records) {
+  *buffer = static_cast<uint8_t*>(::operator new(kBufferBytes, std::align_val_t{kRecordAlign}, std::nothrow));
+  *size = *buffer != nullptr ? kBufferBytes : 0;  // no buffer: CUPTI drops the records and counts them
+  *max_records = 0;                               // as many as fit
+}
+
+void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream_id, uint8_t* buffer, size_t size, size_t valid) {
+  (void)size;
+  std::vector<GpuRecord> records;
+  std::vector<CorrelationRecord> correlations;
+  std::string error;
+  CUpti_Activity* rec = nullptr;
+  while (valid > 0) {
+    const CUptiResult r = cuptiActivityGetNextRecord(buffer, valid, &rec);
+    if (r == CUPTI_ERROR_MAX_LIMIT_REACHED) break;  // end of the valid records
+    if (r != CUPTI_SUCCESS) {
+      error = format_instrument_error("CUPTI", "cuptiActivityGetNextRecord(buffer, valid, &rec)", __FILE__, __LINE__,
+                                      -1, cupti_result_string(r));
+      break;
+    }
+    switch (rec->kind) {
+      case CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL: {
+        const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
+        records.push_back({GpuRecordKind::Kernel, k->correlationId, k->streamId, k->start, k->end});
+        break;
+      }
+      case CUPTI_ACTIVITY_KIND_MEMCPY: {
+        const auto* m = reinterpret_cast<const CUpti_ActivityMemcpy6*>(rec);
+        records.push_back({GpuRecordKind::Memcpy, m->correlationId, m->streamId, m->start, m->end});
+        break;
+      }
+      case CUPTI_ACTIVITY_KIND_MEMSET: {
+        const auto* m = reinterpret_cast<const CUpti_ActivityMemset4*>(rec);
+        records.push_back({GpuRecordKind::Memset, m->correlationId, m->streamId, m->start, m->end});
+        break;
+      }
+      case CUPTI_ACTIVITY_KIND_EXTERNAL_CORRELATION: {
+        const auto* c = reinterpret_cast<const CUpti_ActivityExternalCorrelation*>(rec);
+        if (c->externalKind == kCorrelationKind) correlations.push_back({c->correlationId, c->externalId});
+        break;
+      }
+      default:
+        break;  // RUNTIME / DRIVER records: enabled only because external correlation needs them
+    }
+  }
+  size_t dropped = 0;
+  const CUptiResult dr = cuptiActivityGetNumDroppedRecords(ctx, stream_id, &dropped);
+  if (dr != CUPTI_SUCCESS && error.empty())
+    error = format_instrument_error("CUPTI", "cuptiActivityGetNumDroppedRecords(ctx, stream_id, &dropped)", __FILE__,
+                                    __LINE__, -1, cupti_result_string(dr));
+  ::operator delete(buffer, std::align_val_t{kRecordAlign});
+
+  Sink& s = sink();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (!s.capturing) return;  // a late buffer of an earlier capture, or another tool's activity
+  s.records.insert(s.records.end(), records.begin(), records.end());
+  s.correlations.insert(s.correlations.end(), correlations.begin(), correlations.end());
+  s.dropped += static_cast<std::int64_t>(dropped);
+  if (!error.empty()) note_error_locked(s, error);
+}
+
+constexpr CUpti_ActivityKind kApiKinds[] = {CUPTI_ACTIVITY_KIND_EXTERNAL_CORRELATION, CUPTI_ACTIVITY_KIND_RUNTIME,
+                                            CUPTI_ACTIVITY_KIND_DRIVER};
+constexpr CUpti_ActivityKind kGpuKinds[] = {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY,
+                                            CUPTI_ACTIVITY_KIND_MEMSET};
+
+}  // namespace
+
+void note_trace_error(const std::string& message) {
+  Sink& s = sink();
+  std::lock_guard<std::mutex> lock(s.mu);
+  note_error_locked(s, message);
+}
+
+CuptiTracer::CuptiTracer(std::int32_t rank) : rank_(rank) {
+  uint32_t version = 0;
+  CPS_CUPTI_CALL(rank_, cuptiGetVersion(&version));
+  if (version / 10000 != CUPTI_API_VERSION / 10000 || version < 10000)
+    throw DeviceError(fmt::format("rank {}: the loaded libcupti has API version {}, but cpscope was built against "
+                                  "CUPTI API version {} (its activity record layouts); put the CUDA toolkit's "
+                                  "libcupti (lib64 or extras/CUPTI/lib64) first on LD_LIBRARY_PATH",
+                                  rank_, version, CUPTI_API_VERSION));
+  {
+    Sink& s = sink();
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (s.owned)
+      throw DeviceError(fmt::format("rank {}: a CUPTI tracer is already active in this process (CUPTI delivers "
+                                    "activity buffers to one process-wide callback)", rank_));
+    s.owned = true;
+  }
+  // Registration is process-wide and must precede enabling any kind; registering the same functions
+  // again would be harmless, but once is enough.
+  static std::once_flag registered;
+  try {
+    std::call_once(registered, [&] { CPS_CUPTI_CALL(rank_, cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed)); });
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(sink().mu);
+    sink().owned = false;
+    throw;
+  }
+}
+
+CuptiTracer::~CuptiTracer() {
+  // Best effort: a destructor must not throw. A capture still running (an exception unwound through
+  // the traced iteration) is switched off and its records discarded.
+  if (capturing_) {
+    for (CUpti_ActivityKind k : kApiKinds) cuptiActivityDisable(k);
+    for (CUpti_ActivityKind k : kGpuKinds) cuptiActivityDisable(k);
+    {
+      std::lock_guard<std::mutex> lock(sink().mu);
+      sink().capturing = false;
+    }
+    cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+  }
+  Sink& s = sink();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.records.clear();
+  s.correlations.clear();
+  s.first_error.clear();
+  s.dropped = 0;
+  s.owned = false;
+}
+
+void CuptiTracer::set_kinds(bool enable, bool api, bool gpu) {
+  if (api)
+    for (CUpti_ActivityKind k : kApiKinds) {
+      if (enable)
+        CPS_CUPTI_CALL(rank_, cuptiActivityEnable(k));
+      else
+        CPS_CUPTI_CALL(rank_, cuptiActivityDisable(k));
+    }
+  if (gpu)
+    for (CUpti_ActivityKind k : kGpuKinds) {
+      if (enable)
+        CPS_CUPTI_CALL(rank_, cuptiActivityEnable(k));
+      else
+        CPS_CUPTI_CALL(rank_, cuptiActivityDisable(k));
+    }
+}
+
+void CuptiTracer::start() {
+  if (capturing_) throw DeviceError(fmt::format("rank {}: CuptiTracer::start() while a capture runs", rank_));
+  {
+    Sink& s = sink();
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.records.clear();
+    s.correlations.clear();
+    s.dropped = 0;
+    s.first_error.clear();
+    s.capturing = true;
+  }
+  capturing_ = true;
+  set_kinds(true, true, true);
+  api_on_ = true;
+}
+
+void CuptiTracer::end_launches() {
+  if (!capturing_ || !api_on_) return;
+  set_kinds(false, true, false);
+  api_on_ = false;
+}
+
+TraceCapture CuptiTracer::finish() {
+  if (!capturing_) throw DeviceError(fmt::format("rank {}: CuptiTracer::finish() without start()", rank_));
+  end_launches();
+  set_kinds(false, false, true);
+  // Forced: the caller synchronized the device, so every record is complete; a default flush would keep
+  // a buffer back until it is full.
+  CPS_CUPTI_CALL(rank_, cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED));
+  capturing_ = false;
+  std::vector<GpuRecord> records;
+  std::vector<CorrelationRecord> correlations;
+  TraceCapture c;
+  std::string error;
+  {
+    Sink& s = sink();
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.capturing = false;
+    records.swap(s.records);
+    correlations.swap(s.correlations);
+    c.dropped = s.dropped;
+    error.swap(s.first_error);
+  }
+  if (!error.empty()) throw DeviceError(error);
+  Attribution a = attribute_records(records, correlations);
+  c.ops = std::move(a.ops);
+  c.records = static_cast<std::int64_t>(records.size());
+  c.unattributed = a.unattributed;
+  c.untimed = a.untimed;
+  return c;
+}
+
+std::int64_t CuptiTracer::now_ns(std::int32_t rank) {
+  uint64_t t = 0;
+  CPS_CUPTI_CALL(rank, cuptiGetTimestamp(&t));
+  return static_cast<std::int64_t>(t);
+}
+
+// --- OpRange ---
+
+OpRange::OpRange(const std::string& name, std::int32_t rank, std::int32_t op, bool correlate)
+    : nvtx_(name.c_str(), static_cast<std::uint64_t>(op)), rank_(rank), correlated_(false) {
+  if (!correlate) return;
+  if (!key_packable(rank, op))
+    throw DeviceError(fmt::format("rank {} op {}: does not fit a CUPTI correlation key (rank <= {})", rank, op,
+                                  kMaxKeyRank));
+  CPS_CUPTI_CALL(rank, cuptiActivityPushExternalCorrelationId(kCorrelationKind, pack_key(rank, op)));
+  correlated_ = true;
+}
+
+OpRange::~OpRange() {
+  if (!correlated_) return;
+  uint64_t last = 0;
+  const CUptiResult r = cuptiActivityPopExternalCorrelationId(kCorrelationKind, &last);
+  if (r != CUPTI_SUCCESS)
+    note_trace_error(format_instrument_error("CUPTI", "cuptiActivityPopExternalCorrelationId(kCorrelationKind, &last)",
+                                             __FILE__, __LINE__, rank_, cupti_result_string(r)));
+}
+
+}  // namespace cpscope::rt::instrument

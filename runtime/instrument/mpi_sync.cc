@@ -1,0 +1,105 @@
+#include "runtime/instrument/mpi_sync.h"
+
+#include <limits>
+#include <numeric>
+
+#include <fmt/format.h>
+
+#include "runtime/instrument/check.h"
+#include "runtime/instrument/op_intervals.h"
+
+#if defined(CPSCOPE_HAVE_MPI)
+#include <mpi.h>
+#endif
+
+namespace cpscope::rt::instrument {
+
+#if defined(CPSCOPE_HAVE_MPI)
+
+namespace {
+MPI_Comm& as_comm(void*& p) { return *static_cast<MPI_Comm*>(p); }
+}  // namespace
+
+bool mpi_sync_available() { return true; }
+
+MpiSync::MpiSync() {
+  int inited = 0;
+  CPS_INSTR_MPI_CALL(-1, MPI_Initialized(&inited));
+  if (!inited) throw DeviceError("MpiSync: MPI is not initialized (the nccl transport initializes it)");
+  comm_ = new MPI_Comm(MPI_COMM_NULL);
+  try {
+    CPS_INSTR_MPI_CALL(-1, MPI_Comm_dup(MPI_COMM_WORLD, &as_comm(comm_)));
+    CPS_INSTR_MPI_CALL(-1, MPI_Comm_set_errhandler(as_comm(comm_), MPI_ERRORS_RETURN));
+    CPS_INSTR_MPI_CALL(-1, MPI_Comm_rank(as_comm(comm_), &rank_));
+    CPS_INSTR_MPI_CALL(rank_, MPI_Comm_size(as_comm(comm_), &size_));
+  } catch (...) {
+    if (as_comm(comm_) != MPI_COMM_NULL) MPI_Comm_free(&as_comm(comm_));
+    delete static_cast<MPI_Comm*>(comm_);
+    throw;
+  }
+}
+
+MpiSync::~MpiSync() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && as_comm(comm_) != MPI_COMM_NULL) MPI_Comm_free(&as_comm(comm_));
+  delete static_cast<MPI_Comm*>(comm_);
+}
+
+std::int64_t MpiSync::clock_offset_ns(const std::function<std::int64_t()>& now, std::int32_t rounds) {
+  std::vector<std::int64_t> mine(static_cast<std::size_t>(rounds)), root(static_cast<std::size_t>(rounds));
+  for (std::int32_t i = 0; i < rounds; ++i) {
+    // Every rank reads its clock as it leaves the barrier: the readings differ by the true offset plus
+    // the barrier's exit skew (microseconds), which the median over rounds keeps from one bad round.
+    CPS_INSTR_MPI_CALL(rank_, MPI_Barrier(as_comm(comm_)));
+    mine[static_cast<std::size_t>(i)] = now();
+  }
+  root = mine;
+  CPS_INSTR_MPI_CALL(rank_, MPI_Bcast(root.data(), rounds, MPI_INT64_T, 0, as_comm(comm_)));
+  return clock_offset(mine, root);
+}
+
+std::vector<OpInterval> MpiSync::gather_to_root(const std::vector<OpInterval>& mine) {
+  const std::vector<std::int64_t> flat = flatten(mine);
+  // MPI counts are int: a rank's intervals would need ~500M ops to overflow, far beyond any schedule.
+  if (flat.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+    throw DeviceError(fmt::format("rank {}: {} interval values exceed an MPI count", rank_, flat.size()));
+  const int n = static_cast<int>(flat.size());
+  std::vector<int> counts(rank_ == 0 ? static_cast<std::size_t>(size_) : 0);
+  CPS_INSTR_MPI_CALL(rank_, MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, as_comm(comm_)));
+  std::vector<int> displs;
+  std::vector<std::int64_t> all;
+  if (rank_ == 0) {
+    displs.resize(counts.size());
+    std::int64_t total = 0;
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      displs[i] = static_cast<int>(total);
+      total += counts[i];
+      if (total > std::numeric_limits<int>::max())
+        throw DeviceError(fmt::format("rank 0: {} gathered interval values exceed an MPI displacement", total));
+    }
+    all.resize(static_cast<std::size_t>(total));
+  }
+  CPS_INSTR_MPI_CALL(rank_, MPI_Gatherv(flat.data(), n, MPI_INT64_T, all.data(), counts.data(), displs.data(),
+                                        MPI_INT64_T, 0, as_comm(comm_)));
+  return rank_ == 0 ? unflatten(all) : std::vector<OpInterval>{};
+}
+
+#else  // no MPI
+
+namespace {
+[[noreturn]] void no_mpi() {
+  throw DeviceError("this build has no MPI (install an MPI, e.g. libopenmpi-dev, and reconfigure): the nccl "
+                    "transport's clock alignment and interval gather need it");
+}
+}  // namespace
+
+bool mpi_sync_available() { return false; }
+MpiSync::MpiSync() { no_mpi(); }
+MpiSync::~MpiSync() = default;
+std::int64_t MpiSync::clock_offset_ns(const std::function<std::int64_t()>&, std::int32_t) { no_mpi(); }
+std::vector<OpInterval> MpiSync::gather_to_root(const std::vector<OpInterval>&) { no_mpi(); }
+
+#endif
+
+}  // namespace cpscope::rt::instrument

@@ -1,0 +1,41 @@
+// The cross-rank steps of a traced nccl run, over MPI: clock offsets measured at barriers, and the
+// gather of every rank's op intervals at rank 0 (MPI_Gatherv of the flattened int64 arrays).
+// It uses its own duplicate of MPI_COMM_WORLD with MPI_ERRORS_RETURN (the nccl transport's
+// ProcessGroup duplicates the same world, so ranks agree; it has no gather of its own). MPI must be
+// initialized (make_mpi_group() does it). In a build without MPI every call throws DeviceError.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "runtime/measured.h"
+
+namespace cpscope::rt::instrument {
+
+class MpiSync {
+ public:
+  // Collective over MPI_COMM_WORLD.
+  MpiSync();
+  ~MpiSync();
+  MpiSync(const MpiSync&) = delete;
+  MpiSync& operator=(const MpiSync&) = delete;
+
+  std::int32_t rank() const { return rank_; }
+  std::int32_t size() const { return size_; }
+
+  // This rank's clock minus rank 0's (clock_offset of `rounds` barrier-aligned readings of `now`).
+  // Collective; `rounds` must be the same on every rank.
+  std::int64_t clock_offset_ns(const std::function<std::int64_t()>& now, std::int32_t rounds);
+  // Every rank's intervals at rank 0 (concatenated in rank order); an empty vector on the other ranks.
+  // Collective.
+  std::vector<OpInterval> gather_to_root(const std::vector<OpInterval>& mine);
+
+ private:
+  std::int32_t rank_ = 0, size_ = 1;
+  void* comm_ = nullptr;  // MPI_Comm (kept opaque so this header needs no mpi.h)
+};
+
+bool mpi_sync_available();  // false in a build without MPI
+
+}  // namespace cpscope::rt::instrument

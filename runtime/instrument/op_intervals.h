@@ -1,0 +1,65 @@
+// From GPU activity records to per-op intervals, and the host-side steps around it: attributing records
+// to ops through their external correlation ids, shifting a rank's clock onto rank 0's, and flattening
+// intervals into one int64 array for the gather to rank 0. Plain C++ (no CUPTI types), so every step is
+// unit-tested on a machine without a GPU; cupti_tracer.cc fills these structs from CUPTI's records.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/measured.h"
+#include "sim/schedule.h"
+
+namespace cpscope::rt::instrument {
+
+enum class GpuRecordKind : std::uint8_t { Kernel, Memcpy, Memset };
+
+// One kernel, memcpy or memset execution (CUPTI CONCURRENT_KERNEL / MEMCPY / MEMSET record).
+struct GpuRecord {
+  GpuRecordKind kind = GpuRecordKind::Kernel;
+  std::uint32_t correlation = 0;  // CUPTI correlation id of the API call that launched it
+  std::uint32_t stream = 0;       // CUPTI stream id
+  std::uint64_t start_ns = 0, end_ns = 0;  // CUPTI clock; both 0 when CUPTI could not time it
+};
+
+// CUPTI EXTERNAL_CORRELATION record of kind CUSTOM0: the id cpscope pushed when `correlation` was issued.
+struct CorrelationRecord {
+  std::uint32_t correlation = 0;
+  std::uint64_t key = 0;
+};
+
+struct Attribution {
+  std::vector<OpInterval> ops;    // one per (rank, op) with records, sorted by (rank, op)
+  std::int64_t attributed = 0;    // records that landed in an op
+  std::int64_t unattributed = 0;  // records launched outside any op (pass-start fills, other libraries)
+  std::int64_t untimed = 0;       // records CUPTI could not time (start = end = 0): ignored
+};
+
+// An op's interval is [min start, max end] over every record its main call launched, on any stream (an
+// NCCL exchange launches kernels; a backward attention a preprocess, the kernel and a conversion).
+Attribution attribute_records(const std::vector<GpuRecord>& records, const std::vector<CorrelationRecord>& correlations);
+
+// Moves intervals from a rank's clock onto the reference clock: t - offset_ns, where offset_ns is the
+// rank's clock minus the reference's (clock_offset below).
+void shift_clock(std::vector<OpInterval>& ops, std::int64_t offset_ns);
+
+// The offset of this rank's clock from the reference rank's, from readings taken right after a series
+// of barriers (mine[i] and reference[i] after barrier i): the median of the differences, so one barrier
+// that let ranks out far apart does not skew it. Error: about the barrier's exit skew.
+std::int64_t clock_offset(const std::vector<std::int64_t>& mine, const std::vector<std::int64_t>& reference);
+
+// [rank, op, start_ns, end_ns] per interval, for MPI_Gatherv; unflatten throws InternalError on an
+// array whose length is not a multiple of kFlatFields.
+inline constexpr std::size_t kFlatFields = 4;
+std::vector<std::int64_t> flatten(const std::vector<OpInterval>& ops);
+std::vector<OpInterval> unflatten(const std::vector<std::int64_t>& flat);
+
+// The (rank, op) pairs of `ranks` that the schedule runs but `ops` has no interval for (an op whose
+// main call launched nothing on the GPU, or records CUPTI dropped).
+struct MissingOp {
+  std::int32_t rank = 0, op = 0;
+};
+std::vector<MissingOp> missing_ops(const Schedule& schedule, const std::vector<std::int32_t>& ranks,
+                                   const std::vector<OpInterval>& ops);
+
+}  // namespace cpscope::rt::instrument

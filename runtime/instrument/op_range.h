@@ -1,0 +1,29 @@
+// The instrumentation of one op's main backend call (attention, copy, exchange, collective; not the
+// fills, waits and records the executor issues around it): an NVTX range named op_name(op) with the op
+// id as payload, and, while a CUPTI capture runs, the op's external correlation id (correlation.h)
+// pushed for the launches in between. Constructed and destroyed on the issuing host thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "runtime/instrument/nvtx.h"
+
+namespace cpscope::rt::instrument {
+
+class OpRange {
+ public:
+  // Throws DeviceError when the push fails or (rank, op) does not fit a key.
+  OpRange(const std::string& name, std::int32_t rank, std::int32_t op, bool correlate);
+  // Pops; a failed pop is reported through note_trace_error (the capture's finish() throws it).
+  ~OpRange();
+  OpRange(const OpRange&) = delete;
+  OpRange& operator=(const OpRange&) = delete;
+
+ private:
+  NvtxRange nvtx_;
+  std::int32_t rank_;
+  bool correlated_;
+};
+
+}  // namespace cpscope::rt::instrument
