@@ -141,7 +141,10 @@ ncclDataType_t nccl_type(kernels::DType dt) {
 class NcclTransport final : public CudaTransport {
  public:
   NcclTransport(const Schedule& schedule, ProcessGroup& pg)
-      : schedule_(schedule), pg_(pg), rank_(pg.rank()), needs_(staging_needs(schedule, pg.rank(), false)) {
+      : schedule_(schedule),
+        pg_(pg),
+        rank_(pg.rank()),
+        staging_(pg.rank(), staging_needs(schedule, pg.rank(), false), /*zeroed=*/false) {
     // (group, stream) pairs of every rank's collectives: the same list, in the same order, on every rank,
     // because ncclCommSplit is collective over the parent communicator.
     for (const RankProgram& prog : schedule.ranks)
@@ -160,21 +163,15 @@ class NcclTransport final : public CudaTransport {
     };
     for (auto& [key, c] : group_comms_) close(c);
     for (ncclComm_t c : comms_) close(c);
-    for (void* p : buffers_) cudaFree(p);
   }
 
-  std::int64_t staging_bytes() const override {
-    std::int64_t n = 0;
-    for (const StagingNeed& s : needs_) n += s.send + s.recv;
-    return n;
-  }
+  std::int64_t staging_bytes() const override { return staging_.bytes(); }
 
   void allocate(CudaBackend& b) override {
-    CPSCOPE_CHECK(static_cast<std::size_t>(b.num_streams()) == needs_.size(), "nccl: stream count");
+    CPSCOPE_CHECK(static_cast<std::size_t>(b.num_streams()) == staging_.streams(), "nccl: stream count");
     const auto n = static_cast<int>(schedule_.ranks.size());
-    for (std::size_t i = 0; i < needs_.size(); ++i) {
-      send_.emplace_back(alloc(needs_[i].send), needs_[i].send);
-      recv_.emplace_back(alloc(needs_[i].recv), needs_[i].recv);
+    staging_.allocate();
+    for (std::size_t i = 0; i < staging_.streams(); ++i) {
       ncclUniqueId id{};
       if (rank_ == 0) CPS_NCCL_CALL(rank_, ncclGetUniqueId(&id));
       pg_.broadcast(&id, sizeof id, 0);
@@ -197,8 +194,8 @@ class NcclTransport final : public CudaTransport {
   void exchange(CudaBackend& b, const Op& op, std::int32_t stream, const ExchangeArgs& x) override {
     const std::string what = b.describe(op);
     const cudaStream_t s = b.stream(stream);
-    Staging& so = send_.at(static_cast<std::size_t>(stream));
-    Staging& si = recv_.at(static_cast<std::size_t>(stream));
+    Staging& so = staging_.send(stream);
+    Staging& si = staging_.recv(stream);
     so.reset();
     si.reset();
     ncclComm_t comm = x.group < 0 ? comms_.at(static_cast<std::size_t>(stream)) : group_comm(x.group, stream, what);
@@ -246,8 +243,8 @@ class NcclTransport final : public CudaTransport {
   void all_gather(CudaBackend& b, const Op& op, std::int32_t stream, const AllGatherArgs& x) override {
     const std::string what = b.describe(op);
     const cudaStream_t s = b.stream(stream);
-    Staging& so = send_.at(static_cast<std::size_t>(stream));
-    Staging& si = recv_.at(static_cast<std::size_t>(stream));
+    Staging& so = staging_.send(stream);
+    Staging& si = staging_.recv(stream);
     so.reset();
     si.reset();
     ncclComm_t comm = group_comm(x.group, stream, what);
@@ -268,8 +265,8 @@ class NcclTransport final : public CudaTransport {
   void reduce_scatter(CudaBackend& b, const Op& op, std::int32_t stream, const ReduceScatterArgs& x) override {
     const std::string what = b.describe(op);
     const cudaStream_t s = b.stream(stream);
-    Staging& so = send_.at(static_cast<std::size_t>(stream));
-    Staging& si = recv_.at(static_cast<std::size_t>(stream));
+    Staging& so = staging_.send(stream);
+    Staging& si = staging_.recv(stream);
     so.reset();
     si.reset();
     ncclComm_t comm = group_comm(x.group, stream, what);
@@ -313,14 +310,6 @@ class NcclTransport final : public CudaTransport {
   }
 
  private:
-  void* alloc(std::int64_t bytes) {
-    if (bytes <= 0) return nullptr;
-    void* p = nullptr;
-    CPS_CUDA_CALL(rank_, cudaMalloc(&p, static_cast<std::size_t>(bytes)));
-    buffers_.push_back(p);
-    return p;
-  }
-
   ncclComm_t group_comm(std::int32_t group, std::int32_t stream, const std::string& what) const {
     const auto it = group_comms_.find({group, stream});
     CPSCOPE_CHECK(it != group_comms_.end() && it->second != nullptr,
@@ -342,12 +331,10 @@ class NcclTransport final : public CudaTransport {
   const Schedule& schedule_;
   ProcessGroup& pg_;
   std::int32_t rank_;
-  std::vector<StagingNeed> needs_;
+  StagingBuffers staging_;  // before the communicators: destroyed after them
   std::set<std::pair<std::int32_t, std::int32_t>> splits_;
-  std::vector<Staging> send_, recv_;
   std::vector<ncclComm_t> comms_;
   std::map<std::pair<std::int32_t, std::int32_t>, ncclComm_t> group_comms_;
-  std::vector<void*> buffers_;
 };
 
 }  // namespace

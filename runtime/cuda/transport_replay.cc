@@ -29,26 +29,20 @@ namespace {
 class ReplayTransport final : public CudaTransport {
  public:
   ReplayTransport(const Schedule& schedule, std::int32_t rank)
-      : rank_(rank), needs_(staging_needs(schedule, rank, true)) {}
+      : rank_(rank), staging_(rank, staging_needs(schedule, rank, true), /*zeroed=*/true) {}
 
   ~ReplayTransport() override {
     // Destroy normally; abort when unwinding from an error (destroy could wait on a broken operation).
     for (ncclComm_t c : comms_)
       if (c != nullptr) (std::uncaught_exceptions() > 0 ? ncclCommAbort(c) : ncclCommDestroy(c));
-    for (void* p : buffers_) cudaFree(p);
   }
 
-  std::int64_t staging_bytes() const override {
-    std::int64_t n = 0;
-    for (const StagingNeed& s : needs_) n += s.send + s.recv;
-    return n;
-  }
+  std::int64_t staging_bytes() const override { return staging_.bytes(); }
 
   void allocate(CudaBackend& b) override {
-    CPSCOPE_CHECK(static_cast<std::size_t>(b.num_streams()) == needs_.size(), "replay: stream count");
-    for (const StagingNeed& need : needs_) {
-      send_.emplace_back(alloc(need.send), need.send);
-      recv_.emplace_back(alloc(need.recv), need.recv);
+    CPSCOPE_CHECK(static_cast<std::size_t>(b.num_streams()) == staging_.streams(), "replay: stream count");
+    staging_.allocate();
+    for (std::size_t i = 0; i < staging_.streams(); ++i) {
       // One communicator per stream: operations on one communicator must not run concurrently.
       ncclUniqueId id;
       CPS_NCCL_CALL(rank_, ncclGetUniqueId(&id));
@@ -61,8 +55,8 @@ class ReplayTransport final : public CudaTransport {
   void exchange(CudaBackend& b, const Op& op, std::int32_t stream, const ExchangeArgs& x) override {
     const std::string what = b.describe(op);
     const cudaStream_t s = b.stream(stream);
-    Staging& so = send_.at(static_cast<std::size_t>(stream));
-    Staging& si = recv_.at(static_cast<std::size_t>(stream));
+    Staging& so = staging_.send(stream);
+    Staging& si = staging_.recv(stream);
     so.reset();
     si.reset();
     // Bytes on the wire: what goes to (comes from) other ranks.
@@ -107,8 +101,8 @@ class ReplayTransport final : public CudaTransport {
   void all_gather(CudaBackend& b, const Op& op, std::int32_t stream, const AllGatherArgs& x) override {
     const std::string what = b.describe(op);
     const cudaStream_t s = b.stream(stream);
-    Staging& so = send_.at(static_cast<std::size_t>(stream));
-    Staging& si = recv_.at(static_cast<std::size_t>(stream));
+    Staging& so = staging_.send(stream);
+    Staging& si = staging_.recv(stream);
     so.reset();
     si.reset();
     const auto n = static_cast<std::int64_t>(x.members.size());
@@ -124,8 +118,8 @@ class ReplayTransport final : public CudaTransport {
   void reduce_scatter(CudaBackend& b, const Op& op, std::int32_t stream, const ReduceScatterArgs& x) override {
     const std::string what = b.describe(op);
     const cudaStream_t s = b.stream(stream);
-    Staging& so = send_.at(static_cast<std::size_t>(stream));
-    Staging& si = recv_.at(static_cast<std::size_t>(stream));
+    Staging& so = staging_.send(stream);
+    Staging& si = staging_.recv(stream);
     so.reset();
     si.reset();
     const auto n = static_cast<std::int64_t>(x.members.size());
@@ -139,17 +133,6 @@ class ReplayTransport final : public CudaTransport {
   }
 
  private:
-  void* alloc(std::int64_t bytes) {
-    if (bytes <= 0) return nullptr;
-    void* p = nullptr;
-    CPS_CUDA_CALL(rank_, cudaMalloc(&p, static_cast<std::size_t>(bytes)));
-    buffers_.push_back(p);
-    // Zeroed so a replayed receive never brings NaNs into the tensors (the data is not meaningful, but
-    // attention on NaN/Inf must not change what is timed).
-    CPS_CUDA_CALL(rank_, cudaMemset(p, 0, static_cast<std::size_t>(bytes)));
-    return p;
-  }
-
   // IR bytes of a message: SendRecv carries its own; all-to-all parts are bytes_per_peer each.
   static std::int64_t part_bytes(const Op& op, bool send) {
     if (op.kind == OpKind::SendRecv) return send ? op.send.bytes : op.recv.bytes;
@@ -166,10 +149,10 @@ class ReplayTransport final : public CudaTransport {
   }
 
   std::int32_t rank_;
-  std::vector<StagingNeed> needs_;
-  std::vector<Staging> send_, recv_;
+  // Zeroed so a replayed receive never brings NaNs into the tensors (the data is not meaningful, but
+  // attention on NaN/Inf must not change what is timed). Declared before comms_: destroyed after them.
+  StagingBuffers staging_;
   std::vector<ncclComm_t> comms_;
-  std::vector<void*> buffers_;
 };
 
 }  // namespace

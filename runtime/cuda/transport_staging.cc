@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "runtime/cuda/check.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/host_convert.h"
 #include "sim/error.h"
@@ -137,6 +138,33 @@ void* incoming(const CudaBackend& b, const std::vector<Region>& rs, kernels::DTy
   }
   *staged = true;
   return st.take(region_elements(b, rs) * element_bytes(dt), what);
+}
+
+StagingBuffers::~StagingBuffers() {
+  for (void* p : buffers_) cudaFree(p);
+}
+
+std::int64_t StagingBuffers::bytes() const {
+  std::int64_t n = 0;
+  for (const StagingNeed& s : needs_) n += s.send + s.recv;
+  return n;
+}
+
+void StagingBuffers::allocate() {
+  CPSCOPE_CHECK(send_.empty(), "staging buffers allocated twice");
+  for (const StagingNeed& need : needs_) {
+    send_.emplace_back(alloc(need.send), need.send);
+    recv_.emplace_back(alloc(need.recv), need.recv);
+  }
+}
+
+void* StagingBuffers::alloc(std::int64_t bytes) {
+  if (bytes <= 0) return nullptr;
+  void* p = nullptr;
+  CPS_CUDA_CALL(rank_, cudaMalloc(&p, static_cast<std::size_t>(bytes)));
+  buffers_.push_back(p);
+  if (zeroed_) CPS_CUDA_CALL(rank_, cudaMemset(p, 0, static_cast<std::size_t>(bytes)));
+  return p;
 }
 
 }  // namespace cpscope::rt

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/backend.h"
@@ -44,6 +45,32 @@ class Staging {
  private:
   char* base_ = nullptr;
   std::int64_t bytes_ = 0, used_ = 0;
+};
+
+// The per-stream send and receive staging buffers of an NCCL-based transport, sized by staging_needs()
+// and freed with it. `zeroed`: filled with zeros once (replay receives its own bytes; zeros keep NaN out
+// of the attention it times).
+class StagingBuffers {
+ public:
+  StagingBuffers(std::int32_t rank, std::vector<StagingNeed> needs, bool zeroed)
+      : rank_(rank), needs_(std::move(needs)), zeroed_(zeroed) {}
+  ~StagingBuffers();
+  StagingBuffers(const StagingBuffers&) = delete;
+  StagingBuffers& operator=(const StagingBuffers&) = delete;
+
+  std::size_t streams() const { return needs_.size(); }
+  std::int64_t bytes() const;  // what allocate() takes
+  void allocate();
+  Staging& send(std::int32_t stream) { return send_.at(static_cast<std::size_t>(stream)); }
+  Staging& recv(std::int32_t stream) { return recv_.at(static_cast<std::size_t>(stream)); }
+
+ private:
+  void* alloc(std::int64_t bytes);
+  std::int32_t rank_;
+  std::vector<StagingNeed> needs_;
+  bool zeroed_;
+  std::vector<Staging> send_, recv_;
+  std::vector<void*> buffers_;
 };
 
 // Elements of the regions (of `b`'s tensors).
