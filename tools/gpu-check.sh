@@ -46,13 +46,13 @@ prepare() {
   done
   cp "${bins[@]}" "$BUNDLE/bin/"
   [ -f "$BUILD/tools/libcpscope_kernels_capi.so" ] && cp "$BUILD/tools/libcpscope_kernels_capi.so" "$BUNDLE/lib/"
-  # Shared libraries the binaries need, except glibc/libstdc++ (the GPU machine has newer ones) and the
-  # CUDA/NCCL/CUPTI/driver libraries (the GPU machine's own must be used).
+  # Shared libraries the binaries need, except glibc's own (libc, libm, libutil, ...) and libstdc++ (the
+  # GPU machine has newer ones) and the CUDA/NCCL/CUPTI/driver libraries (its own must be used).
   for b in "$BUNDLE"/bin/* "$BUNDLE"/lib/*.so; do
     ldd "$b" | awk '/=> \// {print $3}'
-  done | sort -u | grep -Ev '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libgcc_s|libstdc\+\+)\.so|lib(cuda|cudart|nccl|cupti|nvidia-ml|nvToolsExt|nvtx)[^/]*\.so' |
+  done | sort -u | grep -Ev '/(libc|libm|libdl|librt|libpthread|libutil|libresolv|libnsl|ld-linux[^/]*|libgcc_s|libstdc\+\+)\.so|lib(cuda|cudart|nccl|cupti|nvidia-ml|nvToolsExt|nvtx)[^/]*\.so' |
     while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
-  du -sh "$BUNDLE"
+  du -sh "$BUNDLE"  # the device tool carries at most 64 MiB with the tree (34 MiB at the time of writing)
   set +e
 }
 
