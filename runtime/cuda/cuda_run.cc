@@ -89,9 +89,11 @@ std::int32_t device_count() {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess)
-    throw DeviceError(fmt::format("no usable CUDA device: cudaGetDeviceCount failed: {} ({})", cudaGetErrorName(e),
-                                  cudaGetErrorString(e)));
-  if (n == 0) throw DeviceError("no CUDA device is visible (CUDA_VISIBLE_DEVICES?)");
+    throw DeviceError(fmt::format("no usable CUDA device: cudaGetDeviceCount failed: {} ({}); on a machine without "
+                                  "a GPU, --backend host runs the same schedules on the CPU",
+                                  cudaGetErrorName(e), cudaGetErrorString(e)));
+  if (n == 0)
+    throw DeviceError("no CUDA device is visible (CUDA_VISIBLE_DEVICES?); --backend host runs on the CPU");
   return n;
 }
 
