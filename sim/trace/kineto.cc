@@ -1,4 +1,4 @@
-// Kineto reader: nlohmann's SAX parser over a counting streambuf, and a small state machine that keeps
+// Kineto reader: a streaming SAX parser (sim/trace/json_scan.h) and a small state machine that keeps
 // only the fields of GPU events. The parser keeps its nesting state in a vector (no recursion), so
 // hostile nesting cannot overflow the stack.
 #include "sim/trace/kineto.h"
@@ -6,38 +6,16 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <streambuf>
 #include <unordered_map>
 #include <vector>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "sim/error.h"
+#include "sim/trace/json_scan.h"
 
 namespace cpscope::trace {
 namespace {
-
-// A streambuf over a ByteSource that knows how many bytes it has handed out (error positions).
-class CountingBuf final : public std::streambuf {
- public:
-  explicit CountingBuf(ByteSource& src) : src_(src), buf_(1 << 18) {}
-  std::uint64_t position() const { return before_ + static_cast<std::uint64_t>(gptr() - eback()); }
-
- protected:
-  int_type underflow() override {
-    if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
-    before_ += static_cast<std::uint64_t>(egptr() - eback());
-    const std::size_t n = src_.read(buf_.data(), buf_.size());
-    setg(buf_.data(), buf_.data(), buf_.data() + n);
-    return n == 0 ? traits_type::eof() : traits_type::to_int_type(*gptr());
-  }
-
- private:
-  ByteSource& src_;
-  std::vector<char> buf_;
-  std::uint64_t before_ = 0;
-};
 
 // |ts| and dur above 9e15 us (285 years) would overflow int64 nanoseconds.
 constexpr std::int64_t kMaxMicros = 9'000'000'000'000'000;
@@ -74,8 +52,7 @@ struct Event {
 
 class Handler {
  public:
-  using json = nlohmann::json;
-  Handler(CountingBuf& buf, const std::string& where, bool compressed, std::int64_t file_order, const Classifier& cls,
+  Handler(const JsonReader& buf, const std::string& where, bool compressed, std::int64_t file_order, const Classifier& cls,
           std::uint64_t size_hint)
       : buf_(buf), where_(where), compressed_(compressed), file_order_(file_order), cls_(cls) {
     // Reserve generously: pages never touched are never resident, and a trace that fits avoids the
@@ -83,16 +60,15 @@ class Handler {
     trace_.timeline.intervals.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(size_hint / 250, 1u << 28)));
   }
 
-  // --- nlohmann SAX interface ---
+  // --- SAX interface (sim/trace/json_scan.h) ---
   bool null() { return scalar_other(); }
   bool boolean(bool) { return scalar_other(); }
-  bool number_integer(json::number_integer_t v) { return number(static_cast<double>(v), v, true, nullptr); }
-  bool number_unsigned(json::number_unsigned_t v) {
-    const bool fits = v <= static_cast<json::number_unsigned_t>(std::numeric_limits<std::int64_t>::max());
+  bool number_integer(std::int64_t v) { return number(static_cast<double>(v), v, true, nullptr); }
+  bool number_unsigned(std::uint64_t v) {
+    const bool fits = v <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
     return number(static_cast<double>(v), fits ? static_cast<std::int64_t>(v) : 0, fits, nullptr);
   }
-  bool number_float(json::number_float_t v, const std::string& text) { return number(v, 0, false, &text); }
-  bool binary(json::binary_t&) { return scalar_other(); }
+  bool number_float(double v, const std::string& text) { return number(v, 0, false, &text); }
   bool string(std::string& s) {
     const Ctx c = stack_.empty() ? Ctx::Skip : stack_.back();
     if (c == Ctx::Event) {
@@ -144,13 +120,7 @@ class Handler {
     key_.swap(k);
     return true;
   }
-  bool parse_error(std::size_t position, const std::string& last_token, const nlohmann::detail::exception& ex) {
-    // ex.what() reads "[json.exception.parse_error.101] parse error at line 1, column 9: syntax error ...";
-    // keep the part after "parse error" so the message names our file and byte instead.
-    std::string what = ex.what();
-    const auto colon = what.find(": ");
-    if (colon != std::string::npos) what = what.substr(colon + 2);
-    if (last_token.size() <= 40) what += fmt::format(" (last token '{}')", last_token);
+  [[noreturn]] void syntax_error(std::uint64_t position, const std::string& what) const {
     throw InputError("", fmt::format("{}: malformed JSON at byte {}{}: {}", where_, position,
                                      compressed_ ? " of the decompressed data" : "", what));
   }
@@ -294,7 +264,7 @@ class Handler {
   }
   std::uint32_t empty_name() { return trace_.timeline.intern(""); }
 
-  CountingBuf& buf_;
+  const JsonReader& buf_;
   std::string where_;
   bool compressed_;
   std::int64_t file_order_;
@@ -348,12 +318,11 @@ bool micros_text_to_nanos(const std::string& text, Nanos& out) {
 }
 
 Trace read_kineto(ByteSource& in, const std::string& where, std::int64_t file_order, const Classifier& cls) {
-  CountingBuf buf(in);
-  std::istream is(&buf);
-  Handler handler(buf, where, in.compressed(), file_order, cls, in.size_hint());
-  // strict: trailing bytes after the document are an error (a concatenation of two traces, a partial
+  JsonReader reader(in);
+  Handler handler(reader, where, in.compressed(), file_order, cls, in.size_hint());
+  // Strict: trailing bytes after the document are an error (a concatenation of two traces, a partial
   // overwrite), not silently ignored.
-  nlohmann::json::sax_parse(is, &handler, nlohmann::json::input_format_t::json, true);
+  reader.parse(handler);
   return handler.finish();
 }
 
