@@ -210,7 +210,8 @@ void collect_bench(const NamedBench& nb, Samples& s) {
     if (!row.is_object()) throw InputError(where, "is not an object");
     const std::string kind = bench_string(row, "kind", where, {"attention", "transfer", "interference"});
     if (kind == "transfer") {
-      const std::string link = bench_string(row, "link", where, {"nvlink", "network"});
+      const std::string link = bench_string(row, "link", where, {"nvlink", "network", "self"});
+      if (link == "self") continue;  // one GPU sending to itself: the transport's cost, not a link's
       s.links.push_back({static_cast<double>(bench_int(row, "ns", where)), static_cast<double>(bench_int(row, "bytes", where)),
                          link == "network"});
       continue;

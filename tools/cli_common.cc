@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iostream>
 #include <new>
+#include <stdexcept>
 #include <ostream>
 
 #include <fmt/format.h>
@@ -135,8 +136,11 @@ int run_tool(const std::string& tool, const std::function<int()>& body) {
   } catch (const std::bad_alloc&) {
     std::cerr << tool << ": error: out of memory (the input or the requested size is too large for this machine)\n";
     return 2;
-  } catch (const std::exception& e) {
+  } catch (const std::logic_error& e) {  // InternalError: a broken invariant, a bug in cpscope
     std::cerr << tool << ": internal error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {  // a run that failed: a device, transport or I/O error
+    std::cerr << tool << ": error: " << e.what() << "\n";
     return 1;
   }
 }

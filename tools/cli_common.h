@@ -60,7 +60,8 @@ std::function<void(std::ostream&)> text_writer(std::string text);
 // --help/--version, 2 after a usage error (printed with the subcommand's --help hint).
 int parse_args(CLI::App& app, int argc, char** argv, const std::string& tool);
 // A tool's main around `body`: InputError prints "<tool>: error: ..." and exits 2 (bad input, also an
-// input too large for memory), any other exception "<tool>: internal error: ..." and exits 1.
+// input too large for memory); a runtime failure (device, transport, I/O) "<tool>: error: ..." and an
+// InternalError "<tool>: internal error: ..." both exit 1.
 int run_tool(const std::string& tool, const std::function<int()>& body);
 
 }  // namespace cpscope::cli

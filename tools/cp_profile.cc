@@ -25,6 +25,7 @@
 #include "sim/schedule.h"
 #include "tools/cli_common.h"
 #if defined(CPSCOPE_HAVE_CUDA_RUNTIME)
+#include "runtime/cuda/cuda_bench.h"
 #include "runtime/cuda/cuda_run.h"
 #endif
 
@@ -307,29 +308,13 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
 }
 
 struct BenchArgs {
-  std::string backend = "host", json;
-  rt::BenchOptions options;
-  bool quick = false;
+  std::string backend = "host", transport = "loopback", json;
+  rt::BenchOptions options;  // host defaults; the cuda bench takes --blocks/--head-dim/--max-bytes when given
+  bool quick = false, blocks_given = false, max_bytes_given = false, head_dim_given = false;
 };
 
-int run_bench(const BenchArgs& a) {
-  if (a.backend != "host")
-    throw InputError("backend", "cp-profile bench runs on the host backend so far; on a GPU use tools/gpu-check.sh "
-                                "(kernels against PyTorch SDPA, transfer timings) until the CUDA bench lands");
-  check_output_path(a.json, "json");
-  rt::BenchOptions o = a.options;
-  if (a.quick) {
-    o.block_tokens = {64, 128};
-    o.max_bytes = 4ll << 20;
-    o.repeats = 3;
-  }
-  if (o.repeats < 1) throw InputError("repeats", fmt::format("{} must be >= 1", o.repeats));
-  if (o.head_dim < 1 || o.head_dim > 512) throw InputError("head-dim", fmt::format("{} is outside 1..512", o.head_dim));
-  if (o.min_bytes < 8 || o.max_bytes < o.min_bytes || o.max_bytes > (4ll << 30))
-    throw InputError("max-bytes", fmt::format("{} must be within {}..4 GiB", o.max_bytes, o.min_bytes));
-  for (std::int64_t t : o.block_tokens)
-    if (t < 1 || t > 8192) throw InputError("blocks", fmt::format("{} is outside 1..8192 tokens (host backend)", t));
-  const nlohmann::json j = rt::run_host_bench(o);
+// One line per bench row: what calibration will fit.
+void print_bench(const nlohmann::json& j) {
   for (const auto& r : j["rows"]) {
     if (r["kind"] == "transfer")
       std::cout << fmt::format("transfer     {:>12}  {:>12}\n", format_bytes(r["bytes"].get<std::int64_t>()),
@@ -346,6 +331,42 @@ int run_bench(const BenchArgs& a) {
                                format_nanos(r["with_comm_ns"].get<std::int64_t>()),
                                r["with_comm_ns"].get<double>() / r["alone_ns"].get<double>());
   }
+}
+
+int run_bench(const BenchArgs& a) {
+  check_output_path(a.json, "json");
+  if (a.backend == "cuda") {
+#if defined(CPSCOPE_HAVE_CUDA_RUNTIME)
+    rt::CudaBenchOptions o;
+    if (a.transport == "replay") o.transport = rt::Transport::Replay;
+    if (a.blocks_given) o.block_tokens = a.options.block_tokens;
+    if (a.quick) o.block_tokens = {1024, 4096};
+    if (a.head_dim_given) o.head_dim = a.options.head_dim;
+    o.repeats = a.options.repeats;
+    if (a.max_bytes_given) o.max_bytes = a.options.max_bytes;
+    if (o.repeats < 1) throw InputError("repeats", fmt::format("{} must be >= 1", o.repeats));
+    const nlohmann::json j = rt::run_cuda_bench(o);
+    print_bench(j);
+    write_outputs({{a.json, "json", text_writer(j.dump(2) + "\n")}});
+    return 0;
+#else
+    throw InputError("backend", "this cp-profile was built without the CUDA toolkit; use --backend host");
+#endif
+  }
+  rt::BenchOptions o = a.options;
+  if (a.quick) {
+    o.block_tokens = {64, 128};
+    o.max_bytes = 4ll << 20;
+    o.repeats = 3;
+  }
+  if (o.repeats < 1) throw InputError("repeats", fmt::format("{} must be >= 1", o.repeats));
+  if (o.head_dim < 1 || o.head_dim > 512) throw InputError("head-dim", fmt::format("{} is outside 1..512", o.head_dim));
+  if (o.min_bytes < 8 || o.max_bytes < o.min_bytes || o.max_bytes > (4ll << 30))
+    throw InputError("max-bytes", fmt::format("{} must be within {}..4 GiB", o.max_bytes, o.min_bytes));
+  for (std::int64_t t : o.block_tokens)
+    if (t < 1 || t > 8192) throw InputError("blocks", fmt::format("{} is outside 1..8192 tokens (host backend)", t));
+  const nlohmann::json j = rt::run_host_bench(o);
+  print_bench(j);
   write_outputs({{a.json, "json", text_writer(j.dump(2) + "\n")}});
   return 0;
 }
@@ -391,21 +412,36 @@ int main_impl(int argc, char** argv) {
   CLI::App* bench = app.add_subcommand("bench", "microbenchmarks for cp-sim calibrate: transfers, attention blocks, "
                                                 "interference");
   bench->footer(R"(Writes a cpscope.bench/1 JSON that cp-sim calibrate takes next to measured profiles:
-  cp-profile bench --backend host --json bench.json && cp-sim calibrate bench.json run*.json -o fitted.json)");
-  bench->add_option("--backend", bench_args.backend, "host (the GPU bench is tools/gpu-check.sh for now)")
+  cp-profile bench --backend host --json bench.json && cp-sim calibrate bench.json run*.json -o fitted.json
+  cp-profile bench --backend cuda --transport replay --json gpu-bench.json
+On one GPU the transfer rows are the transport sending to itself (link "self"): calibration keeps
+the link parameters of its base profile and fits them from multi-GPU cp-profile runs instead.)");
+  bench->add_option("--backend", bench_args.backend, "host or cuda")
+      ->check(CLI::IsMember({"host", "cuda"}))
+      ->capture_default_str();
+  bench->add_option("--transport", bench_args.transport, "cuda: loopback (device copies) or replay (NCCL to itself)")
+      ->check(CLI::IsMember({"loopback", "replay"}))
       ->capture_default_str();
   bench->add_option("--json", bench_args.json, "write the results (cpscope.bench/1)")->type_name("FILE");
-  bench->add_option("--blocks", bench_args.options.block_tokens, "q and kv block lengths of the attention grid")
-      ->delimiter(',')
-      ->capture_default_str();
-  bench->add_option("--head-dim", bench_args.options.head_dim, "head dimension")->capture_default_str();
-  bench->add_option("--max-bytes", bench_args.options.max_bytes, "largest transfer (from 1 KiB, x4 steps)")
-      ->capture_default_str();
+  CLI::Option* blocks_opt =
+      bench->add_option("--blocks", bench_args.options.block_tokens,
+                        "q and kv block lengths of the attention grid (default host 64..512, cuda 1K..16K)")
+          ->delimiter(',');
+  CLI::Option* head_dim_opt =
+      bench->add_option("--head-dim", bench_args.options.head_dim, "head dimension (default host 32, cuda 128)");
+  CLI::Option* max_bytes_opt =
+      bench->add_option("--max-bytes", bench_args.options.max_bytes, "largest transfer (from 1 KiB, x4 steps)")
+          ->capture_default_str();
   bench->add_option("--repeats", bench_args.options.repeats, "median of this many runs")->capture_default_str();
   bench->add_flag("--quick", bench_args.quick, "a small grid (tests, smoke runs)");
 
   if (const int code = parse_args(app, argc, argv, "cp-profile"); code >= 0) return code;
-  if (bench->parsed()) return run_bench(bench_args);
+  if (bench->parsed()) {
+    bench_args.blocks_given = blocks_opt->count() > 0;
+    bench_args.head_dim_given = head_dim_opt->count() > 0;
+    bench_args.max_bytes_given = max_bytes_opt->count() > 0;
+    return run_bench(bench_args);
+  }
   if (a.warmup < -1) throw InputError("warmup", fmt::format("{} must be >= 0", a.warmup));
   if (a.iters == 0 || a.iters < -1) throw InputError("iters", fmt::format("{} must be >= 1", a.iters));
   if (a.timeout_s < 1) throw InputError("timeout", fmt::format("{} must be >= 1 second", a.timeout_s));

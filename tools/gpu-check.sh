@@ -17,8 +17,8 @@
 #     6. CUPTI tracing overhead (--tracing-overhead: alternating untraced/traced iterations, target <= 2%);
 #     7. calibration and validation set: 25 replay configs (ring, zigzag-ring, allgather, ulysses, hybrid;
 #        N in {2,4,8}; 2K-32K tokens per rank; causal and full; fwd and fwd+bwd) plus 3 loopback runs,
-#        each a CUPTI-traced cp-profile --json; then cp-sim calibrate (-o calibrated.json) and
-#        cp-sim validate --leave-one-out on them.
+#        each a CUPTI-traced cp-profile --json, and cp-profile bench --backend cuda (kernel grid);
+#        then cp-sim calibrate (-o calibrated.json) and cp-sim validate --leave-one-out on them.
 #   It writes gpu-check.json (everything, with card and versions), gpu-check.log, sdpa_compare.json,
 #   calibration.tar.gz (profiles/*.json, calibrated.json, validation.json/.txt, overhead.json) and the
 #   gtest results under OUTDIR/tests/, and must finish in 8 minutes on an H100 (each step has its own
@@ -194,8 +194,17 @@ run() {
   done
   echo "profiles: $ran ran, $failed failed, $skipped skipped (budget ${cal_budget} s) in $((SECONDS - cal_t0)) s"
   local profiles=("$cal"/profiles/*.json)
+  # Isolated kernel timings over block shapes (and the transport's self-transfers, which calibration
+  # leaves out of the link fit): cpscope.bench/1 rows that calibrate takes next to the profiles.
+  local bench=()
+  if [ $SECONDS -lt $deadline ] && timeout 60 "$bin/cp-profile" bench --backend cuda --transport replay \
+       --blocks 2048,4096,8192,16384 --repeats 5 --json "$cal/bench.json" >"$cal/bench.txt" 2>&1; then
+    bench=("$cal/bench.json")
+  else
+    echo "bench: skipped or failed"; tail -3 "$cal/bench.txt" 2>/dev/null
+  fi
   if [ "$ran" -ge 2 ]; then
-    timeout 60 "$bin/cp-sim" calibrate "${profiles[@]}" -o "$cal/calibrated.json" 2>&1 | tail -15
+    timeout 60 "$bin/cp-sim" calibrate "${profiles[@]}" "${bench[@]}" -o "$cal/calibrated.json" 2>&1 | tail -15
     echo "calibrate: exit ${PIPESTATUS[0]}"
     timeout 120 "$bin/cp-sim" validate --leave-one-out --json "$cal/validation.json" "${profiles[@]}" \
       >"$cal/validation.txt" 2>&1

@@ -172,6 +172,8 @@ TEST(Calibrate, BenchRowsRecoverPlantedParameters) {
   for (std::int64_t bytes = 1 << 20; bytes <= (256 << 20); bytes *= 4)
     rows.push_back({{"kind", "transfer"}, {"link", "nvlink"}, {"bytes", bytes},
                     {"ns", std::llround(15000 + static_cast<double>(bytes) / 310.0)}});
+  // One GPU sending to itself says nothing about a link: calibration must leave it out.
+  rows.push_back({{"kind", "transfer"}, {"link", "self"}, {"bytes", 1 << 30}, {"ns", 1000}});
   const NamedBench bench{"bench.json", {{"schema", "cpscope.bench/1"}, {"backend", "synthetic"}, {"rows", rows}}};
   const Calibration cal = calibrate({}, default_hardware(), "", {bench});
   expect_near_rel(static_cast<double>(cal.hardware.launch_latency_ns), 9000, 0.01, "launch latency");

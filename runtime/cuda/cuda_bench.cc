@@ -1,0 +1,256 @@
+#include "runtime/cuda/cuda_bench.h"
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "runtime/cuda/check.h"
+#include "runtime/kernels/attention.h"
+#include "runtime/kernels/host_dtype.h"
+#include "sim/error.h"
+#include "sim/schedule.h"
+
+namespace cpscope::rt {
+namespace {
+
+namespace k = kernels;
+constexpr std::int32_t kRank = 0;  // errors name rank 0: the bench is one process on one GPU
+
+// Device memory freed on scope exit (the bench allocates a handful of large buffers).
+class DeviceMem {
+ public:
+  explicit DeviceMem(std::int64_t bytes) {
+    CPS_CUDA_CALL(kRank, cudaMalloc(&p_, static_cast<std::size_t>(std::max<std::int64_t>(bytes, 256))));
+  }
+  ~DeviceMem() { cudaFree(p_); }
+  DeviceMem(const DeviceMem&) = delete;
+  DeviceMem& operator=(const DeviceMem&) = delete;
+  template <class T = void>
+  T* get() const {
+    return static_cast<T*>(p_);
+  }
+
+ private:
+  void* p_ = nullptr;
+};
+
+class Events {
+ public:
+  Events() {
+    CPS_CUDA_CALL(kRank, cudaEventCreate(&a_));
+    CPS_CUDA_CALL(kRank, cudaEventCreate(&b_));
+  }
+  ~Events() {
+    cudaEventDestroy(a_);
+    cudaEventDestroy(b_);
+  }
+  // Median time of `f` enqueued on `s` over `repeats` runs (after two warm-ups), in ns.
+  template <class F>
+  std::int64_t median_ns(cudaStream_t s, int repeats, F f, const std::function<void()>& before = {}) {
+    std::vector<float> ms;
+    for (int i = 0; i < repeats + 2; ++i) {
+      if (before) before();
+      CPS_CUDA_CALL(kRank, cudaEventRecord(a_, s));
+      f();
+      CPS_CUDA_CALL(kRank, cudaEventRecord(b_, s));
+      CPS_CUDA_CALL(kRank, cudaDeviceSynchronize());
+      float t = 0;
+      CPS_CUDA_CALL(kRank, cudaEventElapsedTime(&t, a_, b_));
+      if (i >= 2) ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    return std::llround(static_cast<double>(ms[ms.size() / 2]) * 1e6);
+  }
+
+ private:
+  cudaEvent_t a_ = nullptr, b_ = nullptr;
+};
+
+// Pseudo-random bf16 in [-1, 1) (a small LCG: the values only need to be ordinary numbers).
+void fill_bf16(void* dst, std::int64_t n) {
+  std::vector<std::uint16_t> h(static_cast<std::size_t>(n));
+  std::uint64_t x = 88172645463325252ull;
+  for (auto& v : h) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    v = k::host::f32_to_bf16(static_cast<float>(static_cast<double>(x >> 11) * 0x1.0p-52 - 1.0));
+  }
+  CPS_CUDA_CALL(kRank, cudaMemcpy(dst, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
+}
+
+Flops block_flops(const CudaBenchOptions& o, std::int64_t q, std::int64_t kv, bool causal, bool bwd) {
+  AttnBlock a;
+  a.q_len = q;
+  a.kv_len = kv;
+  a.mask = causal ? AttnMask::Causal : AttnMask::Full;
+  const Flops f = 4 * o.heads * o.head_dim * block_pairs(a);
+  return bwd ? f * 5 / 2 : f;
+}
+
+}  // namespace
+
+nlohmann::json run_cuda_bench(const CudaBenchOptions& o) {
+  if (o.transport == Transport::Nccl)
+    throw InputError("transport", "the bench runs on one GPU: loopback or replay (measure a cluster's links with "
+                                  "cp-profile --transport nccl runs and calibrate on their profiles)");
+  if (o.head_dim != 64 && o.head_dim != 128)
+    throw InputError("head-dim", fmt::format("{}: the kernels take 64 or 128", o.head_dim));
+  if (o.heads % o.kv_heads != 0) throw InputError("kv-heads", "must divide heads");
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0)
+    throw DeviceError("no usable CUDA device; cp-profile bench --backend host runs on the CPU");
+  CPS_CUDA_CALL(kRank, cudaSetDevice(std::max(0, o.device)));
+  cudaDeviceProp prop{};
+  CPS_CUDA_CALL(kRank, cudaGetDeviceProperties(&prop, std::max(0, o.device)));
+
+  const std::int64_t T = *std::max_element(o.block_tokens.begin(), o.block_tokens.end());
+  const std::int64_t H = o.heads, Hk = o.kv_heads, D = o.head_dim;
+  DeviceMem q(T * H * D * 2), kk(T * Hk * D * 2), v(T * Hk * D * 2), dout(T * H * D * 2);
+  DeviceMem out(T * H * D * 4), lse(H * T * 4), delta(H * T * 4), dq(T * H * D * 4), dk(T * Hk * D * 4),
+      dv(T * Hk * D * 4);
+  fill_bf16(q.get(), T * H * D);
+  fill_bf16(kk.get(), T * Hk * D);
+  fill_bf16(v.get(), T * Hk * D);
+  fill_bf16(dout.get(), T * H * D);
+  cudaStream_t s = nullptr, noise = nullptr;
+  CPS_CUDA_CALL(kRank, cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  CPS_CUDA_CALL(kRank, cudaStreamCreateWithFlags(&noise, cudaStreamNonBlocking));
+  Events ev;
+
+  auto block = [&](std::int64_t ql, std::int64_t kl, bool causal) {
+    k::AttnBlockArgs b{};
+    b.q_len = ql;
+    b.kv_len = kl;
+    b.head_count = static_cast<int>(H);
+    b.gqa_ratio = static_cast<int>(H / Hk);
+    b.causal = causal;
+    b.scale = 1.0f / std::sqrt(static_cast<float>(D));
+    return b;
+  };
+  auto fwd = [&](std::int64_t ql, std::int64_t kl, bool causal) {
+    k::AttnFwdArgs a{};
+    a.dtype = k::DType::BF16;
+    a.head_dim = static_cast<int>(D);
+    a.batch = 1;
+    a.q = q.get();
+    a.q_tokens = ql;
+    a.q_heads = static_cast<int>(H);
+    a.k = kk.get();
+    a.v = v.get();
+    a.kv_tokens = kl;
+    a.kv_heads = static_cast<int>(Hk);
+    a.o = out.get<float>();
+    a.lse = lse.get<float>();
+    a.merge = false;
+    a.blk = block(ql, kl, causal);
+    k::attn_fwd(a, s);
+  };
+  auto bwd = [&](std::int64_t ql, std::int64_t kl, bool causal) {
+    k::attn_bwd_preprocess(k::DType::FP32, k::DType::BF16, out.get(), dout.get(), delta.get<float>(), 1, ql,
+                           static_cast<int>(H), static_cast<int>(D), s);
+    k::AttnBwdArgs a{};
+    a.dtype = k::DType::BF16;
+    a.head_dim = static_cast<int>(D);
+    a.batch = 1;
+    a.q = q.get();
+    a.q_tokens = ql;
+    a.q_heads = static_cast<int>(H);
+    a.k = kk.get();
+    a.v = v.get();
+    a.kv_tokens = kl;
+    a.kv_heads = static_cast<int>(Hk);
+    a.dout = dout.get();
+    a.lse = lse.get<float>();
+    a.delta = delta.get<float>();
+    a.dq = dq.get<float>();
+    a.dk = dk.get<float>();
+    a.dv = dv.get<float>();
+    a.blk = block(ql, kl, causal);
+    k::attn_bwd(a, s);
+  };
+
+  nlohmann::json rows = nlohmann::json::array();
+  auto attention_row = [&](std::int64_t ql, std::int64_t kl, bool causal, bool backward) {
+    return nlohmann::json{{"kind", "attention"},  {"pass", backward ? "bwd" : "fwd"}, {"mask", causal ? "causal" : "full"},
+                          {"head_dim", D},        {"q_tokens", ql},                   {"kv_tokens", kl},
+                          {"batch", 1},           {"heads", H},
+                          {"flops", block_flops(o, ql, kl, causal, backward)}};
+  };
+  for (const bool backward : {false, true})
+    for (std::int64_t ql : o.block_tokens)
+      for (std::int64_t kl : o.block_tokens)
+        for (const bool causal : {false, true}) {
+          if (causal && ql != kl) continue;  // causal blocks of a ring step are its diagonal: square
+          if (backward) fwd(ql, kl, causal);  // the backward reads this block's forward O and LSE
+          nlohmann::json row = attention_row(ql, kl, causal, backward);
+          row["ns"] = ev.median_ns(s, o.repeats, [&] { backward ? bwd(ql, kl, causal) : fwd(ql, kl, causal); });
+          rows.push_back(std::move(row));
+        }
+
+  // Transfers on the transport, and a comm load for the interference rows.
+  DeviceMem src(o.max_bytes), dst(o.max_bytes);
+  ncclComm_t comm = nullptr;
+  if (o.transport == Transport::Replay) {
+    ncclUniqueId id;
+    CPS_NCCL_CALL(kRank, ncclGetUniqueId(&id));
+    CPS_NCCL_CALL(kRank, ncclCommInitRank(&comm, 1, id, 0));
+  }
+  auto send = [&](std::int64_t bytes, cudaStream_t on) {
+    if (comm == nullptr) {
+      CPS_CUDA_CALL(kRank, cudaMemcpyAsync(dst.get(), src.get(), static_cast<std::size_t>(bytes),
+                                           cudaMemcpyDeviceToDevice, on));
+      return;
+    }
+    CPS_NCCL_CALL(kRank, ncclGroupStart());
+    CPS_NCCL_CALL(kRank, ncclSend(src.get(), static_cast<std::size_t>(bytes), ncclUint8, 0, comm, on));
+    CPS_NCCL_CALL(kRank, ncclRecv(dst.get(), static_cast<std::size_t>(bytes), ncclUint8, 0, comm, on));
+    CPS_NCCL_CALL(kRank, ncclGroupEnd());
+  };
+  try {
+    for (std::int64_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 4)
+      rows.push_back({{"kind", "transfer"}, {"link", "self"}, {"bytes", bytes},
+                      {"ns", ev.median_ns(s, o.repeats, [&] { send(bytes, s); })}});
+    const std::int64_t big = T;
+    for (const bool backward : {false, true}) {
+      if (backward) fwd(big, big, false);
+      auto run = [&] { backward ? bwd(big, big, false) : fwd(big, big, false); };
+      const std::int64_t alone = ev.median_ns(s, o.repeats, run);
+      // Enough back-to-back messages on the other stream to outlast the kernel several times.
+      const std::int64_t message = o.max_bytes;
+      const auto per_message_ns = std::max<std::int64_t>(1, rows.back()["ns"].get<std::int64_t>());
+      const std::int64_t count = std::clamp<std::int64_t>(4 * alone / per_message_ns + 1, 2, 2000);
+      const std::int64_t with = ev.median_ns(s, o.repeats, run, [&] {
+        for (std::int64_t i = 0; i < count; ++i) send(message, noise);
+      });
+      nlohmann::json row = attention_row(big, big, false, backward);
+      row["kind"] = "interference";
+      row["alone_ns"] = alone;
+      row["with_comm_ns"] = with;
+      rows.push_back(std::move(row));
+    }
+  } catch (...) {
+    if (comm != nullptr) ncclCommAbort(comm);
+    cudaStreamDestroy(s);
+    cudaStreamDestroy(noise);
+    throw;
+  }
+  if (comm != nullptr) CPS_NCCL_CALL(kRank, ncclCommDestroy(comm));
+  CPS_CUDA_CALL(kRank, cudaStreamDestroy(s));
+  CPS_CUDA_CALL(kRank, cudaStreamDestroy(noise));
+  int nccl_version = 0;
+  ncclGetVersion(&nccl_version);
+  return {{"schema", "cpscope.bench/1"},
+          {"backend", "cuda"},
+          {"transport", o.transport == Transport::Replay ? "replay" : "loopback"},
+          {"device", {{"name", prop.name}, {"sm_count", prop.multiProcessorCount}, {"nccl", nccl_version}}},
+          {"options",
+           {{"block_tokens", o.block_tokens}, {"head_dim", D}, {"heads", H}, {"kv_heads", Hk}, {"repeats", o.repeats}}},
+          {"rows", std::move(rows)}};
+}
+
+}  // namespace cpscope::rt
