@@ -67,15 +67,6 @@ class AttentionCase {
     if (b.bwd) run_fwd();  // the backward needs a forward's O and LSE
   }
   void run() { b_.bwd ? run_bwd() : run_fwd(); }
-  Flops flops() const {
-    AttnBlock a;
-    a.q_len = b_.q;
-    a.kv_len = b_.kv;
-    a.mask = b_.causal ? AttnMask::Causal : AttnMask::Full;
-    const Flops f = 4 * o_.batch * o_.heads * o_.head_dim * block_pairs(a);
-    return b_.bwd ? f * 5 / 2 : f;
-  }
-
  private:
   host::TensorView view(std::vector<double>& v, std::int64_t rows, std::int64_t heads, std::int64_t dim) {
     return {v.data(), rows, static_cast<std::int32_t>(heads), static_cast<std::int32_t>(dim)};
@@ -99,10 +90,8 @@ class AttentionCase {
   std::vector<double> q_, k_, v_, do_, o_buf_, lse_, dq_, dk_, dv_;
 };
 
-nlohmann::json attention_row(const BenchOptions& o, const Block& b, Flops flops) {
-  return {{"kind", "attention"}, {"pass", b.bwd ? "bwd" : "fwd"}, {"mask", b.causal ? "causal" : "full"},
-          {"head_dim", o.head_dim}, {"q_tokens", b.q}, {"kv_tokens", b.kv}, {"batch", o.batch},
-          {"heads", o.heads}, {"flops", flops}};
+nlohmann::json attention_row(const BenchOptions& o, const Block& b) {
+  return bench_attention_row(b.bwd, b.causal, o.head_dim, b.q, b.kv, o.batch, o.heads);
 }
 
 // One message of `bytes` from rank 0 to rank 1 through the host transport: send, then receive.
@@ -117,6 +106,18 @@ std::int64_t transfer_ns(HostWorld& world, std::int64_t bytes) {
 
 }  // namespace
 
+nlohmann::json bench_attention_row(bool backward, bool causal, std::int64_t head_dim, std::int64_t q_tokens,
+                                   std::int64_t kv_tokens, std::int64_t batch, std::int64_t heads) {
+  AttnBlock a;
+  a.q_len = q_tokens;
+  a.kv_len = kv_tokens;
+  a.mask = causal ? AttnMask::Causal : AttnMask::Full;
+  const Flops fwd = 4 * batch * heads * head_dim * block_pairs(a);
+  return {{"kind", "attention"}, {"pass", backward ? "bwd" : "fwd"}, {"mask", causal ? "causal" : "full"},
+          {"head_dim", head_dim}, {"q_tokens", q_tokens}, {"kv_tokens", kv_tokens}, {"batch", batch},
+          {"heads", heads}, {"flops", backward ? fwd * 5 / 2 : fwd}};
+}
+
 nlohmann::json run_host_bench(const BenchOptions& o) {
   nlohmann::json rows = nlohmann::json::array();
   std::vector<Block> grid;
@@ -128,7 +129,7 @@ nlohmann::json run_host_bench(const BenchOptions& o) {
       }
   for (const Block& b : grid) {
     AttentionCase c(o, b);
-    nlohmann::json row = attention_row(o, b, c.flops());
+    nlohmann::json row = attention_row(o, b);
     row["ns"] = median_ns(o.repeats, [&] { c.run(); });
     rows.push_back(std::move(row));
   }
@@ -152,7 +153,7 @@ nlohmann::json run_host_bench(const BenchOptions& o) {
     const std::int64_t busy = median_ns(o.repeats, [&] { c.run(); });
     stop = true;
     noise.join();
-    nlohmann::json row = attention_row(o, b, c.flops());
+    nlohmann::json row = attention_row(o, b);
     row["kind"] = "interference";
     row["alone_ns"] = alone;
     row["with_comm_ns"] = busy;

@@ -19,6 +19,11 @@ struct BenchOptions {
   int repeats = 5;                                           // median of this many runs
 };
 
+// The "attention" row of a cpscope.bench/1 file for one block (FLOPs counted as the simulator counts
+// them: 4·B·H·D per visible pair, 2.5x backward), without its timing; the CUDA bench uses it too.
+nlohmann::json bench_attention_row(bool backward, bool causal, std::int64_t head_dim, std::int64_t q_tokens,
+                                   std::int64_t kv_tokens, std::int64_t batch, std::int64_t heads);
+
 // {"schema": "cpscope.bench/1", "backend": "host", "rows": [
 //   {"kind": "attention", "pass", "mask", "head_dim", "q_tokens", "kv_tokens", "batch", "heads", "flops", "ns"},
 //   {"kind": "transfer", "link": "nvlink", "bytes", "ns"},

@@ -13,18 +13,6 @@
 namespace cpscope::rt {
 namespace {
 
-const std::vector<double>& source(const AttentionData& d, RankLayout::Source s) {
-  switch (s) {
-    case RankLayout::Source::Q: return d.q;
-    case RankLayout::Source::K: return d.k;
-    case RankLayout::Source::V: return d.v;
-    case RankLayout::Source::O: return d.o;
-    case RankLayout::Source::Lse: return d.lse;
-    case RankLayout::Source::Do: return d.dout;
-  }
-  throw InternalError("unknown source");
-}
-
 // Copies global rows/heads into (or out of) one plane of a rank tensor. Global tensors are
 // [batch][seq][global_heads][dim]; the tensor is [plane][batch][rows][heads][dim].
 void move_rows(const TensorDesc& d, std::int64_t batch, std::int64_t seq, std::int32_t global_heads,
@@ -80,7 +68,7 @@ HostRunResult run_on_host(const Schedule& schedule, const AttentionData& in, con
       const auto gh = static_cast<std::int32_t>(kv ? w.kv_heads : w.heads);
       const Region all{t, l.plane, 1, 0, d.rows, 0, d.heads};
       move_rows(d, w.batch, w.seq, gh, buf, l.plane, all, l.tokens, l.head_base,
-                const_cast<std::vector<double>&>(source(in, l.source)), true);
+                const_cast<std::vector<double>&>(input_tensor(in, l.source)), true);
     }
     for (int i = 0; i < kNumTensors; ++i)
       if (!staged[static_cast<std::size_t>(i)].empty())

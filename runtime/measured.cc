@@ -7,23 +7,6 @@
 
 namespace cpscope::rt {
 
-IntervalKind op_interval_kind(OpKind k) {
-  switch (k) {
-    case OpKind::Attend:
-    case OpKind::AttendBwd:
-      return IntervalKind::Compute;
-    case OpKind::DkvAdd:
-    case OpKind::Layout:
-      return IntervalKind::Memory;
-    case OpKind::SendRecv:
-    case OpKind::AllGather:
-    case OpKind::AllToAll:
-    case OpKind::ReduceScatter:
-      return IntervalKind::Comm;
-  }
-  throw InternalError("unknown OpKind");
-}
-
 Timeline measured_timeline(const Schedule& schedule, const std::vector<OpInterval>& ops) {
   Timeline t;
   t.num_ranks = static_cast<std::int32_t>(schedule.ranks.size());
@@ -39,7 +22,7 @@ Timeline measured_timeline(const Schedule& schedule, const std::vector<OpInterva
     Interval iv;
     iv.rank = o.rank;
     iv.stream = op.stream;
-    iv.kind = op_interval_kind(op.kind);
+    iv.kind = interval_kind(op.kind);
     iv.name = t.intern(op_name(op));
     iv.op_id = op.id;
     iv.step = op.step;

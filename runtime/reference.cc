@@ -1,5 +1,7 @@
 #include "runtime/reference.h"
 
+#include "sim/error.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -30,6 +32,18 @@ double dot(const double* a, const double* b, std::int64_t n) {
 }
 
 }  // namespace
+
+const std::vector<double>& input_tensor(const AttentionData& d, RankLayout::Source s) {
+  switch (s) {
+    case RankLayout::Source::Q: return d.q;
+    case RankLayout::Source::K: return d.k;
+    case RankLayout::Source::V: return d.v;
+    case RankLayout::Source::O: return d.o;
+    case RankLayout::Source::Lse: return d.lse;
+    case RankLayout::Source::Do: return d.dout;
+  }
+  throw InternalError("unknown input source");
+}
 
 double input_value(std::uint64_t seed, InputTensor which, std::int64_t index) {
   std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + (static_cast<std::uint64_t>(which) << 58) +

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/layout.h"
 #include "sim/workload.h"
 
 namespace cpscope::rt {
@@ -23,6 +24,9 @@ enum class InputTensor : std::uint8_t { Q = 0, K = 1, V = 2, Do = 3 };
 // uniform in [-1, 1), so a rank can generate exactly its own shard of a 1M-token sequence without
 // building the global tensors.
 double input_value(std::uint64_t seed, InputTensor which, std::int64_t index);
+// The global tensor a rank's input load reads (RankLayout::loads()).
+const std::vector<double>& input_tensor(const AttentionData& d, RankLayout::Source s);
+
 // Deterministic pseudo-random q, k, v, dout in [-1, 1) (o, lse, gradients empty).
 AttentionData random_inputs(const Workload& w, std::uint64_t seed);
 // Fills o and lse.

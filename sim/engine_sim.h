@@ -192,16 +192,6 @@ inline bool is_compute(OpKind k) {
   return k == OpKind::Attend || k == OpKind::AttendBwd || k == OpKind::DkvAdd || k == OpKind::Layout;
 }
 
-inline IntervalKind interval_kind(OpKind k) {
-  switch (k) {
-    case OpKind::Attend:
-    case OpKind::AttendBwd: return IntervalKind::Compute;
-    case OpKind::DkvAdd:
-    case OpKind::Layout: return IntervalKind::Memory;
-    default: return IntervalKind::Comm;
-  }
-}
-
 // Same rounding as the cost model: ceil with a relative slack for exact integer quotients.
 inline Nanos ceil_ns(double x) {
   if (!(x > 0)) return 0;

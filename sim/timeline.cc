@@ -15,6 +15,23 @@ std::string_view to_string(IntervalKind k) {
   return "unknown";
 }
 
+IntervalKind interval_kind(OpKind k) {
+  switch (k) {
+    case OpKind::Attend:
+    case OpKind::AttendBwd:
+      return IntervalKind::Compute;
+    case OpKind::DkvAdd:
+    case OpKind::Layout:
+      return IntervalKind::Memory;
+    case OpKind::SendRecv:
+    case OpKind::AllGather:
+    case OpKind::AllToAll:
+    case OpKind::ReduceScatter:
+      return IntervalKind::Comm;
+  }
+  return IntervalKind::Comm;
+}
+
 std::uint32_t Timeline::intern(std::string_view name) {
   std::string key(name);
   auto it = name_ids_.find(key);

@@ -8,12 +8,17 @@
 #include <unordered_map>
 #include <vector>
 
+#include "sim/schedule.h"
 #include "sim/units.h"
 
 namespace cpscope {
 
 enum class IntervalKind : std::uint8_t { Compute, Comm, Memory };
 std::string_view to_string(IntervalKind);
+// How an op of the schedule IR counts in a Timeline: attention is compute, DkvAdd and Layout are
+// memory-bound, transfers and collectives are communication. The simulator and the runtime's measured
+// timelines both use this.
+IntervalKind interval_kind(OpKind);
 
 struct Interval {
   std::int32_t rank = 0;

@@ -11,10 +11,10 @@
 #include <fmt/format.h>
 
 #include "runtime/cuda/check.h"
+#include "runtime/host_bench.h"
 #include "runtime/kernels/attention.h"
 #include "runtime/kernels/host_dtype.h"
 #include "sim/error.h"
-#include "sim/schedule.h"
 
 namespace cpscope::rt {
 namespace {
@@ -81,15 +81,6 @@ void fill_bf16(void* dst, std::int64_t n) {
     v = k::host::f32_to_bf16(static_cast<float>(static_cast<double>(x >> 11) * 0x1.0p-52 - 1.0));
   }
   CPS_CUDA_CALL(kRank, cudaMemcpy(dst, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
-}
-
-Flops block_flops(const CudaBenchOptions& o, std::int64_t q, std::int64_t kv, bool causal, bool bwd) {
-  AttnBlock a;
-  a.q_len = q;
-  a.kv_len = kv;
-  a.mask = causal ? AttnMask::Causal : AttnMask::Full;
-  const Flops f = 4 * o.heads * o.head_dim * block_pairs(a);
-  return bwd ? f * 5 / 2 : f;
 }
 
 }  // namespace
@@ -176,10 +167,7 @@ nlohmann::json run_cuda_bench(const CudaBenchOptions& o) {
 
   nlohmann::json rows = nlohmann::json::array();
   auto attention_row = [&](std::int64_t ql, std::int64_t kl, bool causal, bool backward) {
-    return nlohmann::json{{"kind", "attention"},  {"pass", backward ? "bwd" : "fwd"}, {"mask", causal ? "causal" : "full"},
-                          {"head_dim", D},        {"q_tokens", ql},                   {"kv_tokens", kl},
-                          {"batch", 1},           {"heads", H},
-                          {"flops", block_flops(o, ql, kl, causal, backward)}};
+    return bench_attention_row(backward, causal, D, ql, kl, 1, H);
   };
   for (const bool backward : {false, true})
     for (std::int64_t ql : o.block_tokens)

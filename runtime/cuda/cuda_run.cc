@@ -249,18 +249,6 @@ void set_forward_outputs(const Workload& w, const Reference& r, AttentionData& i
         in.lse[static_cast<std::size_t>((b * S + t) * H + h)] = r.lse[static_cast<std::size_t>((b * H + h) * S + t)];
 }
 
-const std::vector<double>& source(const AttentionData& d, RankLayout::Source s) {
-  switch (s) {
-    case RankLayout::Source::Q: return d.q;
-    case RankLayout::Source::K: return d.k;
-    case RankLayout::Source::V: return d.v;
-    case RankLayout::Source::O: return d.o;
-    case RankLayout::Source::Lse: return d.lse;
-    case RankLayout::Source::Do: return d.dout;
-  }
-  throw InternalError("unknown source");
-}
-
 // Fills the rank's input tensors (host_run's loading, per whole tensor). `value(source, index, token)`
 // gives the element at flat `index` of the global tensor `source` ([B][S][heads][D], LSE [B][S][H]),
 // whose row is `token`.
@@ -294,9 +282,9 @@ void load_rank_with(CudaBackend& b, const RankLayout& lay, Value value) {
 // From global tensors held in memory (loopback, and any run that computes the reference).
 void load_rank(CudaBackend& b, const RankLayout& lay, const AttentionData& in) {
   for (auto s : {RankLayout::Source::Q, RankLayout::Source::K, RankLayout::Source::V})
-    CPSCOPE_CHECK(!source(in, s).empty(), fmt::format("rank {}: an input is missing", lay.rank()));
+    CPSCOPE_CHECK(!input_tensor(in, s).empty(), fmt::format("rank {}: an input is missing", lay.rank()));
   load_rank_with(b, lay, [&](RankLayout::Source s, std::int64_t index, std::int64_t) {
-    return source(in, s)[static_cast<std::size_t>(index)];
+    return input_tensor(in, s)[static_cast<std::size_t>(index)];
   });
 }
 
