@@ -4,28 +4,13 @@
 #include <gtest/gtest.h>
 
 #include "sim/error.h"
+#include "tests/sim/unit_hw.h"
 
 namespace cpscope {
 namespace {
 
-// 1 TFLOP/s attention (1000 FLOPs per ns), NVLink 1 GB/s (1 byte per ns) with 1 us latency, network
-// 0.5 GB/s with 2 us latency, HBM 2 GB/s, no launch latency.
-HardwareProfile unit_hw() {
-  HardwareProfile hw;
-  hw.name = "unit";
-  hw.gpus_per_node = 8;
-  hw.memory_bytes = 80 * kGiB;
-  hw.peak_tflops_bf16 = 1000;
-  hw.memory_bandwidth_GBps = 2.0;
-  hw.launch_latency_ns = 0;
-  hw.nvlink = {1.0, 1000};
-  hw.network = {0.5, 2000};
-  hw.nics_per_node = 8;
-  hw.comm_compute_interference = 1.0;
-  for (const char* pass : {"fwd", "bwd"})
-    for (const char* mask : {"full", "causal"}) hw.attention.push_back(RateTable{pass, mask, 128, {1024}, {1024}, {{1.0}}});
-  return hw;
-}
+// The round-number profile of tests/sim/unit_hw.h, HBM 2 GB/s.
+HardwareProfile unit_hw() { return test_util::unit_hw(2.0); }
 
 Op attend(Flops flops, std::int64_t q = 1024, std::int64_t kv = 1024, OpKind kind = OpKind::Attend) {
   Op op;
