@@ -82,8 +82,9 @@ void BM_ZigzagGenerate(benchmark::State& state) {
   SetOpCounters(state, ops, times);
 }
 
-// The engine alone, statistics only (record_timeline = false).
-void BM_ZigzagSimulate(benchmark::State& state) {
+// Simulation without a Timeline (record_timeline = false), and with `summarize` the summary of the
+// engine's per-rank totals after it.
+void SimulateStatistics(benchmark::State& state, bool summarize_too) {
   const Schedule s = make_schedule(ZigzagRing(state.range(0)));
   const HardwareProfile& hw = default_hardware();
   SimOptions options;
@@ -93,6 +94,7 @@ void BM_ZigzagSimulate(benchmark::State& state) {
   for (auto _ : state) {
     times.start();
     SimResult r = simulate(s, hw, options);
+    if (summarize_too) benchmark::DoNotOptimize(summarize(r, s).step_time_ns);
     times.stop();
     ops = r.stats.ops_executed;
     benchmark::DoNotOptimize(r.stats.makespan);
@@ -100,25 +102,11 @@ void BM_ZigzagSimulate(benchmark::State& state) {
   SetOpCounters(state, ops, times);
 }
 
-// What cp-sim run/sweep/plan do per config: simulate without a Timeline, then summarize the engine's
-// per-rank totals.
-void BM_ZigzagSimulateAndSummarize(benchmark::State& state) {
-  const Schedule s = make_schedule(ZigzagRing(state.range(0)));
-  const HardwareProfile& hw = default_hardware();
-  SimOptions options;
-  options.record_timeline = false;
-  std::int64_t ops = 0;
-  IterationTimes times;
-  for (auto _ : state) {
-    times.start();
-    SimResult r = simulate(s, hw, options);
-    Summary sum = summarize(r, s);
-    times.stop();
-    ops = r.stats.ops_executed;
-    benchmark::DoNotOptimize(sum.step_time_ns);
-  }
-  SetOpCounters(state, ops, times);
-}
+// The engine alone.
+void BM_ZigzagSimulate(benchmark::State& state) { SimulateStatistics(state, false); }
+
+// What cp-sim run/sweep/plan do per config: simulate without a Timeline, then summarize.
+void BM_ZigzagSimulateAndSummarize(benchmark::State& state) { SimulateStatistics(state, true); }
 
 // The Timeline path (cp-sim run --trace): record every interval, then summarize the Timeline.
 void BM_ZigzagSimulateTimelineAndSummarize(benchmark::State& state) {
