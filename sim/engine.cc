@@ -47,10 +47,13 @@
 // sequentially instead of touching the 176-byte Ops. Large schedules are set up by two threads (see
 // engine_setup.cc). The records are read-only in the loop: the state of a running op lives in its
 // stream's StreamState (a few hot cache lines per rank), a transfer's in its Flow, and a peer's
-// progress is read from its streams, so an op's record is touched once, when it starts; it is
-// prefetched when the op before it on the stream starts (at N = 1024 that first read stalled on memory
-// in about a sixth of the run's profile samples; the prefetch took about 7% off the median N = 1024
-// step, and set-up's prefetch of the Ops it reads first about 12% off set-up). Timeline
+// progress is read from its streams, so an op's record is read when it reaches the head of its stream
+// and not after: an op that must wait there (two ops in three at N = 1024) keeps a copy in its
+// StreamState, which the wake-up touches anyway, where reading the record again a round of the ring
+// later missed the caches (that re-read was a third of try_start()'s profile samples, try_start() a
+// sixth of the run's). The first read is prefetched when the op before it on the stream starts; the
+// stream heads lie on thousands of different pages and the profile shows that first read still
+// stalling. Set-up prefetches the Ops it reads first (about 12% off set-up). Timeline
 // intervals, when recorded, are pre-filled by set-up and the loop records only 16-byte start/end
 // pairs. The event queue is a base-256 radix heap whose smallest buckets are popped as sorted runs
 // (sim/engine_queue.h): with ranks drifting apart most event times are distinct, and a base-16 heap
@@ -77,17 +80,22 @@ void Simulation::try_start(std::int32_t rank, std::int32_t sid) {
   StreamState& st = streams_[sid];
   if (st.busy != 0 || st.next == st.stop) return;
   const std::int32_t g = st.next;
-  const OpRec& rec = recs_[g];
+  const OpRec& rec = st.cached ? st.head : recs_[g];
   for (const std::int32_t w : rec.wait) {
     if (w == kNone || (w >= 0 && done(rank, w))) continue;
     st.waiting_on = w;  // wake_waiters() looks for it among the rank's streams
+    if (!st.cached) {
+      st.head = rec;
+      st.cached = 1;
+    }
     return;
   }
+  st.cached = 0;
   st.busy = 1;
   st.kind = rec.kind;
   st.waited_on = rec.waited_on;
   // The stream's next record is read when this op ends, many events from now: fetch it meanwhile
-  // (at N = 1024 the records are 150 MB, and this first read of each missed the caches).
+  // (at N = 1024 the records are 150 MB).
   const char* const next = reinterpret_cast<const char*>(&recs_[g + 1]);
   __builtin_prefetch(next);
   __builtin_prefetch(next + sizeof(OpRec) - 1);

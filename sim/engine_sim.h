@@ -57,7 +57,8 @@ static_assert(sizeof(OpRec) == 24, "OpRec grew: the event loop's memory traffic 
 static_assert(std::is_trivially_default_constructible_v<OpRec>, "OpRec arrays are allocated without zero-filling");
 
 // A stream's FIFO of ops, g in [first, stop) where first is the previous stream's stop (or the
-// rank's first op), and the state of the op running on it. 20 bytes.
+// rank's first op), the state of the op running on it, and a copy of the record of the op at its head
+// while that op waits for an event (see "Speed" in engine.cc). 48 bytes.
 struct StreamState {
   std::int32_t next = 0;            // g of the op to run next (running, when busy)
   std::int32_t stop = 0;            // g one past the stream's last op
@@ -67,7 +68,10 @@ struct StreamState {
   std::uint8_t parts = 0;           // running SendRecv: transfers (send, receive) not yet complete
   OpKind kind = OpKind::Attend;     // running op's kind
   std::uint8_t waited_on = 0;       // running op records an event some op of the rank waits for
+  std::uint8_t cached = 0;          // `head` holds the record of the op at `next` (it waits)
+  OpRec head;                       // (read instead of recs_[next] while `cached`)
 };
+static_assert(sizeof(StreamState) == 48, "StreamState grew: a rank's streams are touched at every wake-up");
 
 // A list of int32 with std::vector's order semantics that keeps up to N elements inline (in its
 // owner's cache line, no allocation) and spills to the heap beyond that.
