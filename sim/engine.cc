@@ -59,7 +59,8 @@
 // (sim/engine_queue.h): with ranks drifting apart most event times are distinct, and a base-16 heap
 // moved each event down about twice (128 ranks) and searched its buckets on most pops. Fair sharing
 // updates only the flows of the resources a starting or ending flow uses. The big arrays are
-// allocated without zero-filling and advised as huge pages. No per-op allocation, no std::map.
+// allocated without zero-filling and advised as huge pages, and the records' array is kept for the
+// next simulation in the process (take_records() in engine_sim.h). No per-op allocation, no std::map.
 #include "sim/engine.h"
 
 #include <algorithm>

@@ -7,9 +7,11 @@
 #include <array>
 #include <exception>
 #include <limits>
+#include <mutex>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -60,7 +62,43 @@ int setup_threads(std::int64_t ops, int requested) {
   return static_cast<int>(std::clamp<std::int64_t>(ops >> 15, 1, std::min<std::int64_t>(cores, kMaxSetupThreads)));
 }
 
+// The array take_records() hands out next (keep_records()).
+struct SpareRecords {
+  std::mutex mutex;
+  std::unique_ptr<OpRec[]> recs;
+  std::size_t capacity = 0;
+};
+SpareRecords& spare_records() {
+  static SpareRecords spare;
+  return spare;
+}
+
 }  // namespace
+
+std::unique_ptr<OpRec[]> take_records(std::size_t n, std::size_t& capacity) {
+  SpareRecords& spare = spare_records();
+  {
+    const std::lock_guard<std::mutex> lock(spare.mutex);
+    if (spare.recs && spare.capacity >= n) {
+      capacity = std::exchange(spare.capacity, 0);
+      return std::move(spare.recs);
+    }
+  }
+  capacity = n;
+  return make_big_array<OpRec>(n);
+}
+
+void keep_records(std::unique_ptr<OpRec[]> recs, std::size_t capacity) {
+  SpareRecords& spare = spare_records();
+  std::unique_ptr<OpRec[]> drop;  // freed outside the lock
+  const std::lock_guard<std::mutex> lock(spare.mutex);
+  if (spare.recs && spare.capacity >= capacity) {
+    drop = std::move(recs);
+    return;
+  }
+  drop = std::exchange(spare.recs, std::move(recs));
+  spare.capacity = capacity;
+}
 
 // Transfers: (src, dst, channel) -> dense key, then per key a FIFO of the sends (or receives) not
 // matched yet. The k-th send of a key meets the k-th receive: whichever is set up second pops the
@@ -256,7 +294,7 @@ void Simulation::setup() {
     while (r + 1 < n && op_base_[static_cast<std::size_t>(r) + 1] <= first) ++r;
     rank_block_[b] = r;
   }
-  recs_ = make_big_array<OpRec>(static_cast<std::size_t>(ops));
+  recs_ = take_records(static_cast<std::size_t>(ops), recs_capacity_);
   result_.rank_busy.assign(static_cast<std::size_t>(n), RankBusy{});
   streams_.assign(static_cast<std::size_t>(n) * num_streams, StreamState{});
   coll_count_.assign(static_cast<std::size_t>(num_groups) * n, 0);

@@ -206,10 +206,23 @@ inline Nanos ceil_ns(double x) {
 
 struct SetupPart;
 
+// The record array of a finished simulation is kept for the next one in the process (sim/engine_setup.cc):
+// plan and sweep simulate config after config, and a fresh 150 MB array costs its page faults and the
+// kernel's zeroing of every page again, which on a virtual machine varied from 0.03 to 0.45 s a run.
+// take_records() returns an array of at least n records (capacity: its size), reusing the kept one when
+// it is large enough; keep_records() keeps the larger of the two.
+std::unique_ptr<OpRec[]> take_records(std::size_t n, std::size_t& capacity);
+void keep_records(std::unique_ptr<OpRec[]> recs, std::size_t capacity);
+
 class Simulation {
  public:
   Simulation(const Schedule& s, const HardwareProfile& hw, const SimOptions& opt)
       : s_(s), w_(s.workload), hw_(hw), opt_(opt), cost_(hw, s.workload) {}
+  ~Simulation() {
+    if (recs_) keep_records(std::move(recs_), recs_capacity_);
+  }
+  Simulation(const Simulation&) = delete;
+  Simulation& operator=(const Simulation&) = delete;
 
   SimResult run();
 
@@ -305,6 +318,7 @@ class Simulation {
   std::vector<RankState> ranks_;
   std::vector<RankNet> net_;
   std::unique_ptr<OpRec[]> recs_;                    // per g
+  std::size_t recs_capacity_ = 0;                    // recs_ may be larger than needed (take_records())
   std::vector<Nanos> works_;                         // distinct work values (OpRec::work)
   std::vector<StreamState> streams_;                 // per (rank, stream)
   std::int32_t num_streams_ = 0;

@@ -455,6 +455,32 @@ TEST(Engine, Deterministic) {
   EXPECT_EQ(a.stats.events_processed, b.stats.events_processed);
 }
 
+// The record array is reused by the next simulation in the process (engine_sim.h, take_records()):
+// what a larger run, or one that failed in set-up, left in it must not leak into the next.
+TEST(Engine, ASimulationAfterALargerOneGivesTheSameResult) {
+  const Schedule small = busy_schedule(8, 200'000, 300'000);
+  Workload w;
+  w.schedule = ScheduleKind::ZigzagRing;
+  w.seq = 65536;
+  w.cp = 32;
+  const Schedule large = make_schedule(w);
+  Schedule broken = busy_schedule(8, 1000, 1000);
+  broken.ranks[5].ops.back().wait[0] = 999;  // an event the rank does not have: fails in set-up
+  HardwareProfile hw = unit_hw();
+  hw.comm_compute_interference = 1.3;
+  const SimResult a = simulate(small, hw);
+  simulate(large, default_hardware(), SimOptions{false});
+  EXPECT_THROW(simulate(broken, hw), InternalError);
+  const SimResult b = simulate(small, hw);
+  ASSERT_EQ(a.timeline.intervals.size(), b.timeline.intervals.size());
+  for (std::size_t i = 0; i < a.timeline.intervals.size(); ++i) {
+    const Interval &x = a.timeline.intervals[i], &y = b.timeline.intervals[i];
+    EXPECT_EQ(std::tie(x.rank, x.stream, x.op_id, x.start, x.end), std::tie(y.rank, y.stream, y.op_id, y.start, y.end));
+  }
+  EXPECT_EQ(a.stats.events_processed, b.stats.events_processed);
+  EXPECT_EQ(a.rank_end, b.rank_end);
+}
+
 TEST(Engine, SlowerLinksNeverShortenTheStep) {
   std::vector<Schedule> schedules = {ring(4, 1000, 1'000'000), ring(4, 3'000'000, 1'000'000),
                                      busy_schedule(8, 200'000, 300'000), busy_schedule(8, 2000, 300'000)};
