@@ -10,7 +10,7 @@
 #
 #   tools/engine-ab.sh [-n RANKS] [-r ROUNDS] REV_A [REV_B]
 #
-# REV_A, REV_B: git revisions; REV_B defaults to the working tree. Each library is built from its
+# REV_A, REV_B: git revisions, or - for the working tree (REV_B's default). Each library is built from its
 # revision's sim/ and embedded hardware profiles; the driver builds the schedule with the working
 # tree's code, so both revisions must have the working tree's Schedule layout (sim/schedule.h).
 # Needs g++, cmake, fmt and nlohmann-json (tools/setup-debian.sh installs them).
@@ -31,8 +31,9 @@ while getopts "n:r:h" opt; do
 done
 shift $((OPTIND - 1))
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then usage >&2; exit 2; fi
-ROOT=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 for rev in "$@"; do
+  if [ "$rev" = - ]; then continue; fi
   git -C "$ROOT" rev-parse --verify --quiet "$rev^{commit}" > /dev/null || { echo "engine-ab: $rev is not a revision" >&2; exit 2; }
 done
 WORK=$(mktemp -d)
@@ -53,7 +54,7 @@ engine_lib() {
     sim/workload*.cc sim/schedule*.cc sim/generators/*.cc sim/timeline*.cc sim/hardware*.cc sim/cost*.cc \
     sim/engine*.cc builtin_profiles.cc "$ROOT/tests/bench/engine_ab/entry.cc" -lfmt -pthread -o "$WORK/$2.so")
 }
-echo "engine-ab: compiling A ($1) and B (${2:-working tree})..." >&2
+echo "engine-ab: compiling A (${1/#-/working tree}) and B (${2:-working tree})..." >&2
 engine_lib "$1" a &
 engine_lib "${2:--}" b
 wait $!
