@@ -123,8 +123,8 @@ nlohmann::json run_cuda_bench(const CudaBenchOptions& o) {
     b.scale = 1.0f / std::sqrt(static_cast<float>(D));
     return b;
   };
-  auto fwd = [&](std::int64_t ql, std::int64_t kl, bool causal) {
-    k::AttnFwdArgs a{};
+  // The fields AttnFwdArgs and AttnBwdArgs share: the bf16 inputs and the block.
+  auto inputs = [&](auto& a, std::int64_t ql, std::int64_t kl, bool causal) {
     a.dtype = k::DType::BF16;
     a.head_dim = static_cast<int>(D);
     a.batch = 1;
@@ -135,33 +135,27 @@ nlohmann::json run_cuda_bench(const CudaBenchOptions& o) {
     a.v = v.get();
     a.kv_tokens = kl;
     a.kv_heads = static_cast<int>(Hk);
+    a.blk = block(ql, kl, causal);
+  };
+  auto fwd = [&](std::int64_t ql, std::int64_t kl, bool causal) {
+    k::AttnFwdArgs a{};
+    inputs(a, ql, kl, causal);
     a.o = out.get<float>();
     a.lse = lse.get<float>();
     a.merge = false;
-    a.blk = block(ql, kl, causal);
     k::attn_fwd(a, s);
   };
   auto bwd = [&](std::int64_t ql, std::int64_t kl, bool causal) {
     k::attn_bwd_preprocess(k::DType::FP32, k::DType::BF16, out.get(), dout.get(), delta.get<float>(), 1, ql,
                            static_cast<int>(H), static_cast<int>(D), s);
     k::AttnBwdArgs a{};
-    a.dtype = k::DType::BF16;
-    a.head_dim = static_cast<int>(D);
-    a.batch = 1;
-    a.q = q.get();
-    a.q_tokens = ql;
-    a.q_heads = static_cast<int>(H);
-    a.k = kk.get();
-    a.v = v.get();
-    a.kv_tokens = kl;
-    a.kv_heads = static_cast<int>(Hk);
+    inputs(a, ql, kl, causal);
     a.dout = dout.get();
     a.lse = lse.get<float>();
     a.delta = delta.get<float>();
     a.dq = dq.get<float>();
     a.dk = dk.get<float>();
     a.dv = dv.get<float>();
-    a.blk = block(ql, kl, causal);
     k::attn_bwd(a, s);
   };
 
