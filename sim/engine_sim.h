@@ -106,6 +106,7 @@ class SmallVec {
   const std::int32_t* begin() const { return data_; }
   const std::int32_t* end() const { return data_ + size_; }
   std::int32_t& operator[](std::size_t i) { return data_[i]; }
+  std::int32_t operator[](std::size_t i) const { return data_[i]; }
   std::int32_t back() const { return data_[size_ - 1]; }
   void push_back(std::int32_t v) {
     if (size_ >= N) return spill(v);
@@ -172,7 +173,9 @@ struct alignas(64) Flow {
   std::int32_t send_sid = 0, recv_sid = 0;  // streams running the sending and the receiving op
   std::int32_t res[2] = {kNone, kNone};
   std::int32_t pos[2] = {0, 0};  // index in each resource's flow list
+  std::uint8_t solo = 0;         // registered ahead of its latency, alone (Simulation::begin_transfer)
 };
+static_assert(sizeof(Flow) == 64, "a Flow is one cache line");
 
 struct Resource {
   double bandwidth = 0;  // bytes per ns
@@ -287,6 +290,7 @@ class Simulation {
   void begin_transfer(std::int32_t src, std::int32_t send_sid, std::int32_t dst, std::int32_t recv_sid,
                       std::uint32_t work);
   void start_flow(std::int32_t f);
+  void settle(std::int32_t f);
   void update_flow(std::int32_t f);
   void end_flow(std::int32_t f);
   void transfer_done(std::int32_t f);

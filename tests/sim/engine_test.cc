@@ -220,6 +220,43 @@ TEST(Engine, FlowSpeedsUpWhenItsNeighbourEnds) {
   EXPECT_EQ(find(r, 2, 0).end, 1000 + 1'000'000);
 }
 
+// A flow that begins with its resources free is registered ahead of its latency (engine.cc,
+// begin_transfer()); one that arrives later must see it as flowing from the end of its latency.
+TEST(Engine, FlowArrivingAfterAnothersLatencySharesFromThen) {
+  Builder b(3);
+  const std::int32_t ready = b.event(0);
+  b.attend(0, 500, 0, kNoEvent, ready);
+  b.sendrecv(0, 1, -1, 1'000'000, 0, kNoEvent, kNoEvent, kComm);       // begins at 0, flows from 1000
+  b.sendrecv(0, 2, -1, 1'000'000, 0, ready, kNoEvent, kComm2);         // begins at 500, flows from 1500
+  b.sendrecv(1, -1, 0, 1'000'000);
+  b.sendrecv(2, -1, 0, 1'000'000);
+  const SimResult r = simulate(b.s, unit_hw());
+  // The first alone for 500 ns (500 B), then both at 0.5 B/ns: it ends after 2 x 999,500 ns more,
+  // and the second has 500 B left at the full rate.
+  EXPECT_EQ(find(r, 0, 1).end, 1500 + 1'999'000);
+  EXPECT_EQ(find(r, 0, 2).end, 1500 + 1'999'000 + 500);
+}
+
+// ... and one registered ahead whose latency has not ended when another starts flowing does not
+// share yet: it joins when its latency ends.
+TEST(Engine, FlowStillInItsLatencyDoesNotShareYet) {
+  Builder b(4);
+  const std::int32_t ready = b.event(0);
+  b.attend(0, 500, 0, kNoEvent, ready);
+  b.sendrecv(0, 1, -1, 100, 0, kNoEvent, kNoEvent, kComm);              // flows [1000, 1100)
+  b.sendrecv(0, 3, -1, 1'000'000, 0, kNoEvent, kNoEvent, kComm);        // begins at 1100, alone
+  b.sendrecv(0, 2, -1, 1'000'000, 0, ready, kNoEvent, kComm2);          // begins at 500, flows from 1500
+  b.sendrecv(1, -1, 0, 100);
+  b.sendrecv(2, -1, 0, 1'000'000);
+  b.sendrecv(3, -1, 0, 1'000'000);
+  const SimResult r = simulate(b.s, unit_hw());
+  EXPECT_EQ(find(r, 0, 1).end, 1100);
+  // The one to rank 2 alone over [1500, 2100) (600 B), then both at 0.5 B/ns until it ends; the one
+  // to rank 3 then has 600 B left at the full rate.
+  EXPECT_EQ(find(r, 0, 3).end, 2100 + 1'998'800);
+  EXPECT_EQ(find(r, 0, 2).end, 2100 + 1'998'800 + 600);
+}
+
 TEST(Engine, TwoFlowsIntoOneIngressShareIt) {
   Builder b(3);
   b.sendrecv(1, 0, -1, 1'000'000);
@@ -670,40 +707,65 @@ TEST(Engine, SetupErrorsDoNotDependOnThreads) {
 // ---------------------------------------------------------------------------------------------
 // The event queue (private to the engine, sim/engine_queue.h).
 
+// Small runs are sorted by counting, for spans below 2^26 ns, and by insertion above: `far` covers both.
 TEST(EngineQueue, PopsByTimeThenInsertionOrder) {
-  detail::RadixEventQueue<int> q;
-  std::mt19937_64 rng(7);
-  std::vector<std::pair<Nanos, int>> pushed;  // (time, insertion index)
-  Nanos now = 0;
-  int next = 0;
-  std::vector<std::pair<Nanos, int>> popped;
-  for (int round = 0; round < 2000; ++round) {
-    const int adds = static_cast<int>(rng() % 4);
-    for (int k = 0; k < adds; ++k) {
-      // Many ties (small offsets, often zero), some far events.
-      const Nanos t = now + (rng() % 3 == 0 ? 0 : static_cast<Nanos>(rng() % (rng() % 2 ? 8 : 1'000'000)));
-      q.push(t, next);
-      pushed.emplace_back(t, next++);
+  for (const Nanos far : {Nanos{1'000'000}, Nanos{1'000'000'000}}) {
+    SCOPED_TRACE(far);
+    detail::RadixEventQueue<int> q;
+    std::mt19937_64 rng(7);
+    std::vector<std::pair<Nanos, int>> pushed;  // (time, insertion index)
+    Nanos now = 0;
+    int next = 0;
+    std::vector<std::pair<Nanos, int>> popped;
+    for (int round = 0; round < 2000; ++round) {
+      const int adds = static_cast<int>(rng() % 4);
+      for (int k = 0; k < adds; ++k) {
+        // Many ties (small offsets, often zero), some far events.
+        const Nanos t = now + (rng() % 3 == 0 ? 0 : static_cast<Nanos>(rng() % (rng() % 2 ? 8 : far)));
+        q.push(t, next);
+        pushed.emplace_back(t, next++);
+      }
+      if (!q.empty() && rng() % 2) {
+        const auto e = q.pop();
+        EXPECT_GE(e.time, now);
+        now = e.time;
+        popped.emplace_back(e.time, e.value);
+      }
     }
-    if (!q.empty() && rng() % 2) {
+    while (!q.empty()) {
       const auto e = q.pop();
-      EXPECT_GE(e.time, now);
-      now = e.time;
       popped.emplace_back(e.time, e.value);
     }
-  }
-  while (!q.empty()) {
-    const auto e = q.pop();
-    popped.emplace_back(e.time, e.value);
-  }
-  ASSERT_EQ(popped.size(), pushed.size());
-  for (std::size_t i = 1; i < popped.size(); ++i) {
-    EXPECT_LE(popped[i - 1].first, popped[i].first);
-    if (popped[i - 1].first == popped[i].first) {
-      EXPECT_LT(popped[i - 1].second, popped[i].second);
+    ASSERT_EQ(popped.size(), pushed.size());
+    for (std::size_t i = 1; i < popped.size(); ++i) {
+      EXPECT_LE(popped[i - 1].first, popped[i].first);
+      if (popped[i - 1].first == popped[i].first) {
+        EXPECT_LT(popped[i - 1].second, popped[i].second);
+      }
     }
+    EXPECT_THROW(q.push(now - 1, 0), InternalError);
   }
-  EXPECT_THROW(q.push(now - 1, 0), InternalError);
+}
+
+// Ties inside a small bucket that becomes a sorted run, for both sorts: pushed out of order, popped
+// by time and, at equal times, in push order.
+TEST(EngineQueue, SmallBucketsKeepPushOrderAmongTies) {
+  for (const Nanos base : {Nanos{300}, (Nanos{1} << 32)}) {  // span 5 ns (counting), 2^27 ns (insertion)
+    SCOPED_TRACE(base);
+    const Nanos span = base < (Nanos{1} << 32) ? 5 : (Nanos{1} << 27);
+    detail::RadixEventQueue<int> q;
+    const Nanos times[] = {base + span, base, base + span, base + 2, base, base + span, base + 2};
+    for (int i = 0; i < 7; ++i) q.push(times[i], i);
+    const std::pair<Nanos, int> expected[] = {{base, 1},     {base, 4},        {base + 2, 3},   {base + 2, 6},
+                                              {base + span, 0}, {base + span, 2}, {base + span, 5}};
+    for (const auto& [t, v] : expected) {
+      ASSERT_FALSE(q.empty());
+      const auto e = q.pop();
+      EXPECT_EQ(e.time, t);
+      EXPECT_EQ(e.value, v);
+    }
+    EXPECT_TRUE(q.empty());
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

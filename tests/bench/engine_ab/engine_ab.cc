@@ -3,7 +3,7 @@
 // even rounds and B then A in odd ones, after one warm-up call each. Prints each one's median and
 // minimum, and the median and quartiles of the paired ratios B/A (each round's two calls are seconds
 // apart, so the machine's drift cancels). Exit 2 on a usage error, 1 when the libraries disagree on
-// the number of events (they do not simulate the same thing).
+// the results (every rank's end and busy totals: they do not simulate the same thing).
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -56,17 +56,18 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  long events[2];
-  for (int i = 0; i < 2; ++i) run[i](&schedule, &events[i]);  // warm-up: first-touch of the records
-  if (events[0] != events[1]) {
-    std::fprintf(stderr, "engine_ab: A processed %ld events, B %ld: not the same simulation\n", events[0], events[1]);
+  long results[2];
+  for (int i = 0; i < 2; ++i) run[i](&schedule, &results[i]);  // warm-up: first-touch of the records
+  if (results[0] != results[1]) {
+    std::fprintf(stderr, "engine_ab: A and B give different results (fingerprints %lx, %lx): not the same simulation\n",
+                 static_cast<unsigned long>(results[0]), static_cast<unsigned long>(results[1]));
     return 1;
   }
   std::vector<double> t[2], ratio;
   for (int r = 0; r < rounds; ++r) {
     for (int k = 0; k < 2; ++k) {
       const int i = (r + k) % 2;
-      t[i].push_back(run[i](&schedule, &events[i]));
+      t[i].push_back(run[i](&schedule, &results[i]));
     }
     ratio.push_back(t[1].back() / t[0].back());
   }
