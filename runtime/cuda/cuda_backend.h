@@ -99,6 +99,8 @@ class CudaBackend final : public Backend {
   // --- for transports ---
   std::int32_t rank() const { return cfg_.rank; }
   std::int32_t device() const { return cfg_.device; }
+  // How long a host-side wait (the streams, a peer, an NCCL call in progress) may last.
+  std::chrono::milliseconds timeout() const { return cfg_.timeout; }
   std::int64_t batch() const { return batch_; }
   kernels::DType input_dtype() const { return input_; }
   std::int32_t num_streams() const { return static_cast<std::int32_t>(streams_.size()); }

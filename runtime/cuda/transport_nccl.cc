@@ -9,6 +9,11 @@
 //    non-contiguous regions are packed into / unpacked from per-stream staging buffers.
 // Asynchronous NCCL errors are polled while CudaBackend::synchronize() waits; on an error or the timeout
 // every communicator is aborted and the error names the rank and the last op issued.
+// The communicators are non-blocking (ncclConfig_t::blocking = 0): a call that must wait for its peers
+// (initialisation, a split, ncclGroupEnd while p2p connections are set up, a collective) returns
+// ncclInProgress instead of blocking, and ready() polls the communicator's state under the same timeout.
+// With blocking communicators a peer that never arrives would hang the rank inside NCCL, beyond the
+// reach of any timeout.
 // The whole transport needs MPI; a build without MPI throws a clear error when it is asked for.
 #include <cuda_runtime_api.h>
 #include <nccl.h>
@@ -18,8 +23,10 @@
 #endif
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include <fmt/format.h>
@@ -155,11 +162,17 @@ class NcclTransport final : public CudaTransport {
   }
 
   ~NcclTransport() override {
-    // Normally destroy; when unwinding from an error abort instead (destroy could wait for a peer that
-    // is gone or an operation that never completes).
-    const bool failing = std::uncaught_exceptions() > 0;
+    // Normally finalize (flushes, waits for the peers, non-blocking: polled under the timeout) and destroy;
+    // when unwinding from an error, or when finalizing does not finish in time, abort instead (a peer may be
+    // gone or an operation never complete).
+    bool failing = std::uncaught_exceptions() > 0;
     auto close = [&](ncclComm_t c) {
-      if (c != nullptr) (failing ? ncclCommAbort(c) : ncclCommDestroy(c));
+      if (c == nullptr) return;
+      if (!failing) {
+        const ncclResult_t r = ncclCommFinalize(c);
+        if ((r != ncclSuccess && r != ncclInProgress) || settled(c) != ncclSuccess) failing = true;
+      }
+      (failing ? ncclCommAbort(c) : ncclCommDestroy(c));
     };
     for (auto& [key, c] : group_comms_) close(c);
     for (ncclComm_t c : comms_) close(c);
@@ -171,23 +184,31 @@ class NcclTransport final : public CudaTransport {
     CPSCOPE_CHECK(static_cast<std::size_t>(b.num_streams()) == staging_.streams(), "nccl: stream count");
     const auto n = static_cast<int>(schedule_.ranks.size());
     staging_.allocate();
+    timeout_ = b.timeout();
     for (std::size_t i = 0; i < staging_.streams(); ++i) {
       ncclUniqueId id{};
       if (rank_ == 0) CPS_NCCL_CALL(rank_, ncclGetUniqueId(&id));
       pg_.broadcast(&id, sizeof id, 0);
       ncclComm_t c = nullptr;
-      CPS_NCCL_CALL(rank_, ncclCommInitRank(&c, n, id, rank_));
-      comms_.push_back(c);
+      ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+      config.blocking = 0;
+      const ncclResult_t r = ncclCommInitRankConfig(&c, n, id, rank_, &config);
+      if (c != nullptr) comms_.push_back(c);
+      ready(c, r, fmt::format("creating the communicator of stream {}", i));
     }
     for (const auto& [group, stream] : splits_) {
       const auto& members = schedule_.groups.at(static_cast<std::size_t>(group));
       const auto it = std::find(members.begin(), members.end(), rank_);
       const bool member = it != members.end();
       const int key = member ? static_cast<int>(it - members.begin()) : 0;
+      ncclComm_t parent = comms_.at(static_cast<std::size_t>(stream));
       ncclComm_t c = nullptr;
-      CPS_NCCL_CALL(rank_, ncclCommSplit(comms_.at(static_cast<std::size_t>(stream)), member ? group : NCCL_SPLIT_NOCOLOR,
-                                         key, &c, nullptr));
+      // (A null config: the split inherits the parent's, non-blocking.)
+      const ncclResult_t r = ncclCommSplit(parent, member ? group : NCCL_SPLIT_NOCOLOR, key, &c, nullptr);
       if (member) group_comms_[{group, stream}] = c;
+      const std::string what = fmt::format("splitting group {} from the communicator of stream {}", group, stream);
+      ready(parent, r, what);
+      if (c != nullptr) ready(c, ncclInProgress, what);
     }
   }
 
@@ -232,10 +253,10 @@ class NcclTransport final : public CudaTransport {
     }
     CPS_NCCL_CALL(rank_, ncclGroupStart());
     for (const Msg& m : sends)
-      CPS_NCCL_CALL(rank_, ncclSend(m.ptr, static_cast<std::size_t>(m.bytes), ncclUint8, m.peer, comm, s));
+      queued(ncclSend(m.ptr, static_cast<std::size_t>(m.bytes), ncclUint8, m.peer, comm, s), "ncclSend", what);
     for (const Msg& m : recvs)
-      CPS_NCCL_CALL(rank_, ncclRecv(m.ptr, static_cast<std::size_t>(m.bytes), ncclUint8, m.peer, comm, s));
-    CPS_NCCL_CALL(rank_, ncclGroupEnd());
+      queued(ncclRecv(m.ptr, static_cast<std::size_t>(m.bytes), ncclUint8, m.peer, comm, s), "ncclRecv", what);
+    ready(comm, ncclGroupEnd(), what);
     for (const Msg& m : recvs)
       if (m.staged) unpack(b, m.ptr, m.dt, m.part->regions, false, s, what);
   }
@@ -256,7 +277,7 @@ class NcclTransport final : public CudaTransport {
     void* to = adjacent_spans(b, x.dst, dt, P);
     const bool staged = to == nullptr;
     if (staged) to = si.take(n * P, what);
-    CPS_NCCL_CALL(rank_, ncclAllGather(from, to, static_cast<std::size_t>(count), nccl_type(dt), comm, s));
+    ready(comm, ncclAllGather(from, to, static_cast<std::size_t>(count), nccl_type(dt), comm, s), what);
     if (staged)
       for (std::int64_t i = 0; i < n; ++i)
         unpack(b, static_cast<char*>(to) + i * P, dt, {x.dst[static_cast<std::size_t>(i)]}, false, s, what);
@@ -283,7 +304,7 @@ class NcclTransport final : public CudaTransport {
     }
     bool staged = false;
     void* to = incoming(b, {x.dst}, dt, si, &staged, what);
-    CPS_NCCL_CALL(rank_, ncclReduceScatter(from, to, static_cast<std::size_t>(count), nccl_type(dt), ncclSum, comm, s));
+    ready(comm, ncclReduceScatter(from, to, static_cast<std::size_t>(count), nccl_type(dt), ncclSum, comm, s), what);
     if (staged) unpack(b, to, dt, {x.dst}, false, s, what);
   }
 
@@ -310,6 +331,43 @@ class NcclTransport final : public CudaTransport {
   }
 
  private:
+  // A call on a non-blocking communicator returned `r`: on ncclInProgress, polls the communicator until the
+  // call has finished (its kernels enqueued), its peers permitting, for at most the timeout; then aborts
+  // every communicator and throws DeviceError naming the rank and `what` if it failed or did not finish.
+  void ready(ncclComm_t c, ncclResult_t r, const std::string& what) {
+    if (r != ncclSuccess && r != ncclInProgress) fail(c, r, what);
+    if (r == ncclSuccess || c == nullptr) return;
+    const ncclResult_t state = settled(c);
+    if (state == ncclInProgress) {
+      abort();
+      throw DeviceError(fmt::format("rank {}: NCCL was still waiting for the other ranks after {} ms while {}: is a "
+                                    "rank missing, stopped or running another schedule?",
+                                    rank_, timeout_.count(), what));
+    }
+    if (state != ncclSuccess) fail(c, state, what);
+  }
+  // ncclSend/ncclRecv inside a group: queued (ncclSuccess, or ncclInProgress on a non-blocking
+  // communicator) or an error.
+  void queued(ncclResult_t r, const char* call, const std::string& what) {
+    if (r != ncclSuccess && r != ncclInProgress) fail(nullptr, r, fmt::format("{} ({})", what, call));
+  }
+  [[noreturn]] void fail(ncclComm_t c, ncclResult_t r, const std::string& what) {
+    const std::string detail = c != nullptr ? ncclGetLastError(c) : ncclGetLastError(nullptr);
+    abort();
+    throw DeviceError(fmt::format("rank {}: NCCL reported {} ({}) while {}", rank_, ncclGetErrorString(r), detail, what));
+  }
+  // The communicator's state once it is no longer ncclInProgress, or ncclInProgress after the timeout.
+  ncclResult_t settled(ncclComm_t c) const {
+    const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    for (;;) {
+      ncclResult_t state = ncclSuccess;
+      const ncclResult_t q = ncclCommGetAsyncError(c, &state);
+      if (q != ncclSuccess) return q;
+      if (state != ncclInProgress || std::chrono::steady_clock::now() >= deadline) return state;
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
+
   ncclComm_t group_comm(std::int32_t group, std::int32_t stream, const std::string& what) const {
     const auto it = group_comms_.find({group, stream});
     CPSCOPE_CHECK(it != group_comms_.end() && it->second != nullptr,
@@ -331,6 +389,7 @@ class NcclTransport final : public CudaTransport {
   const Schedule& schedule_;
   ProcessGroup& pg_;
   std::int32_t rank_;
+  std::chrono::milliseconds timeout_{300000};  // the backend's (allocate())
   StagingBuffers staging_;  // before the communicators: destroyed after them
   std::set<std::pair<std::int32_t, std::int32_t>> splits_;
   std::vector<ncclComm_t> comms_;
