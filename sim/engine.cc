@@ -269,12 +269,7 @@ void Simulation::begin_transfer(std::int32_t src, std::int32_t send_sid, std::in
     // begin alone). A flow that comes to one of its resources settles it first (settle()).
     fl.solo = 1;
     fl.last = now_ + latency;
-    for (int i = 0; i < 2; ++i) {
-      Resource& rs = resources_[fl.res[i]];
-      fl.pos[i] = static_cast<std::int32_t>(rs.flows.size());
-      rs.flows.push_back(f);
-      rs.share = rs.bandwidth / static_cast<double>(rs.flows.size());
-    }
+    join_resources(f);
     fl.rate = std::min(resources_[fl.res[0]].share, resources_[fl.res[1]].share);
     ++fl.version;
     push(fl.last + ceil_ns(fl.remaining / fl.rate), EvType::FlowDone, f, fl.version);
@@ -284,6 +279,17 @@ void Simulation::begin_transfer(std::int32_t src, std::int32_t send_sid, std::in
     push(now_ + latency, EvType::LatencyDone, f, 0);
   else
     start_flow(f);
+}
+
+// Adds flow f to the lists of its two resources and updates their fair shares.
+void Simulation::join_resources(std::int32_t f) {
+  Flow& fl = flows_[f];
+  for (int i = 0; i < 2; ++i) {
+    Resource& rs = resources_[fl.res[i]];
+    fl.pos[i] = static_cast<std::int32_t>(rs.flows.size());
+    rs.flows.push_back(f);
+    rs.share = rs.bandwidth / static_cast<double>(rs.flows.size());
+  }
 }
 
 // A solo flow (begin_transfer()) meets another flow on a resource. If its latency is over, it is an
@@ -312,12 +318,7 @@ void Simulation::start_flow(std::int32_t f) {
   }
   fl.rate = 0;
   fl.last = now_;
-  for (int i = 0; i < 2; ++i) {
-    Resource& rs = resources_[res[i]];
-    fl.pos[i] = static_cast<std::int32_t>(rs.flows.size());
-    rs.flows.push_back(f);
-    rs.share = rs.bandwidth / static_cast<double>(rs.flows.size());
-  }
+  join_resources(f);
   for (const std::int32_t r : res)
     for (const std::int32_t other : resources_[r].flows)
       if (other != f) update_flow(other);

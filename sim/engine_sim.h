@@ -291,6 +291,7 @@ class Simulation {
                       std::uint32_t work);
   void start_flow(std::int32_t f);
   void settle(std::int32_t f);
+  void join_resources(std::int32_t f);
   void update_flow(std::int32_t f);
   void end_flow(std::int32_t f);
   void transfer_done(std::int32_t f);
