@@ -17,7 +17,7 @@
 // be moved down level by level, one refill per pop. Instead a bucket of at most kRunMax entries is
 // sorted by time, stably (each entry's place is counted from keys of time and bucket position, with no
 // branch on the data: an insertion sort mispredicts about once per entry, and this took 3% off a run
-// at N = 128; a bucket spanning 2^26 ns or more, rare, still takes the insertion sort) and becomes
+// at N = 128; a small bucket spanning 2^26 ns or more, rare, moves down like a large one) and becomes
 // bucket 0 as a run: `last` is its first time and it is popped
 // front to back. While a run lasts, an event pushed before its last time is inserted into it (it
 // cannot belong anywhere else: every other bucket lies after the run); later ones go to the buckets
@@ -90,44 +90,6 @@ class RadixEventQueue {
         --size_;
         return from.data[0];
       }
-      if (from.size <= kRunMax) {
-        const Entry* const src = from.data;
-        const std::uint32_t n = from.size;
-        Nanos least = src[0].time, most = least;
-        for (std::uint32_t i = 1; i < n; ++i) {
-          least = src[i].time < least ? src[i].time : least;
-          most = src[i].time > most ? src[i].time : most;
-        }
-        if (most - least < kRankSpan) {
-          // Each entry's place is the number of entries before it in (time, bucket order), counted
-          // without a branch on the data (an insertion sort mispredicts about once per entry).
-          std::int32_t key[kRunMax];
-          for (std::uint32_t i = 0; i < n; ++i)
-            key[i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(src[i].time - least) << 5 | i);
-          while (zero.capacity < n) grow(zero);
-          Entry* const d = zero.data;
-          for (std::uint32_t i = 0; i < n; ++i) {
-            std::int32_t place = 0;
-            for (std::uint32_t j = 0; j < n; ++j) place += key[j] < key[i];
-            d[place] = src[i];
-          }
-          zero.size = n;
-          from.size = 0;
-        } else {
-          std::swap(zero, from);
-          Entry* const d = zero.data;
-          for (std::uint32_t i = 1; i < n; ++i) {  // insertion sort, stable
-            const Entry e = d[i];
-            std::uint32_t j = i;
-            for (; j > 0 && d[j - 1].time > e.time; --j) d[j] = d[j - 1];
-            d[j] = e;
-          }
-        }
-        last_ = least;
-        run_last_ = most;
-        --size_;
-        return zero.data[head_++];
-      }
       const Entry* const first = from.data;
       const Entry* const end = first + from.size;
       Nanos least = first->time, most = least;
@@ -135,12 +97,31 @@ class RadixEventQueue {
         least = e->time < least ? e->time : least;
         most = e->time > most ? e->time : most;
       }
-      last_ = run_last_ = least;
+      last_ = least;
       if (least == most) {
         // One time (always so at the lowest level, and for groups of ties): the bucket, in its order,
         // becomes bucket 0 as it is.
+        run_last_ = least;
         std::swap(zero, from);
+      } else if (from.size <= kRunMax && most - least < kRankSpan) {
+        // A run. Each entry's place is the number of entries before it in (time, bucket order), counted
+        // without a branch on the data (an insertion sort mispredicts about once per entry).
+        const std::uint32_t n = from.size;
+        std::int32_t key[kRunMax];
+        for (std::uint32_t i = 0; i < n; ++i)
+          key[i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(first[i].time - least) << 5 | i);
+        while (zero.capacity < n) grow(zero);
+        Entry* const d = zero.data;
+        for (std::uint32_t i = 0; i < n; ++i) {
+          std::int32_t place = 0;
+          for (std::uint32_t j = 0; j < n; ++j) place += key[j] < key[i];
+          d[place] = first[i];
+        }
+        zero.size = n;
+        from.size = 0;
+        run_last_ = most;
       } else {
+        run_last_ = least;
         for (const Entry* e = first; e != end; ++e) put(*e);  // all land in lower buckets
         from.size = 0;
       }

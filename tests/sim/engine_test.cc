@@ -707,7 +707,8 @@ TEST(Engine, SetupErrorsDoNotDependOnThreads) {
 // ---------------------------------------------------------------------------------------------
 // The event queue (private to the engine, sim/engine_queue.h).
 
-// Small runs are sorted by counting, for spans below 2^26 ns, and by insertion above: `far` covers both.
+// Small buckets become runs sorted by counting when they span under 2^26 ns and move down a level
+// otherwise: `far` covers both.
 TEST(EngineQueue, PopsByTimeThenInsertionOrder) {
   for (const Nanos far : {Nanos{1'000'000}, Nanos{1'000'000'000}}) {
     SCOPED_TRACE(far);
@@ -747,10 +748,10 @@ TEST(EngineQueue, PopsByTimeThenInsertionOrder) {
   }
 }
 
-// Ties inside a small bucket that becomes a sorted run, for both sorts: pushed out of order, popped
-// by time and, at equal times, in push order.
+// Ties inside a small bucket, as a sorted run and as one that moves down a level: pushed out of order,
+// popped by time and, at equal times, in push order.
 TEST(EngineQueue, SmallBucketsKeepPushOrderAmongTies) {
-  for (const Nanos base : {Nanos{300}, (Nanos{1} << 32)}) {  // span 5 ns (counting), 2^27 ns (insertion)
+  for (const Nanos base : {Nanos{300}, (Nanos{1} << 32)}) {  // span 5 ns (a run), 2^27 ns (moves down)
     SCOPED_TRACE(base);
     const Nanos span = base < (Nanos{1} << 32) ? 5 : (Nanos{1} << 27);
     detail::RadixEventQueue<int> q;
