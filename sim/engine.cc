@@ -212,6 +212,9 @@ void Simulation::wake_waiters(std::int32_t rank, std::int32_t g) {
 // Sets the rank's slowdown from its current counts and re-schedules every running compute op, after
 // bringing its remaining work up to now_ at the slowdown that held until now.
 void Simulation::retime(RankState& r) {
+  // With nothing running there is nothing to re-time, and the slowdown is read only here: the next
+  // retime() sets it, when an op starts (whose work is then up to date, so the stale `before` is unused).
+  if (r.running.empty()) return;
   const double before = r.slowdown;
   const double k = static_cast<double>(std::max<std::size_t>(1, r.running.size()));
   r.slowdown = k * (r.comm_active > 0 ? hw_.comm_compute_interference : 1.0);
