@@ -35,6 +35,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <new>
 #include <type_traits>
 #include <utility>
@@ -107,14 +108,16 @@ class RadixEventQueue {
         // A run. Each entry's place is the number of entries before it in (time, bucket order), counted
         // without a branch on the data (an insertion sort mispredicts about once per entry).
         const std::uint32_t n = from.size;
+        const std::uint32_t m = (n + 7) & ~7u;  // padded: the counting loop runs whole vectors
         std::int32_t key[kRunMax];
         for (std::uint32_t i = 0; i < n; ++i)
           key[i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(first[i].time - least) << 5 | i);
+        for (std::uint32_t i = n; i < m; ++i) key[i] = std::numeric_limits<std::int32_t>::max();
         while (zero.capacity < n) grow(zero);
         Entry* const d = zero.data;
         for (std::uint32_t i = 0; i < n; ++i) {
           std::int32_t place = 0;
-          for (std::uint32_t j = 0; j < n; ++j) place += key[j] < key[i];
+          for (std::uint32_t j = 0; j < m; ++j) place += key[j] < key[i];
           d[place] = first[i];
         }
         zero.size = n;
