@@ -489,6 +489,13 @@ kernels::AttnBlockArgs block_args(const AttendArgs& a) {
   b.scale = static_cast<float>(a.scale);
   return b;
 }
+
+// Q and K/V of an attention call: the K/V tensor holds K in plane 0 and V in plane 1.
+kernels::AttnInputs attn_inputs(kernels::DType dtype, std::int64_t batch, const DeviceTensor& q,
+                                const DeviceTensor& kv) {
+  return {dtype, q.dim, static_cast<int>(batch), q.base, q.tokens, q.heads, kv.plane(0), kv.plane(1), kv.tokens,
+          kv.heads};
+}
 }  // namespace
 
 void CudaBackend::attend_fwd(const Op& op, std::int32_t stream, const AttendArgs& a, bool merge) {
@@ -503,21 +510,8 @@ void CudaBackend::attend_fwd(const Op& op, std::int32_t stream, const AttendArgs
   CPSCOPE_CHECK(o.dtype == kernels::DType::FP32 && lse.dtype == kernels::DType::FP32 && o.tokens == q.tokens &&
                     o.heads == q.heads && lse.tokens == q.tokens && lse.heads == q.heads,
                 where + ": O and LSE must be fp32 with Q's rows and heads");
-  kernels::AttnFwdArgs k{};
-  k.dtype = input_;
-  k.head_dim = q.dim;
-  k.batch = static_cast<int>(batch_);
-  k.q = q.base;
-  k.q_tokens = q.tokens;
-  k.q_heads = q.heads;
-  k.k = kv.plane(0);
-  k.v = kv.plane(1);
-  k.kv_tokens = kv.tokens;
-  k.kv_heads = kv.heads;
-  k.o = static_cast<float*>(o.base);
-  k.lse = static_cast<float*>(lse.base);
-  k.merge = merge;
-  k.blk = block_args(a);
+  const kernels::AttnFwdArgs k{attn_inputs(input_, batch_, q, kv), static_cast<float*>(o.base),
+                               static_cast<float*>(lse.base), merge, block_args(a)};
   launch(where, [&] { kernels::attn_fwd(k, streams_[static_cast<std::size_t>(stream)]); });
   touched(a.o);
 }
@@ -562,24 +556,8 @@ void CudaBackend::attend_bwd(const Op& op, std::int32_t stream, const AttendArgs
     dk = static_cast<float*>(dkv.plane(a.dkv_plane));
     dv = static_cast<float*>(dkv.plane(a.dkv_plane + 1));
   }
-  kernels::AttnBwdArgs k{};
-  k.dtype = input_;
-  k.head_dim = q.dim;
-  k.batch = static_cast<int>(batch_);
-  k.q = q.base;
-  k.q_tokens = q.tokens;
-  k.q_heads = q.heads;
-  k.k = kv.plane(0);
-  k.v = kv.plane(1);
-  k.kv_tokens = kv.tokens;
-  k.kv_heads = kv.heads;
-  k.dout = dout.base;
-  k.lse = static_cast<const float*>(lse.base);
-  k.delta = delta_;
-  k.dq = static_cast<float*>(dq.base);
-  k.dk = dk;
-  k.dv = dv;
-  k.blk = block_args(a);
+  const kernels::AttnBwdArgs k{attn_inputs(input_, batch_, q, kv), dout.base, static_cast<const float*>(lse.base),
+                               delta_, static_cast<float*>(dq.base), dk, dv, block_args(a)};
   launch(where, [&] { kernels::attn_bwd(k, s); });
   if (staged) {
     DeviceTensor f = dkv;

@@ -123,40 +123,20 @@ nlohmann::json run_cuda_bench(const CudaBenchOptions& o) {
     b.scale = 1.0f / std::sqrt(static_cast<float>(D));
     return b;
   };
-  // The fields AttnFwdArgs and AttnBwdArgs share: the bf16 inputs and the block.
-  auto inputs = [&](auto& a, std::int64_t ql, std::int64_t kl, bool causal) {
-    a.dtype = k::DType::BF16;
-    a.head_dim = static_cast<int>(D);
-    a.batch = 1;
-    a.q = q.get();
-    a.q_tokens = ql;
-    a.q_heads = static_cast<int>(H);
-    a.k = kk.get();
-    a.v = v.get();
-    a.kv_tokens = kl;
-    a.kv_heads = static_cast<int>(Hk);
-    a.blk = block(ql, kl, causal);
+  // The bf16 inputs both passes read.
+  auto inputs = [&](std::int64_t ql, std::int64_t kl) {
+    return k::AttnInputs{k::DType::BF16, static_cast<int>(D), 1, q.get(), ql, static_cast<int>(H),
+                         kk.get(), v.get(), kl, static_cast<int>(Hk)};
   };
   auto fwd = [&](std::int64_t ql, std::int64_t kl, bool causal) {
-    k::AttnFwdArgs a{};
-    inputs(a, ql, kl, causal);
-    a.o = out.get<float>();
-    a.lse = lse.get<float>();
-    a.merge = false;
-    k::attn_fwd(a, s);
+    k::attn_fwd(k::AttnFwdArgs{inputs(ql, kl), out.get<float>(), lse.get<float>(), false, block(ql, kl, causal)}, s);
   };
   auto bwd = [&](std::int64_t ql, std::int64_t kl, bool causal) {
     k::attn_bwd_preprocess(k::DType::FP32, k::DType::BF16, out.get(), dout.get(), delta.get<float>(), 1, ql,
                            static_cast<int>(H), static_cast<int>(D), s);
-    k::AttnBwdArgs a{};
-    inputs(a, ql, kl, causal);
-    a.dout = dout.get();
-    a.lse = lse.get<float>();
-    a.delta = delta.get<float>();
-    a.dq = dq.get<float>();
-    a.dk = dk.get<float>();
-    a.dv = dv.get<float>();
-    k::attn_bwd(a, s);
+    k::attn_bwd(k::AttnBwdArgs{inputs(ql, kl), dout.get(), lse.get<float>(), delta.get<float>(), dq.get<float>(),
+                               dk.get<float>(), dv.get<float>(), block(ql, kl, causal)},
+                s);
   };
 
   nlohmann::json rows = nlohmann::json::array();

@@ -24,10 +24,14 @@ struct AttnBlockArgs {            // which part of the tensors one call covers
   float scale;                    // softmax scale, usually 1/sqrt(head_dim)
 };
 
-struct AttnFwdArgs {
+// What both passes read: Q [batch][q_tokens][q_heads][D] and K, V [batch][kv_tokens][kv_heads][D] in dtype.
+struct AttnInputs {
   DType dtype; int head_dim; int batch;
   const void* q; std::int64_t q_tokens; int q_heads;
   const void* k; const void* v; std::int64_t kv_tokens; int kv_heads;
+};
+
+struct AttnFwdArgs : AttnInputs {
   float* o;      // fp32 [batch][q_tokens][q_heads][D]: normalised output of the rows/heads covered
   float* lse;    // fp32 [batch][q_heads][q_tokens], natural log
   bool merge;    // true: merge with the existing (o, lse) of those rows by the stable LSE update
@@ -42,10 +46,7 @@ void attn_fwd(const AttnFwdArgs& args, cudaStream_t stream);
 void attn_bwd_preprocess(DType o_dtype, DType do_dtype, const void* o, const void* dout, float* delta, int batch,
                          std::int64_t tokens, int heads, int head_dim, cudaStream_t stream);
 
-struct AttnBwdArgs {
-  DType dtype; int head_dim; int batch;
-  const void* q; std::int64_t q_tokens; int q_heads;
-  const void* k; const void* v; std::int64_t kv_tokens; int kv_heads;
+struct AttnBwdArgs : AttnInputs {
   const void* dout;        // [batch][q_tokens][q_heads][D] in dtype
   const float* lse;        // final (fully merged) forward LSE
   const float* delta;      // from attn_bwd_preprocess

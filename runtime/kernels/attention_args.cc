@@ -15,8 +15,8 @@ constexpr std::int64_t kMaxGridYZ = 65535;  // grid.y = heads of the block, grid
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 
 // Common to forward and backward; returns false for an empty block.
-bool validate_common(DType dtype, int head_dim, int batch, const void* q, std::int64_t q_tokens, int q_heads,
-                     const void* k, const void* v, std::int64_t kv_tokens, int kv_heads, const AttnBlockArgs& b) {
+bool validate_common(const AttnInputs& in, const AttnBlockArgs& b) {
+  const auto& [dtype, head_dim, batch, q, q_tokens, q_heads, k, v, kv_tokens, kv_heads] = in;
   CPS_REQUIRE(dtype == DType::BF16 || dtype == DType::FP16, "attention inputs must be BF16 or FP16");
   CPS_REQUIRE(head_dim == 64 || head_dim == 128, "head_dim must be 64 or 128");
   CPS_REQUIRE(batch >= 0 && q_tokens >= 0 && kv_tokens >= 0 && q_heads > 0 && kv_heads > 0, "tensor shape");
@@ -54,19 +54,13 @@ std::size_t dtype_bytes(DType dt) {
 }
 
 bool validate_fwd(const AttnFwdArgs& a) {
-  if (!validate_common(a.dtype, a.head_dim, a.batch, a.q, a.q_tokens, a.q_heads, a.k, a.v, a.kv_tokens, a.kv_heads,
-                       a.blk)) {
-    return false;
-  }
+  if (!validate_common(a, a.blk)) return false;
   CPS_REQUIRE(a.o != nullptr && a.lse != nullptr && aligned16(a.o), "o (16-byte aligned) and lse must be set");
   return true;
 }
 
 bool validate_bwd(const AttnBwdArgs& a) {
-  if (!validate_common(a.dtype, a.head_dim, a.batch, a.q, a.q_tokens, a.q_heads, a.k, a.v, a.kv_tokens, a.kv_heads,
-                       a.blk)) {
-    return false;
-  }
+  if (!validate_common(a, a.blk)) return false;
   if (a.blk.kv_len == 0) return false;  // no key: no gradient
   CPS_REQUIRE(a.dout != nullptr && aligned16(a.dout), "dout must be a 16-byte aligned device pointer");
   CPS_REQUIRE(a.lse != nullptr && a.delta != nullptr, "lse and delta must be set");

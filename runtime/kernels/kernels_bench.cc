@@ -18,6 +18,7 @@ namespace {
 using cpscope::rt::kernels::AttnBlockArgs;
 using cpscope::rt::kernels::AttnBwdArgs;
 using cpscope::rt::kernels::AttnFwdArgs;
+using cpscope::rt::kernels::AttnInputs;
 using cpscope::rt::kernels::DType;
 namespace k = cpscope::rt::kernels;
 
@@ -66,8 +67,9 @@ void run(int batch, std::int64_t seq, int heads, int kv_heads, int d, bool causa
         *dv = dev_f32(nk);
   const AttnBlockArgs blk{0, seq, 0, seq, 0, heads, heads / kv_heads, 0, causal, 0,
                           1.f / std::sqrt(static_cast<float>(d))};
-  const AttnFwdArgs fa{DType::BF16, d, batch, q, seq, heads, kk, v, seq, kv_heads, o, lse, false, blk};
-  const AttnBwdArgs ba{DType::BF16, d, batch, q, seq, heads, kk, v, seq, kv_heads, dout, lse, delta, dq, dk, dv, blk};
+  const AttnInputs in{DType::BF16, d, batch, q, seq, heads, kk, v, seq, kv_heads};
+  const AttnFwdArgs fa{in, o, lse, false, blk};
+  const AttnBwdArgs ba{in, dout, lse, delta, dq, dk, dv, blk};
   const double pairs = causal ? static_cast<double>(seq) * (seq + 1) / 2 : static_cast<double>(seq) * seq;
   const double fwd_flops = 4.0 * batch * heads * d * pairs;
   const int iters = seq >= 16384 ? 5 : 20;

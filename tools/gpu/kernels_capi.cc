@@ -33,6 +33,12 @@ k::AttnBlockArgs whole_block(std::int64_t seq_q, std::int64_t seq_kv, int heads,
   return b;
 }
 
+// Q, K and V of the same length (the whole sequence); dtype: 0 bf16, 1 fp16.
+k::AttnInputs whole_inputs(int dtype, int head_dim, int batch, const void* q, const void* k_, const void* v,
+                           std::int64_t seq, int heads, int kv_heads) {
+  return {dtype == 0 ? k::DType::BF16 : k::DType::FP16, head_dim, batch, q, seq, heads, k_, v, seq, kv_heads};
+}
+
 template <class F>
 int guarded(F f) {
   try {
@@ -54,21 +60,8 @@ const char* cps_last_error() { return g_error.c_str(); }
 int cps_attn_fwd(int dtype, int head_dim, int batch, const void* q, const void* k_, const void* v, float* o,
                  float* lse, std::int64_t seq, int heads, int kv_heads, int causal, void* stream) {
   return guarded([&] {
-    k::AttnFwdArgs a{};
-    a.dtype = dtype == 0 ? k::DType::BF16 : k::DType::FP16;
-    a.head_dim = head_dim;
-    a.batch = batch;
-    a.q = q;
-    a.q_tokens = seq;
-    a.q_heads = heads;
-    a.k = k_;
-    a.v = v;
-    a.kv_tokens = seq;
-    a.kv_heads = kv_heads;
-    a.o = o;
-    a.lse = lse;
-    a.merge = false;
-    a.blk = whole_block(seq, seq, heads, kv_heads, head_dim, causal);
+    const k::AttnFwdArgs a{whole_inputs(dtype, head_dim, batch, q, k_, v, seq, heads, kv_heads), o, lse, false,
+                           whole_block(seq, seq, heads, kv_heads, head_dim, causal)};
     k::attn_fwd(a, static_cast<cudaStream_t>(stream));
   });
 }
@@ -79,28 +72,11 @@ int cps_attn_bwd(int dtype, int head_dim, int batch, const void* q, const void* 
                  const void* dout, const float* lse, float* delta, float* dq, float* dk, float* dv, std::int64_t seq,
                  int heads, int kv_heads, int causal, void* stream) {
   return guarded([&] {
-    const k::DType dt = dtype == 0 ? k::DType::BF16 : k::DType::FP16;
+    const k::AttnInputs in = whole_inputs(dtype, head_dim, batch, q, k_, v, seq, heads, kv_heads);
     const auto s = static_cast<cudaStream_t>(stream);
-    k::attn_bwd_preprocess(k::DType::FP32, dt, o, dout, delta, batch, seq, heads, head_dim, s);
-    k::AttnBwdArgs a{};
-    a.dtype = dt;
-    a.head_dim = head_dim;
-    a.batch = batch;
-    a.q = q;
-    a.q_tokens = seq;
-    a.q_heads = heads;
-    a.k = k_;
-    a.v = v;
-    a.kv_tokens = seq;
-    a.kv_heads = kv_heads;
-    a.dout = dout;
-    a.lse = lse;
-    a.delta = delta;
-    a.dq = dq;
-    a.dk = dk;
-    a.dv = dv;
-    a.blk = whole_block(seq, seq, heads, kv_heads, head_dim, causal);
-    k::attn_bwd(a, s);
+    k::attn_bwd_preprocess(k::DType::FP32, in.dtype, o, dout, delta, batch, seq, heads, head_dim, s);
+    k::attn_bwd(k::AttnBwdArgs{in, dout, lse, delta, dq, dk, dv, whole_block(seq, seq, heads, kv_heads, head_dim, causal)},
+                s);
   });
 }
 

@@ -213,24 +213,10 @@ struct Problem {
     s.kv_heads = c.gqa == 4 ? 1 : 8;
     return s;
   }
-  AttnFwdArgs fwd_args(DType dt, float* o, float* lse, bool merge) const {
-    AttnFwdArgs a{};
-    a.dtype = dt;
-    a.head_dim = s.d;
-    a.batch = s.batch;
-    a.q = q.dev.get();
-    a.q_tokens = s.q_tokens;
-    a.q_heads = s.q_heads;
-    a.k = k.dev.get();
-    a.v = v.dev.get();
-    a.kv_tokens = s.kv_tokens;
-    a.kv_heads = s.kv_heads;
-    a.o = o;
-    a.lse = lse;
-    a.merge = merge;
-    a.blk = blk;
-    return a;
+  AttnInputs inputs(DType dt) const {
+    return {dt, s.d, s.batch, q.dev.get(), s.q_tokens, s.q_heads, k.dev.get(), v.dev.get(), s.kv_tokens, s.kv_heads};
   }
+  AttnFwdArgs fwd_args(DType dt, float* o, float* lse, bool merge) const { return {inputs(dt), o, lse, merge, blk}; }
 };
 
 // Compares the rows/heads of the block; entries outside it must keep their sentinel.
@@ -351,25 +337,8 @@ TEST(AttnBwd, MatchesReference) {
     fill_f32(dq.f32(), static_cast<i64>(nq), 0.5f, nullptr);
     fill_f32(dk.f32(), static_cast<i64>(nk), 0.5f, nullptr);
     fill_f32(dv.f32(), static_cast<i64>(nk), 0.5f, nullptr);
-    AttnBwdArgs a{};
-    a.dtype = c.dt;
-    a.head_dim = c.d;
-    a.batch = pr.s.batch;
-    a.q = pr.q.dev.get();
-    a.q_tokens = pr.s.q_tokens;
-    a.q_heads = pr.s.q_heads;
-    a.k = pr.k.dev.get();
-    a.v = pr.v.dev.get();
-    a.kv_tokens = pr.s.kv_tokens;
-    a.kv_heads = pr.s.kv_heads;
-    a.dout = pr.dout.dev.get();
-    a.lse = lse.f32();
-    a.delta = delta.f32();
-    a.dq = dq.f32();
-    a.dk = dk.f32();
-    a.dv = dv.f32();
-    a.blk = pr.blk;
-    attn_bwd(a, nullptr);
+    attn_bwd(AttnBwdArgs{pr.inputs(c.dt), pr.dout.dev.get(), lse.f32(), delta.f32(), dq.f32(), dk.f32(), dv.f32(), pr.blk},
+             nullptr);
     CPS_CUDA_CHECK(cudaDeviceSynchronize());
     EXPECT_LE(rel_err(dq.download_f32(), ref.dq, 0.5), kTol) << "dq";
     EXPECT_LE(rel_err(dk.download_f32(), ref.dk, 0.5), kTol) << "dk";
@@ -394,10 +363,8 @@ TEST(AttnBwd, EndToEndWithPreprocess) {
     attn_fwd(pr.fwd_args(c.dt, o.f32(), lse.f32(), false), nullptr);
     attn_bwd_preprocess(DType::FP32, c.dt, o.get(), pr.dout.dev.get(), delta.f32(), pr.s.batch, pr.s.q_tokens,
                         pr.s.q_heads, pr.s.d, nullptr);
-    AttnBwdArgs a{c.dt, c.d, pr.s.batch, pr.q.dev.get(), pr.s.q_tokens, pr.s.q_heads, pr.k.dev.get(),
-                  pr.v.dev.get(), pr.s.kv_tokens, pr.s.kv_heads, pr.dout.dev.get(), lse.f32(), delta.f32(),
-                  dq.f32(), dk.f32(), dv.f32(), pr.blk};
-    attn_bwd(a, nullptr);
+    attn_bwd(AttnBwdArgs{pr.inputs(c.dt), pr.dout.dev.get(), lse.f32(), delta.f32(), dq.f32(), dk.f32(), dv.f32(), pr.blk},
+             nullptr);
     CPS_CUDA_CHECK(cudaDeviceSynchronize());
     // delta of the block's rows (others are dO . 0 = 0 in the reference too, since O stays 0 there).
     const std::vector<float> dg = delta.download_f32();
