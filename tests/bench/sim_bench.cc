@@ -3,11 +3,16 @@
 // Targets: >= 5M simulated ops/s, the N = 1024 step in < 1 s, time per op at N = 1024 within 1.5x of
 // N = 128. After the runs a summary prints those figures and says which targets are met.
 //
-// Every iteration is timed on its own. The figures are those of the median iteration (steady state:
-// what every config of a sweep or plan costs); the first iteration is printed beside it, because in a
-// fresh process it also pays the first touch of the records' memory (on virtual machines that costs
-// from nothing to a few tenths of a second, depending on the host). The N = 1024 rows run 5
-// iterations; --benchmark_filter=/128 runs the quick ones.
+// Every iteration is timed on its own; a repetition's figure is its median iteration (steady state:
+// what every config of a sweep or plan costs). Unless told otherwise, each benchmark runs 5
+// repetitions in random order among the others' (Google Benchmark's random interleaving), and the
+// summary takes the median over repetitions: on a shared virtual machine whose speed drifts for
+// seconds at a time, back-to-back iterations measured a row in whichever spell it fell, and two rows
+// of one run differed by a third (the engine alone slower than the engine plus summary). The first
+// iteration of each row in the process is printed beside it, because in a fresh process it also pays
+// the first touch of the records' memory (on virtual machines that costs from nothing to a few tenths
+// of a second, depending on the host). The N = 1024 rows run 3 iterations a repetition;
+// --benchmark_filter=/128 runs the quick ones, --benchmark_repetitions=1 the old single pass.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -57,15 +62,20 @@ class IterationTimes {
   std::vector<double> seconds_;
 };
 
-// ops; ops/s and ns/op of the median iteration; the median and the first iteration's seconds.
-void SetOpCounters(benchmark::State& state, std::int64_t ops_per_iteration, const IterationTimes& times) {
+// ops; ops/s and ns/op of the median iteration; the median and the seconds of the row's first iteration
+// in the process (`row` names it, with its N: its first repetition keeps it).
+void SetOpCounters(benchmark::State& state, const std::string& row, std::int64_t ops_per_iteration,
+                   const IterationTimes& times) {
+  static std::map<std::string, double> first_in_process;
+  const double first = first_in_process.try_emplace(row, times.first()).first->second;
   const double ops = static_cast<double>(ops_per_iteration);
   const double median = times.median();
   state.counters["ops"] = benchmark::Counter(ops);
   state.counters["ops/s"] = benchmark::Counter(median > 0 ? ops / median : 0);
   state.counters["ns/op"] = benchmark::Counter(ops > 0 ? median * 1e9 / ops : 0);
   state.counters["median_s"] = benchmark::Counter(median);
-  state.counters["first_s"] = benchmark::Counter(times.first());
+  state.counters["first_s"] = benchmark::Counter(first);
+  state.counters["iterations"] = benchmark::Counter(static_cast<double>(state.iterations()));
 }
 
 void BM_ZigzagGenerate(benchmark::State& state) {
@@ -79,7 +89,7 @@ void BM_ZigzagGenerate(benchmark::State& state) {
     ops = s.num_ops();
     benchmark::DoNotOptimize(s.ranks.data());
   }
-  SetOpCounters(state, ops, times);
+  SetOpCounters(state, "generate/" + std::to_string(state.range(0)), ops, times);
 }
 
 // Simulation without a Timeline (record_timeline = false), and with `summarize` the summary of the
@@ -99,7 +109,8 @@ void SimulateStatistics(benchmark::State& state, bool summarize_too) {
     ops = r.stats.ops_executed;
     benchmark::DoNotOptimize(r.stats.makespan);
   }
-  SetOpCounters(state, ops, times);
+  SetOpCounters(state, (summarize_too ? "simulate+summarize/" : "simulate/") + std::to_string(state.range(0)), ops,
+                times);
 }
 
 // The engine alone.
@@ -122,7 +133,7 @@ void BM_ZigzagSimulateTimelineAndSummarize(benchmark::State& state) {
     ops = r.stats.ops_executed;
     benchmark::DoNotOptimize(sum.step_time_ns);
   }
-  SetOpCounters(state, ops, times);
+  SetOpCounters(state, "timeline/" + std::to_string(state.range(0)), ops, times);
 }
 
 // `cp-sim plan --gpus 1024 --gpus-per-node 8` on the default layer (131072 tokens).
@@ -142,13 +153,13 @@ void BM_Plan1024Gpus(benchmark::State& state) {
     candidates = static_cast<std::int64_t>(r.candidates);
     benchmark::DoNotOptimize(r.ranked.data());
   }
-  SetOpCounters(state, ops, times);
+  SetOpCounters(state, "plan", ops, times);
   state.counters["candidates"] = benchmark::Counter(static_cast<double>(candidates));
   state.counters["simulated"] = benchmark::Counter(static_cast<double>(simulated));
 }
 
-// N = 1024 takes about a second per iteration: a fixed count, enough for a median.
-constexpr int kLargeIterations = 5;
+// N = 1024 takes about a second per iteration: a fixed count a repetition (3 x 5 repetitions).
+constexpr int kLargeIterations = 3;
 BENCHMARK(BM_ZigzagGenerate)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ZigzagGenerate)->Arg(1024)->Iterations(kLargeIterations)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ZigzagSimulate)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -165,7 +176,7 @@ BENCHMARK(BM_ZigzagSimulateTimelineAndSummarize)
     ->Iterations(kLargeIterations)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-BENCHMARK(BM_Plan1024Gpus)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Plan1024Gpus)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Prints the console output as usual and remembers each run's counters for the summary.
 class SummaryReporter : public benchmark::ConsoleReporter {
@@ -174,11 +185,16 @@ class SummaryReporter : public benchmark::ConsoleReporter {
 
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
+    // One repetition: its run. Several: their median (an aggregate takes the place of the runs).
     for (const Run& run : runs) {
-      if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
-      Figures& f = figures_[run.benchmark_name()];
+      if (run.error_occurred) continue;
+      const bool median = run.run_type == Run::RT_Aggregate && run.aggregate_name == "median";
+      if (run.run_type == Run::RT_Aggregate && !median) continue;
+      Figures& f = figures_[run.run_name.str()];
+      if (f.from_median && !median) continue;
       for (const auto& [name, counter] : run.counters) f.counters[name] = counter.value;
-      f.iterations = static_cast<double>(run.iterations);
+      f.from_median = median;
+      f.repetitions = median ? static_cast<double>(run.repetitions) : 1;
     }
   }
 
@@ -187,8 +203,9 @@ class SummaryReporter : public benchmark::ConsoleReporter {
                 "step (simulate() with its set-up) in < 1 s; ns/op at N=1024 within 1.5x of N=128.\n"
                 "Target rows: BM_ZigzagSimulate (the engine) and BM_ZigzagSimulateAndSummarize (what cp-sim\n"
                 "run/sweep/plan do per config); the Timeline row is for reference (cp-sim run --trace).\n"
-                "Figures of the median iteration; the first iteration of a row also pays the first touch of\n"
-                "its memory in this process.\n");
+                "Figures: the median over repetitions of each repetition's median iteration (repetitions\n"
+                "interleaved at random); `first`: the row's first iteration in this process, which also pays\n"
+                "the first touch of its memory.\n");
     struct Row {
       const char* name;
       bool target;
@@ -201,9 +218,9 @@ class SummaryReporter : public benchmark::ConsoleReporter {
       std::printf("  %s\n", row.name);
       for (const auto& [n, f] : {std::pair<int, const Figures*>{128, small}, {1024, large}}) {
         if (!f) continue;
-        std::printf("    N=%-4d %8.0f ops  %5.2f M ops/s  %6.1f ns/op  %.3f s per step (median of %.0f; first %.3f s)\n", n,
-                    f->counters.at("ops"), f->counters.at("ops/s") / 1e6, f->counters.at("ns/op"),
-                    f->counters.at("median_s"), f->iterations, f->counters.at("first_s"));
+        std::printf("    N=%-4d %8.0f ops  %5.2f M ops/s  %6.1f ns/op  %.3f s per step (%.0f x %.0f iterations; first %.3f s)\n",
+                    n, f->counters.at("ops"), f->counters.at("ops/s") / 1e6, f->counters.at("ns/op"),
+                    f->counters.at("median_s"), f->repetitions, f->counters.at("iterations"), f->counters.at("first_s"));
       }
       const double ratio = small && large ? large->counters.at("ns/op") / small->counters.at("ns/op") : 0;
       if (small && large) std::printf("    ns/op ratio N=1024 / N=128: %.2fx\n", ratio);
@@ -233,7 +250,8 @@ class SummaryReporter : public benchmark::ConsoleReporter {
  private:
   struct Figures {
     std::map<std::string, double> counters;
-    double iterations = 0;
+    double repetitions = 0;
+    bool from_median = false;
   };
   // The run whose name starts with `prefix` (names carry /iterations:K/ or /real_time after it).
   const Figures* find(const std::string& prefix) const {
@@ -255,6 +273,19 @@ int main(int argc, char** argv) {
     if (arg == "--benchmark_color=false" || arg == "--benchmark_color=no") color = false;
     if (arg == "--benchmark_color=true" || arg == "--benchmark_color=yes") color = true;
   }
+  // Defaults (a flag given on the command line wins): 5 repetitions interleaved at random, the console
+  // showing their aggregates.
+  std::vector<char*> args(argv, argv + argc);
+  std::string defaults[] = {"--benchmark_repetitions=5", "--benchmark_enable_random_interleaving=true",
+                            "--benchmark_display_aggregates_only=true"};
+  for (std::string& d : defaults) {
+    const std::string flag = d.substr(0, d.find('=') + 1);
+    if (std::none_of(argv + 1, argv + argc, [&](const char* a) { return std::string(a).rfind(flag, 0) == 0; }))
+      args.insert(args.begin() + 1, d.data());
+  }
+  argc = static_cast<int>(args.size());
+  args.push_back(nullptr);
+  argv = args.data();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   if (!console) {
