@@ -20,8 +20,12 @@
 
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
+#include <cstdio>
+#include <limits>
 #include <unordered_map>
 
 #include "sim/error.h"
@@ -413,8 +417,51 @@ void check_schedule(const Schedule& s) {
   }
 }
 
+std::int64_t schedule_ops_estimate(const Workload& w) {
+  const bool fwd = w.pass != PassSet::Bwd, bwd = w.pass != PassSet::Fwd;
+  std::int64_t per_rank = 16 + 8 * w.kv_head_groups;
+  if (w.schedule != ScheduleKind::AllGather) {
+    const std::int64_t R = w.ring_size();  // ring_steps.cc: 2R forward, 4R + 1 backward
+    per_rank += (fwd ? 2 * R : 0) + (bwd ? 4 * R + 1 : 0);
+  }
+  return w.cp * per_rank;
+}
+
+void check_schedule_size(const Workload& w, Bytes available) {
+  const std::int64_t ops = schedule_ops_estimate(w);
+  if (ops >= std::numeric_limits<std::int32_t>::max())
+    throw InputError("cp", fmt::format("{} ranks of {} give about {:.3g} ops, more than the engine's 2^31 op indices "
+                                       "(a ring has about 6·N² ops: use a smaller cp, or hybrid with a larger "
+                                       "ulysses)",
+                                       w.cp, to_string(w.schedule), static_cast<double>(ops)));
+  // Each op is held as an Op, then as the engine's record, its times and its set-up state (about 64
+  // bytes; a Timeline for --trace or --profile adds its intervals), and the process needs some
+  // headroom: a 4096-rank ring (1.0e8 ops) grew past 15 GiB within a minute on a 22 GiB machine.
+  const double need = static_cast<double>(ops) * static_cast<double>(sizeof(Op) + 64);
+  if (available > 0 && need > 0.9 * static_cast<double>(available))
+    throw InputError("cp", fmt::format("{} ranks of {} give about {:.3g} ops, which need at least {:.1f} GiB, "
+                                       "more than 90% of the {:.1f} GiB of memory available here (a ring has "
+                                       "about 6·N² ops: use a smaller cp, or hybrid with a larger ulysses)",
+                                       w.cp, to_string(w.schedule), static_cast<double>(ops), need / (1 << 30),
+                                       static_cast<double>(available) / (1 << 30)));
+}
+
+Bytes available_memory_bytes() {
+  if (std::FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char line[256];
+    long long kib = -1;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "MemAvailable: %lld kB", &kib) == 1) break;
+    std::fclose(f);
+    if (kib > 0) return static_cast<Bytes>(kib) * 1024;
+  }
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<Bytes>(pages) * page : 0;
+}
+
 Schedule make_schedule(const Workload& w) {
   validate(w);
+  check_schedule_size(w, available_memory_bytes());
   switch (w.schedule) {
     case ScheduleKind::Ring:
     case ScheduleKind::ZigzagRing:

@@ -146,7 +146,17 @@ struct TransferMatch {
 };
 std::vector<TransferMatch> match_transfers(const Schedule&);
 
-// The generator for workload.schedule; validates the workload first (InputError).
+// The generator for workload.schedule; validates the workload first, and refuses a schedule too large
+// for the engine's 32-bit op indices or for the memory available here (InputError naming `cp`).
 Schedule make_schedule(const Workload&);
+
+// Ops the generator will emit, estimated before it runs: exact for the rings' attention and transfer
+// ops, with a margin for the few per-rank extras (collectives, layouts, head groups).
+std::int64_t schedule_ops_estimate(const Workload&);
+// The size check make_schedule() runs, with the available memory given (make_schedule() passes
+// available_memory_bytes(); 0 skips the memory rule).
+void check_schedule_size(const Workload&, Bytes available);
+// MemAvailable from /proc/meminfo, else physical memory; 0 when neither can be read.
+Bytes available_memory_bytes();
 
 }  // namespace cpscope

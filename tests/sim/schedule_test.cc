@@ -7,6 +7,7 @@
 #include <string>
 
 #include "sim/error.h"
+#include "sim/workload.h"
 
 namespace cpscope {
 namespace {
@@ -249,6 +250,60 @@ TEST(MakeSchedule, ValidatesFirst) {
   w.seq = 1024;
   w.heads = 0;
   EXPECT_THROW(make_schedule(w), InputError);
+}
+
+// The estimate the size check uses covers every op the generators emit, and is within 2x plus the
+// per-rank margin (causal rings skip fully masked blocks: contiguous ones about a quarter of their ops).
+TEST(MakeSchedule, OpsEstimateBoundsTheGeneratedCount) {
+  for (const ScheduleKind kind : {ScheduleKind::Ring, ScheduleKind::ZigzagRing, ScheduleKind::AllGather,
+                                  ScheduleKind::Ulysses, ScheduleKind::Hybrid})
+    for (const PassSet pass : {PassSet::Fwd, PassSet::Bwd, PassSet::FwdBwd})
+      for (const std::int64_t cp : {2, 4, 8, 16}) {
+        Workload w;
+        w.schedule = kind;
+        w.pass = pass;
+        w.cp = cp;
+        w.seq = 4096;
+        w.kv_heads = 16;  // Ulysses splits KV heads over all 16 ranks
+        if (kind == ScheduleKind::Hybrid) w.ulysses = 2;
+        if (kind == ScheduleKind::AllGather) w.kv_head_groups = 4;
+        SCOPED_TRACE(std::string(to_string(kind)) + " " + std::string(to_string(pass)) + " cp " + std::to_string(cp));
+        const std::int64_t actual = make_schedule(w).num_ops(), estimate = schedule_ops_estimate(w);
+        EXPECT_GE(estimate, actual);
+        EXPECT_LE(estimate, 2 * actual + cp * (16 + 8 * w.kv_head_groups));
+      }
+}
+
+void expect_size_error(const Workload& w, Bytes available, const std::string& needle) {
+  try {
+    check_schedule_size(w, available);
+    ADD_FAILURE() << "no error for cp " << w.cp;
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.field(), "cp");
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(MakeSchedule, RefusesSchedulesTooLargeToHoldOrIndex) {
+  Workload w;
+  w.schedule = ScheduleKind::ZigzagRing;
+  w.seq = 1 << 20;
+  w.cp = 1024;  // about 6.3M ops, 1.3 GiB or more
+  EXPECT_NO_THROW(check_schedule_size(w, Bytes{64} << 30));
+  EXPECT_NO_THROW(check_schedule_size(w, 0));  // memory unknown: only the index rule
+  expect_size_error(w, Bytes{1} << 30, "GiB of memory available");
+  // 65536 ranks: about 2.6e10 ops, past 32-bit op indices whatever the memory; refused before any op
+  // is generated (make_schedule() would otherwise run for hours).
+  w.cp = 65536;
+  w.seq = 1 << 22;
+  expect_size_error(w, 0, "2^31 op indices");
+  EXPECT_THROW(make_schedule(w), InputError);
+  // Hybrid with a large Ulysses group has a short ring: the same 65536 ranks fit the index.
+  w.schedule = ScheduleKind::Hybrid;
+  w.ulysses = 32;
+  w.heads = 64;
+  w.kv_heads = 32;
+  EXPECT_LT(schedule_ops_estimate(w), std::int64_t{1} << 31);
 }
 
 }  // namespace
