@@ -24,6 +24,7 @@
 #include "sim/profile.h"
 #include "sim/progress.h"
 #include "sim/report.h"
+#include "sim/schedule.h"
 #include "sim/workload.h"
 #include "tools/cli_common.h"
 
@@ -94,6 +95,8 @@ int parse_jobs(int jobs) {
 
 // ---- run -------------------------------------------------------------------------------------------
 
+constexpr std::int64_t kRunProgressOps = 2'000'000;  // about a second of generation and simulation
+
 struct RunArgs {
   WorkloadFlags flags;
   std::string config, hardware, json, trace, profile;
@@ -110,7 +113,14 @@ int cmd_run(const RunArgs& a) {
   check_output_path(a.trace, "trace");
   check_output_path(a.profile, "profile");
 
+  // A large schedule takes seconds (a 2048-rank ring, 25M ops, about 16 s on 2 cores): say so on a
+  // terminal, from the start, rather than after the usual one-second delay.
+  const std::int64_t ops = schedule_ops_estimate(w);
+  Progress progress(std::cerr, ops >= kRunProgressOps && isatty(STDERR_FILENO) != 0, &Progress::Clock::now,
+                    std::chrono::nanoseconds(0));
+  progress.update(0, 1, fmt::format("{}: about {:.1f}M ops", describe(w), static_cast<double>(ops) / 1e6));
   const SimulatedRun run = simulate_workload(w, hw, !a.trace.empty() || !a.profile.empty());
+  progress.finish();
   std::vector<Output> outputs;
   outputs.push_back({a.json, "json", text_writer(summary_json(run.result).dump(2) + "\n")});
   outputs.push_back({a.trace, "trace", [&](std::ostream& os) {
