@@ -10,6 +10,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -189,7 +190,7 @@ int cmd_sweep(const SweepArgs& a) {
 struct PlanArgs {
   WorkloadFlags flags;
   std::string config, hardware, json, csv, rank_by = "step";
-  std::int64_t gpus = 0;
+  std::optional<std::int64_t> gpus;  // default: one node
   double reserve_gib = kDefaultReserveGiB;
   std::size_t top = 10;
   bool verbose = false, per_rank = false;
@@ -227,8 +228,8 @@ int cmd_plan(const PlanArgs& a) {
   if (!gpn_set) spec.base.gpus_per_node = hw.gpus_per_node;
   if (spec.base.gpus_per_node < 1)
     throw InputError("gpus-per-node", fmt::format("{} must be >= 1", spec.base.gpus_per_node));
-  spec.gpus = a.gpus > 0 ? a.gpus : spec.base.gpus_per_node;
-  if (a.gpus < 0) throw InputError("gpus", fmt::format("{} must be >= 1", a.gpus));
+  if (a.gpus && *a.gpus < 1) throw InputError("gpus", fmt::format("{} must be >= 1", *a.gpus));
+  spec.gpus = a.gpus.value_or(spec.base.gpus_per_node);
   if (!(a.reserve_gib >= 0) || a.reserve_gib > 1e6)
     throw InputError("reserve-gib", fmt::format("{} must be between 0 and 1e6 GiB", a.reserve_gib));
   spec.reserve_bytes = static_cast<Bytes>(a.reserve_gib * static_cast<double>(kGiB));

@@ -138,6 +138,13 @@ TEST_F(CpSim, MalformedValuesExit2NamingTheFlag) {
   r = Run("run --hardware no-such-gpu");
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("no-such-gpu"), std::string::npos) << r.err;
+  r = Run("plan --gpus 0");  // given, so not the one-node default
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("gpus: 0 must be >= 1"), std::string::npos) << r.err;
+  // Too large to simulate: refused before the schedule is generated, naming cp and the op count.
+  r = Run("run --cp 65536 --seq 4m");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("cp: 65536 ranks of zigzag-ring give about"), std::string::npos) << r.err;
 }
 
 TEST_F(CpSim, UnwritableOutputExits2AndLeavesNothing) {
