@@ -16,6 +16,16 @@ namespace cpscope::trace {
 
 Format detect_format(const std::string& path) {
   if (is_sqlite_file(path)) return Format::Nsys;
+  // Names that promise a format this file does not have: say what to do instead of reporting it as
+  // malformed JSON.
+  if (path.ends_with(".nsys-rep") || path.ends_with(".qdrep"))
+    throw InputError("", fmt::format("{}: an Nsight Systems report is read from its SQLite export: run nsys export "
+                                     "--type sqlite {} and pass the .sqlite file",
+                                     path, path));
+  if (path.ends_with(".sqlite"))
+    throw InputError("", fmt::format("{}: not an SQLite database (its first bytes are not the 'SQLite format 3' "
+                                     "header): truncated, or not an nsys export",
+                                     path));
   auto src = open_file_source(path);
   std::string head(64 * 1024, '\0');
   std::size_t got = 0;

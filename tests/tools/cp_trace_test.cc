@@ -63,6 +63,15 @@ TEST_F(CpTrace, BadInputsExitTwoAndWriteNothing) {
   }
   EXPECT_NE(Run("summary trunc.json").err.find("trunc.json: malformed JSON at byte"), std::string::npos);
   EXPECT_NE(Run("summary neg.json").err.find("'dur' is negative"), std::string::npos);
+  // A name that promises a format the file lacks gets told what to do, not "malformed JSON".
+  std::ofstream(Path("notdb.sqlite")) << R"({"traceEvents": []})";
+  std::ofstream(Path("report.nsys-rep")) << "binary report";
+  Result r = Run("summary notdb.sqlite");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("notdb.sqlite: not an SQLite database"), std::string::npos) << r.err;
+  r = Run("summary report.nsys-rep");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("nsys export --type sqlite report.nsys-rep"), std::string::npos) << r.err;
 }
 
 }  // namespace
