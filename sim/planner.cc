@@ -460,9 +460,10 @@ SweepAxis parse_axis(std::string_view field, std::string_view text) {
 
 SimulatedRun simulate_workload(const Workload& w, const HardwareProfile& hw, bool keep_timeline) {
   validate(w);
-  const Schedule schedule = make_schedule(w);
+  Schedule schedule = make_schedule(w);
   SimulatedRun out;
   out.result = simulate_schedule(schedule, hw, keep_timeline ? &out.timeline : nullptr);
+  if (keep_timeline) out.schedule = std::move(schedule);
   return out;
 }
 

@@ -15,6 +15,7 @@
 #include "sim/engine.h"
 #include "sim/hardware.h"
 #include "sim/report.h"
+#include "sim/schedule.h"
 #include "sim/workload.h"
 
 namespace cpscope {
@@ -69,9 +70,10 @@ SweepAxis parse_axis(std::string_view field, std::string_view text);
 struct SimulatedRun {
   RunResult result;
   Timeline timeline;  // empty unless asked for
+  Schedule schedule;  // with the Timeline (a trace draws its send -> receive arrows from it); else empty
 };
-// validate → make_schedule → simulate → summarize. InputError for an invalid workload. The Timeline is
-// recorded and returned only when asked for (the summary comes from the engine's per-rank totals,
+// validate → make_schedule → simulate → summarize. InputError for an invalid workload. The Timeline and
+// the schedule are returned only when asked for (the summary comes from the engine's per-rank totals,
 // identical to summarizing the Timeline).
 SimulatedRun simulate_workload(const Workload&, const HardwareProfile&, bool keep_timeline = false);
 

@@ -124,10 +124,7 @@ int cmd_run(const RunArgs& a) {
   progress.finish();
   std::vector<Output> outputs;
   outputs.push_back({a.json, "json", text_writer(summary_json(run.result).dump(2) + "\n")});
-  outputs.push_back({a.trace, "trace", [&](std::ostream& os) {
-                       const Schedule sched = make_schedule(w);  // for the send -> receive flow arrows
-                       write_chrome_trace(os, run.timeline, &sched);
-                     }});
+  outputs.push_back({a.trace, "trace", [&](std::ostream& os) { write_chrome_trace(os, run.timeline, &run.schedule); }});
   if (!a.profile.empty())
     outputs.push_back({a.profile, "profile", text_writer(profile_json(run.result, &run.timeline).dump() + "\n")});
   write_outputs(outputs);

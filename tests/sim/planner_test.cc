@@ -415,6 +415,10 @@ TEST(SimulateWorkload, RejectsInvalidAndKeepsTimelineOnRequest) {
   const SimulatedRun without = simulate_workload(w, default_hardware(), false);
   EXPECT_FALSE(with.timeline.intervals.empty());
   EXPECT_TRUE(without.timeline.intervals.empty());
+  // The schedule comes with the Timeline (one interval per op), for the trace's flow arrows.
+  EXPECT_EQ(with.schedule.num_ops(), static_cast<std::int64_t>(with.timeline.intervals.size()));
+  EXPECT_EQ(with.schedule.ranks.size(), 4u);
+  EXPECT_TRUE(without.schedule.ranks.empty());
   EXPECT_EQ(summary_json(with.result).dump(), summary_json(without.result).dump());
 }
 
