@@ -429,21 +429,19 @@ std::int64_t schedule_ops_estimate(const Workload& w) {
 
 void check_schedule_size(const Workload& w, Bytes available) {
   const std::int64_t ops = schedule_ops_estimate(w);
+  const std::string what =
+      fmt::format("{} ranks of {} give about {:.3g} ops", w.cp, to_string(w.schedule), static_cast<double>(ops));
+  constexpr const char* kHint = "a ring has about 6·N² ops: use a smaller cp, or hybrid with a larger ulysses";
   if (ops >= std::numeric_limits<std::int32_t>::max())
-    throw InputError("cp", fmt::format("{} ranks of {} give about {:.3g} ops, more than the engine's 2^31 op indices "
-                                       "(a ring has about 6·N² ops: use a smaller cp, or hybrid with a larger "
-                                       "ulysses)",
-                                       w.cp, to_string(w.schedule), static_cast<double>(ops)));
+    throw InputError("cp", fmt::format("{}, more than the engine's 2^31 op indices ({})", what, kHint));
   // Each op is held as an Op, then as the engine's record, its times and its set-up state (about 64
   // bytes; a Timeline for --trace or --profile adds its intervals), and the process needs some
   // headroom: a 4096-rank ring (1.0e8 ops) grew past 15 GiB within a minute on a 22 GiB machine.
   const double need = static_cast<double>(ops) * static_cast<double>(sizeof(Op) + 64);
   if (available > 0 && need > 0.9 * static_cast<double>(available))
-    throw InputError("cp", fmt::format("{} ranks of {} give about {:.3g} ops, which need at least {:.1f} GiB, "
-                                       "more than 90% of the {:.1f} GiB of memory available here (a ring has "
-                                       "about 6·N² ops: use a smaller cp, or hybrid with a larger ulysses)",
-                                       w.cp, to_string(w.schedule), static_cast<double>(ops), need / (1 << 30),
-                                       static_cast<double>(available) / (1 << 30)));
+    throw InputError("cp", fmt::format("{}, which need at least {:.1f} GiB, more than 90% of the {:.1f} GiB of memory "
+                                       "available here ({})",
+                                       what, need / (1 << 30), static_cast<double>(available) / (1 << 30), kHint));
 }
 
 Bytes available_memory_bytes() {
