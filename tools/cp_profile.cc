@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,7 +59,8 @@ constexpr double kHostFlopLimit = 2e11;
 struct Args {
   WorkloadFlags flags;
   std::string config, backend, transport = "loopback", json, trace;
-  int warmup = -1, iters = -1, replay_rank = 0, timeout_s = 300;
+  std::optional<int> warmup, iters;  // defaults depend on the backend
+  int replay_rank = 0, timeout_s = 300;
   bool check = false, no_trace = false, tracing_overhead = false;
   std::uint64_t seed = 1234;
 };
@@ -111,8 +113,8 @@ int run_host(const Args& a, const Workload& w, const Schedule& s) {
     throw InputError("seq", fmt::format("the host backend would need {:.0f} GFLOP of double-precision CPU work per "
                                         "iteration (limit {:.0f}); use a shorter --seq (e.g. 4096) or --backend cuda",
                                         flops / 1e9, kHostFlopLimit / 1e9));
-  const int warmup = a.warmup < 0 ? 1 : a.warmup;
-  const int iters = a.iters < 0 ? 3 : a.iters;
+  const int warmup = a.warmup.value_or(1);
+  const int iters = a.iters.value_or(3);
   rt::AttentionData in = rt::random_inputs(w, a.seed);
   rt::AttentionData ref;
   if (a.check || w.pass == PassSet::Bwd) {
@@ -193,8 +195,8 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
   if (a.no_trace && (!a.trace.empty() || a.tracing_overhead))
     throw InputError("no-trace", "--trace and --tracing-overhead need the CUPTI-traced iteration that --no-trace turns off");
   opt.replay_rank = a.replay_rank;
-  opt.warmup = a.warmup < 0 ? 3 : a.warmup;
-  opt.iters = a.iters < 0 ? 10 : a.iters;
+  opt.warmup = a.warmup.value_or(3);
+  opt.iters = a.iters.value_or(10);
   if (a.tracing_overhead && opt.iters < 2)
     throw InputError("iters", fmt::format("{}: --tracing-overhead alternates untraced and traced iterations; give at "
                                           "least 2 (e.g. 20)", opt.iters));
@@ -442,8 +444,8 @@ the link parameters of its base profile and fits them from multi-GPU cp-profile 
     bench_args.max_bytes_given = max_bytes_opt->count() > 0;
     return run_bench(bench_args);
   }
-  if (a.warmup < -1) throw InputError("warmup", fmt::format("{} must be >= 0", a.warmup));
-  if (a.iters == 0 || a.iters < -1) throw InputError("iters", fmt::format("{} must be >= 1", a.iters));
+  if (a.warmup && *a.warmup < 0) throw InputError("warmup", fmt::format("{} must be >= 0", *a.warmup));
+  if (a.iters && *a.iters < 1) throw InputError("iters", fmt::format("{} must be >= 1", *a.iters));
   if (a.timeout_s < 1) throw InputError("timeout", fmt::format("{} must be >= 1 second", a.timeout_s));
 
   Workload w;

@@ -65,6 +65,9 @@ TEST_F(CpProfile, BadInputExitsTwoAndLeavesNoFile) {
   r = Run(std::string(kSmall) + " --iters 0 --json p.json");
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("iters"), std::string::npos) << r.err;
+  r = Run(std::string(kSmall) + " --warmup -1 --json p.json");  // given, so not the backend's default
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("warmup: -1 must be >= 0"), std::string::npos) << r.err;
   r = Run(std::string(kSmall) + " --no-such-flag");
   EXPECT_EQ(r.code, 2);
   r = Run(std::string(kSmall) + " --transport replay");
