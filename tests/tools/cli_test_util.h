@@ -72,6 +72,13 @@ class ToolTest : public ::testing::Test {
     return r;
   }
 
+  // Runs the tool and expects the input-error exit (2) with `needle` in its message.
+  void ExpectInputError(const std::string& args, const std::string& needle) {
+    const Result r = Run(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << "\n" << r.err;
+  }
+
   fs::path Path(const std::string& name) const { return dir_ / name; }
   // Files in the test folder (to prove nothing, not even a temp file, is left behind).
   std::vector<std::string> Files() const {

@@ -66,12 +66,8 @@ TEST_F(CpTrace, BadInputsExitTwoAndWriteNothing) {
   // A name that promises a format the file lacks gets told what to do, not "malformed JSON".
   std::ofstream(Path("notdb.sqlite")) << R"({"traceEvents": []})";
   std::ofstream(Path("report.nsys-rep")) << "binary report";
-  Result r = Run("summary notdb.sqlite");
-  EXPECT_EQ(r.code, 2);
-  EXPECT_NE(r.err.find("notdb.sqlite: not an SQLite database"), std::string::npos) << r.err;
-  r = Run("summary report.nsys-rep");
-  EXPECT_EQ(r.code, 2);
-  EXPECT_NE(r.err.find("nsys export --type sqlite report.nsys-rep"), std::string::npos) << r.err;
+  ExpectInputError("summary notdb.sqlite", "notdb.sqlite: not an SQLite database");
+  ExpectInputError("summary report.nsys-rep", "nsys export --type sqlite report.nsys-rep");
 }
 
 }  // namespace
