@@ -6,6 +6,9 @@
 
 #include <cstdint>
 
+// The dynamic shared memory of a kernel, as a byte array `name`.
+#define CPS_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+
 namespace cpscope::rt::kernels::dev {
 
 // Fragment layouts (PTX ISA, mma.m16n8k16 with .row.col): lane = 4*g + t.
