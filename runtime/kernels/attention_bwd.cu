@@ -3,6 +3,7 @@
 #include "runtime/kernels/attention_args.h"
 #include "runtime/kernels/attention_bwd_kernel.cuh"
 #include "runtime/kernels/check.h"
+#include "runtime/kernels/launch.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -21,7 +22,7 @@ void launch_bwd(const impl::BwdParams& p, int head_count, int batch, cudaStream_
   auto* kernel = &impl::attn_bwd_kernel<T, D>;
   CPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes));
   const dim3 grid(static_cast<unsigned>(kv_tiles), static_cast<unsigned>(head_count), static_cast<unsigned>(batch));
-  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
+  CPS_LAUNCH(kernel, grid, C::kThreads, C::kSmemBytes, stream, p);
   CPS_CUDA_CHECK_LAUNCH();
 }
 

@@ -3,6 +3,7 @@
 #include "runtime/kernels/attention_args.h"
 #include "runtime/kernels/attention_fwd_kernel.cuh"
 #include "runtime/kernels/check.h"
+#include "runtime/kernels/launch.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -22,7 +23,7 @@ void launch_fwd(const impl::FwdParams& p, int head_count, int batch, cudaStream_
   // Set per launch: the attribute is per device, and the call is cheap next to the kernel.
   CPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes));
   const dim3 grid(static_cast<unsigned>(q_tiles), static_cast<unsigned>(head_count), static_cast<unsigned>(batch));
-  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
+  CPS_LAUNCH(kernel, grid, C::kThreads, C::kSmemBytes, stream, p);
   CPS_CUDA_CHECK_LAUNCH();
 }
 

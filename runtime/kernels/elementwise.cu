@@ -1,6 +1,7 @@
 // Elementwise kernels of the runtime: backward preprocess (delta = rowsum(dO * O)), block copy/convert, fill.
 #include "runtime/kernels/attention.h"
 #include "runtime/kernels/check.h"
+#include "runtime/kernels/launch.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -106,8 +107,9 @@ void attn_bwd_preprocess(DType o_dtype, DType do_dtype, const void* o, const voi
     with_type(do_dtype, [&](auto* dt) {
       using OT = std::remove_pointer_t<decltype(ot)>;
       using DT = std::remove_pointer_t<decltype(dt)>;
-      bwd_preprocess_kernel<OT, DT><<<grid, kThreads, 0, stream>>>(
-          static_cast<const OT*>(o), static_cast<const DT*>(dout), delta, rows, tokens, heads, head_dim);
+      auto* kernel = &bwd_preprocess_kernel<OT, DT>;
+      CPS_LAUNCH(kernel, grid, kThreads, 0, stream, static_cast<const OT*>(o), static_cast<const DT*>(dout), delta,
+                 rows, tokens, heads, head_dim);
     });
   });
   CPS_CUDA_CHECK_LAUNCH();
@@ -127,8 +129,8 @@ void copy_block(const CopyBlockArgs& a, cudaStream_t stream) {
     with_type(a.dst_dtype, [&](auto* dt) {
       using ST = std::remove_pointer_t<decltype(st)>;
       using DT = std::remove_pointer_t<decltype(dt)>;
-      copy_block_kernel<ST, DT><<<grid, kThreads, 0, stream>>>(static_cast<const ST*>(a.src), static_cast<DT*>(a.dst),
-                                                               a, n);
+      auto* kernel = &copy_block_kernel<ST, DT>;
+      CPS_LAUNCH(kernel, grid, kThreads, 0, stream, static_cast<const ST*>(a.src), static_cast<DT*>(a.dst), a, n);
     });
   });
   CPS_CUDA_CHECK_LAUNCH();
@@ -138,7 +140,8 @@ void fill_f32(float* p, std::int64_t n, float value, cudaStream_t stream) {
   CPS_REQUIRE(n >= 0, "fill_f32 count");
   if (n == 0) return;
   CPS_REQUIRE(p != nullptr, "fill_f32 pointer must be set");
-  fill_kernel<<<grid_for(n), kThreads, 0, stream>>>(p, n, value);
+  auto* kernel = &fill_kernel;
+  CPS_LAUNCH(kernel, grid_for(n), kThreads, 0, stream, p, n, value);
   CPS_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,13 +1,19 @@
 // Device primitives of the attention kernels: cp.async, ldmatrix, mma.sync m16n8k16 and fp32 -> 16-bit packing.
+// With CPS_SIMT_EMU defined, the PTX instructions come from the CPU emulation instead (emu/simt.h), and the
+// kernels built on this header run in CI (tests/runtime/kernels/kernels_emu_test.cc).
 #pragma once
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include <cstdint>
 
+#if defined(CPS_SIMT_EMU)
+#include "runtime/kernels/emu/simt.h"
+#else
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 // The dynamic shared memory of a kernel, as a byte array `name`.
 #define CPS_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
 
 namespace cpscope::rt::kernels::dev {
 
@@ -18,6 +24,7 @@ namespace cpscope::rt::kernels::dev {
 // ldmatrix.x4: lanes 8m..8m+7 give the row addresses of matrix m; register m of every lane holds matrix m,
 // (row lane/4, cols 2(lane%4)..+1), or with .trans (rows 2(lane%4)..+1, col lane/4).
 
+#if !defined(CPS_SIMT_EMU)
 __device__ __forceinline__ std::uint32_t smem_u32(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -49,6 +56,7 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::ui
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
 }
+#endif  // !CPS_SIMT_EMU
 __device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem) { ldmatrix_x4(r, smem_u32(smem)); }
 __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* smem) {
   ldmatrix_x4_trans(r, smem_u32(smem));
@@ -67,6 +75,7 @@ __device__ __forceinline__ int lane_off_bt(int lane, int stride) {
   return ((lane & 7) + (((lane >> 3) & 1) << 3)) * stride + ((lane >> 4) << 3);
 }
 
+#if !defined(CPS_SIMT_EMU)
 template <typename T>
 struct MmaType;
 template <>
@@ -105,6 +114,7 @@ struct MmaType<__half> {
     return __half22float2(*reinterpret_cast<const __half2*>(&x));
   }
 };
+#endif  // !CPS_SIMT_EMU
 
 // Row max / sum over the 4 lanes (t = 0..3) that share an accumulator row.
 __device__ __forceinline__ float quad_max(float x) {

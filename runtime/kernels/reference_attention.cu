@@ -6,6 +6,7 @@
 #include "runtime/kernels/reference_attention.h"
 
 #include "runtime/kernels/check.h"
+#include "runtime/kernels/launch.h"
 
 #include <cuda_runtime.h>
 
@@ -216,7 +217,8 @@ void ref_forward(const RefShape& s, const float* q, const float* k, const float*
   check_shape(s);
   CPS_REQUIRE(n >= 0 && n <= 0x7fffffff, "reference: row count");
   if (n == 0) return;
-  fwd_kernel<<<grid(n, s.heads, s.batch), kThreads, 0, stream>>>(s, q, k, v, rows, n, o, lse);
+  auto* kernel = &fwd_kernel;
+  CPS_LAUNCH(kernel, grid(n, s.heads, s.batch), kThreads, 0, stream, s, q, k, v, rows, n, o, lse);
   CPS_CUDA_CHECK_LAUNCH();
 }
 
@@ -224,8 +226,9 @@ void ref_delta(const RefShape& s, const float* o, const float* dout, float* delt
   check_shape(s);
   const std::int64_t rows = static_cast<std::int64_t>(s.batch) * s.seq * s.heads;
   const std::int64_t blocks = (rows + kThreads - 1) / kThreads;
-  delta_kernel<<<static_cast<unsigned>(blocks < (1 << 20) ? blocks : (1 << 20)), kThreads, 0, stream>>>(s, o, dout,
-                                                                                                        delta);
+  auto* kernel = &delta_kernel;
+  CPS_LAUNCH(kernel, static_cast<unsigned>(blocks < (1 << 20) ? blocks : (1 << 20)), kThreads, 0, stream, s, o, dout,
+             delta);
   CPS_CUDA_CHECK_LAUNCH();
 }
 
@@ -235,7 +238,8 @@ void ref_backward_dq(const RefShape& s, const float* q, const float* k, const fl
   check_shape(s);
   CPS_REQUIRE(n >= 0 && n <= 0x7fffffff, "reference: row count");
   if (n == 0) return;
-  dq_kernel<<<grid(n, s.heads, s.batch), kThreads, 0, stream>>>(s, q, k, v, dout, lse, delta, rows, n, dq);
+  auto* kernel = &dq_kernel;
+  CPS_LAUNCH(kernel, grid(n, s.heads, s.batch), kThreads, 0, stream, s, q, k, v, dout, lse, delta, rows, n, dq);
   CPS_CUDA_CHECK_LAUNCH();
 }
 
@@ -245,7 +249,8 @@ void ref_backward_dkv(const RefShape& s, const float* q, const float* k, const f
   check_shape(s);
   CPS_REQUIRE(n >= 0 && n <= 0x7fffffff, "reference: row count");
   if (n == 0) return;
-  dkv_kernel<<<grid(n, s.kv_heads, s.batch), kThreads, 0, stream>>>(s, q, k, v, dout, lse, delta, rows, n, dk, dv);
+  auto* kernel = &dkv_kernel;
+  CPS_LAUNCH(kernel, grid(n, s.kv_heads, s.batch), kThreads, 0, stream, s, q, k, v, dout, lse, delta, rows, n, dk, dv);
   CPS_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,8 +1,14 @@
 // GPU tests of the attention kernels against a double-precision CPU reference (skipped without a device).
+// The same source also builds as kernels_emu_test, against the CPU SIMT emulation of the kernels
+// (runtime/kernels/emu/: CPS_SIMT_EMU, stand-in CUDA headers), where it runs in CI.
 #include "runtime/kernels/attention.h"
 #include "runtime/kernels/check.h"
 #include "runtime/kernels/host_dtype.h"
+#include "runtime/kernels/reference_attention.h"
 #include "tests/runtime/kernels/attention_reference.h"
+#if defined(CPS_SIMT_EMU)
+#include "runtime/kernels/emu/simt.h"
+#endif
 
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -35,6 +41,7 @@ class DevBuf {
   DevBuf(const DevBuf&) = delete;
   DevBuf& operator=(const DevBuf&) = delete;
   void* get() const { return p_; }
+  std::size_t size() const { return bytes_; }
   float* f32() const { return static_cast<float*>(p_); }
   template <typename T>
   void upload(const std::vector<T>& v) {
@@ -100,27 +107,31 @@ TEST(AttnFwd, MatchesReferenceWithoutMerge) {
 }
 
 // Ring usage: -inf/0 fill, then two KV blocks merged one after the other equal one block over all the keys.
+void check_two_merged_blocks(std::mt19937_64& rng, const Case& c) {
+  Problem pr(rng, c);
+  const Ref ref = reference(pr.s, pr.blk, pr.q.val, pr.k.val, pr.v.val, nullptr);
+  const std::size_t n_o = pr.q.val.size(), n_lse = static_cast<std::size_t>(pr.s.batch * pr.s.q_heads * pr.s.q_tokens);
+  DevBuf o(n_o * 4), lse(n_lse * 4);
+  fill_f32(o.f32(), static_cast<i64>(n_o), 0.f, nullptr);
+  fill_f32(lse.f32(), static_cast<i64>(n_lse), -kInf, nullptr);
+  const i64 split = c.kv_len * 2 / 5 + 3;
+  AttnFwdArgs a = pr.fwd_args(c.dt, o.f32(), lse.f32(), true);
+  a.blk.kv_len = split;
+  attn_fwd(a, nullptr);
+  a.blk.kv_off = pr.blk.kv_off + split;
+  a.blk.kv_len = c.kv_len - split;
+  a.blk.causal_offset = c.off - split;
+  attn_fwd(a, nullptr);
+  CPS_CUDA_CHECK(cudaDeviceSynchronize());
+  expect_fwd(pr.s, pr.blk, o.download_f32(), lse.download_f32(), ref, 0.f, -kInf, c.name() + " merged");
+}
+
 TEST(AttnFwd, TwoMergedBlocksEqualTheWhole) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(12);
   for (const Case& c : cases()) {
     SCOPED_TRACE(c.name());
-    Problem pr(rng, c);
-    const Ref ref = reference(pr.s, pr.blk, pr.q.val, pr.k.val, pr.v.val, nullptr);
-    const std::size_t n_o = pr.q.val.size(), n_lse = static_cast<std::size_t>(pr.s.batch * pr.s.q_heads * pr.s.q_tokens);
-    DevBuf o(n_o * 4), lse(n_lse * 4);
-    fill_f32(o.f32(), static_cast<i64>(n_o), 0.f, nullptr);
-    fill_f32(lse.f32(), static_cast<i64>(n_lse), -kInf, nullptr);
-    const i64 split = c.kv_len * 2 / 5 + 3;
-    AttnFwdArgs a = pr.fwd_args(c.dt, o.f32(), lse.f32(), true);
-    a.blk.kv_len = split;
-    attn_fwd(a, nullptr);
-    a.blk.kv_off = pr.blk.kv_off + split;
-    a.blk.kv_len = c.kv_len - split;
-    a.blk.causal_offset = c.off - split;
-    attn_fwd(a, nullptr);
-    CPS_CUDA_CHECK(cudaDeviceSynchronize());
-    expect_fwd(pr.s, pr.blk, o.download_f32(), lse.download_f32(), ref, 0.f, -kInf, c.name() + " merged");
+    check_two_merged_blocks(rng, c);
   }
 }
 
@@ -145,29 +156,33 @@ TEST(AttnFwd, FullyMaskedBlock) {
   expect_fwd(pr.s, pr.blk, o.download_f32(), lse.download_f32(), empty, 3.f, 1.f, "fully masked");
 }
 
+void check_backward(std::mt19937_64& rng, const Case& c) {
+  Problem pr(rng, c);
+  const Ref ref = reference(pr.s, pr.blk, pr.q.val, pr.k.val, pr.v.val, &pr.dout.val);
+  std::vector<float> lse_h(ref.lse.begin(), ref.lse.end()), delta_h(ref.delta.begin(), ref.delta.end());
+  DevBuf lse(lse_h.size() * 4), delta(delta_h.size() * 4);
+  lse.upload(lse_h);
+  delta.upload(delta_h);
+  const std::size_t nq = pr.q.val.size(), nk = pr.k.val.size();
+  DevBuf dq(nq * 4), dk(nk * 4), dv(nk * 4);
+  // The kernel adds: start from 0.5 and subtract it again.
+  fill_f32(dq.f32(), static_cast<i64>(nq), 0.5f, nullptr);
+  fill_f32(dk.f32(), static_cast<i64>(nk), 0.5f, nullptr);
+  fill_f32(dv.f32(), static_cast<i64>(nk), 0.5f, nullptr);
+  attn_bwd(AttnBwdArgs{pr.inputs(c.dt), pr.dout.dev.get(), lse.f32(), delta.f32(), dq.f32(), dk.f32(), dv.f32(), pr.blk},
+           nullptr);
+  CPS_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_LE(rel_err(dq.download_f32(), ref.dq, 0.5), kTol) << "dq";
+  EXPECT_LE(rel_err(dk.download_f32(), ref.dk, 0.5), kTol) << "dk";
+  EXPECT_LE(rel_err(dv.download_f32(), ref.dv, 0.5), kTol) << "dv";
+}
+
 TEST(AttnBwd, MatchesReference) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(14);
   for (const Case& c : cases()) {
     SCOPED_TRACE(c.name());
-    Problem pr(rng, c);
-    const Ref ref = reference(pr.s, pr.blk, pr.q.val, pr.k.val, pr.v.val, &pr.dout.val);
-    std::vector<float> lse_h(ref.lse.begin(), ref.lse.end()), delta_h(ref.delta.begin(), ref.delta.end());
-    DevBuf lse(lse_h.size() * 4), delta(delta_h.size() * 4);
-    lse.upload(lse_h);
-    delta.upload(delta_h);
-    const std::size_t nq = pr.q.val.size(), nk = pr.k.val.size();
-    DevBuf dq(nq * 4), dk(nk * 4), dv(nk * 4);
-    // The kernel adds: start from 0.5 and subtract it again.
-    fill_f32(dq.f32(), static_cast<i64>(nq), 0.5f, nullptr);
-    fill_f32(dk.f32(), static_cast<i64>(nk), 0.5f, nullptr);
-    fill_f32(dv.f32(), static_cast<i64>(nk), 0.5f, nullptr);
-    attn_bwd(AttnBwdArgs{pr.inputs(c.dt), pr.dout.dev.get(), lse.f32(), delta.f32(), dq.f32(), dk.f32(), dv.f32(), pr.blk},
-             nullptr);
-    CPS_CUDA_CHECK(cudaDeviceSynchronize());
-    EXPECT_LE(rel_err(dq.download_f32(), ref.dq, 0.5), kTol) << "dq";
-    EXPECT_LE(rel_err(dk.download_f32(), ref.dk, 0.5), kTol) << "dk";
-    EXPECT_LE(rel_err(dv.download_f32(), ref.dv, 0.5), kTol) << "dv";
+    check_backward(rng, c);
   }
 }
 
@@ -264,6 +279,131 @@ TEST(Elementwise, FillAndPreprocessShapes) {
   fill_f32(p.f32(), 1000, -kInf, nullptr);
   for (float x : p.download_f32()) ASSERT_EQ(x, -kInf);
 }
+
+// The plain fp32 kernels that cp-profile --check compares every schedule with (refk, reference_attention.cu),
+// against the double-precision reference: forward rows, delta, dQ rows and dK/dV rows, GQA, both masks.
+TEST(RefKernels, MatchTheDoubleReference) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(17);
+  for (bool causal : {true, false}) {
+    SCOPED_TRACE(causal ? "causal" : "full");
+    refk::RefShape rs;
+    rs.batch = 2;
+    rs.seq = 150;
+    rs.heads = 4;
+    rs.kv_heads = 2;
+    rs.head_dim = 64;
+    rs.causal = causal;
+    rs.scale = 0.125f;
+    Shape s;
+    s.batch = rs.batch;
+    s.d = rs.head_dim;
+    s.q_heads = rs.heads;
+    s.kv_heads = rs.kv_heads;
+    s.q_tokens = s.kv_tokens = rs.seq;
+    const AttnBlockArgs whole{0, rs.seq, 0, rs.seq, 0, rs.heads, rs.heads / rs.kv_heads, 0, causal, 0, rs.scale};
+    const Host16 q(rng, static_cast<std::size_t>(s.q_idx(s.batch, 0, 0)), DType::BF16);
+    const Host16 k(rng, static_cast<std::size_t>(s.kv_idx(s.batch, 0, 0)), DType::BF16);
+    const Host16 v(rng, static_cast<std::size_t>(s.kv_idx(s.batch, 0, 0)), DType::BF16);
+    const Host16 dout(rng, static_cast<std::size_t>(s.q_idx(s.batch, 0, 0)), DType::BF16);
+    const Ref ref = reference(s, whole, q.val, k.val, v.val, &dout.val);
+    DevBuf qd(q.val.size() * 4), kd(k.val.size() * 4), vd(v.val.size() * 4), dod(dout.val.size() * 4);
+    qd.upload(q.val);
+    kd.upload(k.val);
+    vd.upload(v.val);
+    dod.upload(dout.val);
+    // Every row forward (o, lse as the global tensors the backward needs), then delta, dQ and dK/dV of some rows.
+    std::vector<std::int64_t> all(static_cast<std::size_t>(rs.seq));
+    for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<std::int64_t>(i);
+    const std::vector<std::int64_t> qrows{0, 3, 77, 149}, krows{0, 17, 149};
+    DevBuf alld(all.size() * 8), qrd(qrows.size() * 8), krd(krows.size() * 8);
+    alld.upload(all);
+    qrd.upload(qrows);
+    krd.upload(krows);
+    const std::size_t n_lse = static_cast<std::size_t>(s.batch * s.q_heads * s.q_tokens);
+    DevBuf o(q.val.size() * 4), lse(n_lse * 4), delta(n_lse * 4);
+    DevBuf dq(static_cast<std::size_t>(s.batch * 4 * s.q_heads * s.d) * 4);
+    DevBuf dk(static_cast<std::size_t>(s.batch * 3 * s.kv_heads * s.d) * 4), dv(dk.size());
+    refk::ref_forward(rs, qd.f32(), kd.f32(), vd.f32(), static_cast<const std::int64_t*>(alld.get()), rs.seq, o.f32(),
+                      lse.f32(), nullptr);
+    refk::ref_delta(rs, o.f32(), dod.f32(), delta.f32(), nullptr);
+    refk::ref_backward_dq(rs, qd.f32(), kd.f32(), vd.f32(), dod.f32(), lse.f32(), delta.f32(),
+                          static_cast<const std::int64_t*>(qrd.get()), 4, dq.f32(), nullptr);
+    refk::ref_backward_dkv(rs, qd.f32(), kd.f32(), vd.f32(), dod.f32(), lse.f32(), delta.f32(),
+                           static_cast<const std::int64_t*>(krd.get()), 3, dk.f32(), dv.f32(), nullptr);
+    CPS_CUDA_CHECK(cudaDeviceSynchronize());
+    constexpr double kFp32Tol = 1e-4;
+    EXPECT_LE(rel_err(o.download_f32(), ref.o), kFp32Tol) << "o";
+    EXPECT_LE(rel_err(lse.download_f32(), ref.lse), kFp32Tol) << "lse";
+    EXPECT_LE(rel_err(delta.download_f32(), ref.delta), kFp32Tol) << "delta";
+    // The row subsets: [batch][row][heads][D] of the chosen rows only.
+    auto pick = [&](const std::vector<double>& full, const std::vector<std::int64_t>& rows, int heads, i64 tokens) {
+      std::vector<double> out;
+      for (i64 b = 0; b < s.batch; ++b) {
+        for (std::int64_t r : rows) {
+          const auto at = static_cast<std::size_t>(((b * tokens + r) * heads) * s.d);
+          out.insert(out.end(), full.begin() + static_cast<std::ptrdiff_t>(at),
+                     full.begin() + static_cast<std::ptrdiff_t>(at + static_cast<std::size_t>(heads * s.d)));
+        }
+      }
+      return out;
+    };
+    EXPECT_LE(rel_err(dq.download_f32(), pick(ref.dq, qrows, s.q_heads, s.q_tokens)), kFp32Tol) << "dq";
+    EXPECT_LE(rel_err(dk.download_f32(), pick(ref.dk, krows, s.kv_heads, s.kv_tokens)), kFp32Tol) << "dk";
+    EXPECT_LE(rel_err(dv.download_f32(), pick(ref.dv, krows, s.kv_heads, s.kv_tokens)), kFp32Tol) << "dv";
+  }
+}
+
+#if defined(CPS_SIMT_EMU)
+// Sets the emulation's options for one scope.
+struct EmuOptions {
+  explicit EmuOptions(const simt::Options& o) { simt::set_options(o); }
+  ~EmuOptions() { simt::set_options({}); }
+  EmuOptions(const EmuOptions&) = delete;
+  EmuOptions& operator=(const EmuOptions&) = delete;
+};
+
+// The tests above run warps in lockstep and let every cp.async land at its wait. Here each warp runs ahead to
+// the next barrier before the others start, and copies land the moment they are issued: a refill of a K/V
+// (forward) or Q/dO (backward) buffer that other warps may still be reading, for want of a barrier, changes
+// their results (removing the forward's end-of-tile barrier fails this test).
+TEST(Emulation, WarpsRunningAheadWithEarlyCopiesChangeNothing) {
+  const EmuOptions at_issue({.cp_async_lands_at_issue = true, .warp_by_warp = true});
+  std::mt19937_64 rng(19);
+  // 219 keys: the second merged block has three K/V tiles, so the forward refills a buffer it used before.
+  for (const Case& c : {Case{DType::BF16, 128, 4, true, 0, 200, 219}, Case{DType::FP16, 64, 1, false, 0, 200, 219},
+                        Case{DType::BF16, 64, 1, true, -37, 150, 190}}) {
+    SCOPED_TRACE(c.name());
+    check_two_merged_blocks(rng, c);
+    check_backward(rng, c);
+  }
+}
+
+// Under the emulation: the checks above are not blind to a wrong fragment layout. With ldmatrix .trans loading
+// untransposed (the V operand of the forward; dO, Q, K and dS of the backward), both passes leave the tolerance
+// by far.
+TEST(Emulation, WrongFragmentLayoutFailsTheCheck) {
+  const EmuOptions fault({.ldmatrix_ignores_trans = true});
+  std::mt19937_64 rng(18);
+  const Case c{DType::BF16, 64, 1, true, 0, 140, 140};
+  Problem pr(rng, c);
+  const Ref ref = reference(pr.s, pr.blk, pr.q.val, pr.k.val, pr.v.val, &pr.dout.val);
+  const std::size_t nq = pr.q.val.size(), nk = pr.k.val.size();
+  const std::size_t n_lse = static_cast<std::size_t>(pr.s.batch * pr.s.q_heads * pr.s.q_tokens);
+  DevBuf o(nq * 4), lse(n_lse * 4), dq(nq * 4), dk(nk * 4), dv(nk * 4), lse_ref(n_lse * 4), delta(n_lse * 4);
+  fill_f32(o.f32(), static_cast<i64>(nq), 0.f, nullptr);
+  attn_fwd(pr.fwd_args(c.dt, o.f32(), lse.f32(), false), nullptr);
+  EXPECT_GT(rel_err(o.download_f32(), ref.o), 10 * kTol);
+  lse_ref.upload(std::vector<float>(ref.lse.begin(), ref.lse.end()));
+  delta.upload(std::vector<float>(ref.delta.begin(), ref.delta.end()));
+  for (DevBuf* g : {&dq, &dk, &dv}) fill_f32(g->f32(), static_cast<i64>(g == &dq ? nq : nk), 0.f, nullptr);
+  attn_bwd(AttnBwdArgs{pr.inputs(c.dt), pr.dout.dev.get(), lse_ref.f32(), delta.f32(), dq.f32(), dk.f32(), dv.f32(),
+                       pr.blk},
+           nullptr);
+  EXPECT_GT(rel_err(dq.download_f32(), ref.dq), 10 * kTol);
+  EXPECT_GT(rel_err(dv.download_f32(), ref.dv), 10 * kTol);
+}
+#endif
 
 TEST(AttnArgs, RejectsBadArguments) {
   // Validation runs before any CUDA call, so this needs no device.
