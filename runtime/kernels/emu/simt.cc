@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -121,6 +122,9 @@ struct Launch {
 Launch* g_launch = nullptr;
 Options g_options;
 std::vector<GlobalBuffer> g_registered;  // cudaMalloc'd buffers
+// Launches from several host threads (the loopback transport's ranks) run one at a time, and the registry
+// does not change under a running kernel.
+std::mutex g_mutex;
 
 void switch_context(Context& save, Context& to) {
 #if defined(__x86_64__)
@@ -310,7 +314,14 @@ void run_cta(Launch& l) {
 
 void launch(Dim3 grid, Dim3 block, std::size_t smem_bytes, const std::function<void()>& kernel,
             const std::vector<GlobalBuffer>& globals) {
-  if (g_launch != nullptr) throw std::logic_error("simt::launch is not reentrant");
+  thread_local bool t_launching = false;  // this host thread is inside launch()
+  if (t_launching) throw std::logic_error("simt::launch from inside a kernel");
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  t_launching = true;
+  struct Done {
+    bool& flag;
+    ~Done() { flag = false; }
+  } done{t_launching};
   const long threads = static_cast<long>(block.x) * block.y * block.z;
   if (threads <= 0 || threads % kWarpSize != 0 || threads > 1024) {
     throw std::invalid_argument("simt::launch: a block must have a multiple of 32 threads, at most 1024");
@@ -343,8 +354,12 @@ void launch(Dim3 grid, Dim3 block, std::size_t smem_bytes, const std::function<v
 
 void set_options(const Options& o) { g_options = o; }
 
-void register_global(const void* p, std::size_t bytes) { g_registered.push_back({p, bytes}); }
+void register_global(const void* p, std::size_t bytes) {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  g_registered.push_back({p, bytes});
+}
 void unregister_global(const void* p) {
+  const std::lock_guard<std::mutex> lock(g_mutex);
   for (auto it = g_registered.begin(); it != g_registered.end(); ++it) {
     if (it->p == p) {
       g_registered.erase(it);

@@ -49,7 +49,7 @@ struct GlobalBuffer {
 
 // Runs kernel() as every thread of every CTA of `grid` (blocks of `block` threads, a multiple of 32, with
 // `smem_bytes` of dynamic shared memory). The kernel may touch the registered buffers (cudaMalloc'd memory)
-// and `globals`. Not reentrant; one launch at a time per process.
+// and `globals`. Launches from several host threads run one after another.
 void launch(Dim3 grid, Dim3 block, std::size_t smem_bytes, const std::function<void()>& kernel,
             const std::vector<GlobalBuffer>& globals = {});
 void register_global(const void* p, std::size_t bytes);  // cudaMalloc
@@ -107,16 +107,31 @@ inline void atomicAdd(float2* p, float2 v) {  // fibers never interleave inside 
   p->x += v.x;
   p->y += v.y;
 }
+// The 16-bit types as the toolkit spells them (the *_raw structs are its way in and out of the bit patterns).
+struct __nv_bfloat16_raw {
+  std::uint16_t x;
+};
+struct __half_raw {
+  std::uint16_t x;
+};
 struct __nv_bfloat16 {
-  std::uint16_t bits;
+  std::uint16_t x;
+  __nv_bfloat16() = default;
+  constexpr __nv_bfloat16(__nv_bfloat16_raw r) : x(r.x) {}                // NOLINT(google-explicit-constructor)
+  constexpr operator __nv_bfloat16_raw() const { return {x}; }           // NOLINT(google-explicit-constructor)
 };
 struct __half {
-  std::uint16_t bits;
+  std::uint16_t x;
+  __half() = default;
+  constexpr __half(__half_raw r) : x(r.x) {}                              // NOLINT(google-explicit-constructor)
+  constexpr operator __half_raw() const { return {x}; }                  // NOLINT(google-explicit-constructor)
 };
-inline float __half2float(__half h) { return ::cpscope::rt::kernels::host::f16_to_f32(h.bits); }
-inline float __bfloat162float(__nv_bfloat16 h) { return ::cpscope::rt::kernels::host::bf16_to_f32(h.bits); }
-inline __half __float2half_rn(float x) { return {::cpscope::rt::kernels::host::f32_to_f16(x)}; }
-inline __nv_bfloat16 __float2bfloat16_rn(float x) { return {::cpscope::rt::kernels::host::f32_to_bf16(x)}; }
+inline float __half2float(__half h) { return ::cpscope::rt::kernels::host::f16_to_f32(h.x); }
+inline float __bfloat162float(__nv_bfloat16 h) { return ::cpscope::rt::kernels::host::bf16_to_f32(h.x); }
+inline __half __float2half_rn(float x) { return __half_raw{::cpscope::rt::kernels::host::f32_to_f16(x)}; }
+inline __nv_bfloat16 __float2bfloat16_rn(float x) {
+  return __nv_bfloat16_raw{::cpscope::rt::kernels::host::f32_to_bf16(x)};
+}
 using dim3 = ::cpscope::simt::Dim3;
 
 // The PTX-level primitives of runtime/kernels/mma.cuh.
