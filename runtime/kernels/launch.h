@@ -1,15 +1,16 @@
 // CPS_LAUNCH(kernel, grid, block, smem_bytes, stream, args...): a kernel launch that also compiles for the CPU
-// SIMT emulation (emu/simt.h), where it runs the grid at once. `kernel` must be a single token (take the
+// SIMT emulation (emu/simt.h), where the grid runs when its stream gets to it. `kernel` must be one token (take the
 // address of a template instance first: auto* k = &my_kernel<T, D>).
 #pragma once
 
 #if defined(CPS_SIMT_EMU)
+#include <cuda_runtime_api.h>  // the emulation's stand-in (runtime/kernels/emu/cuda/): streams queue work
+
 #include "runtime/kernels/emu/simt.h"
-#define CPS_LAUNCH(kernel, grid, block, smem_bytes, stream, ...)                              \
-  do {                                                                                        \
-    (void)(stream);                                                                           \
-    ::cpscope::simt::launch((grid), (block), (smem_bytes), [=] { (*(kernel))(__VA_ARGS__); }); \
-  } while (0)
+#define CPS_LAUNCH(kernel, grid, block, smem_bytes, stream, ...)                                         \
+  cps_emu_enqueue((stream), [=] {                                                                      \
+    ::cpscope::simt::launch((grid), (block), (smem_bytes), [=] { (*(kernel))(__VA_ARGS__); });         \
+  })
 #else
 #define CPS_LAUNCH(kernel, grid, block, smem_bytes, stream, ...) \
   kernel<<<(grid), (block), (smem_bytes), (stream)>>>(__VA_ARGS__)

@@ -1,23 +1,38 @@
 // The CUDA runtime stand-in of emu/cuda/cuda_runtime_api.h: host memory registered with the SIMT emulation (so
-// kernels may read and write it and nothing else), stream operations run at once, events stamped with the
-// host clock. Thread-safe: the loopback transport issues from one thread per virtual rank.
+// kernels may read and write it and nothing else), lazy streams, events stamped with the host clock when their
+// marker runs. Thread-safe: the loopback transport issues from one thread per virtual rank; queued work runs
+// under one lock, one item at a time.
 #include "cuda_runtime_api.h"
 
 #include "runtime/kernels/emu/simt.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
-
-struct CUstream_st {
-  int priority = 0;
-};
-struct CUevent_st {
-  double ms = 0;  // host clock at the last record
-  bool recorded = false;
-};
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <vector>
 
 namespace {
+
+struct Queue {  // a stream's work: items [done, issued) are queued
+  bool blocking = true;  // synchronises with the legacy default stream
+  std::deque<std::function<void()>> pending;
+  std::uint64_t issued = 0, done = 0;
+  bool running = false;
+};
+
+struct EventState {
+  std::shared_ptr<Queue> queue;  // of the last record (null: never recorded, or recorded on stream 0)
+  std::uint64_t seq = 0;         // the record's position in it
+  std::uint64_t gen = 0;         // bumped by every record: a marker of an older record stamps nothing
+  bool recorded = false, done = false;
+  double ms = 0;
+};
 
 double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -25,7 +40,56 @@ double now_ms() {
 
 constexpr std::size_t kDeviceBytes = std::size_t{16} << 30;  // what cudaMemGetInfo reports
 
+std::mutex g_mu;                              // every queue
+std::vector<std::shared_ptr<Queue>> g_live;  // live streams, in creation order
+
+// Runs q's items up to position `upto` (lock held). Items may run other queues' items (stream waits).
+void run_until(Queue& q, std::uint64_t upto) {
+  if (q.done >= upto) return;
+  if (q.running) throw std::logic_error("emulated CUDA streams wait on each other in a cycle (a GPU would hang)");
+  q.running = true;
+  struct Reset {
+    bool& flag;
+    ~Reset() { flag = false; }
+  } reset{q.running};
+  while (q.done < upto) {
+    std::function<void()> item = std::move(q.pending.front());
+    q.pending.pop_front();
+    ++q.done;
+    item();
+  }
+}
+void run_all(bool blocking_only) {
+  for (const auto& q : std::vector<std::shared_ptr<Queue>>(g_live)) {
+    if (!blocking_only || q->blocking) run_until(*q, q->issued);
+  }
+}
+
 }  // namespace
+
+struct CUstream_st {
+  std::shared_ptr<Queue> q = std::make_shared<Queue>();
+};
+struct CUevent_st {
+  std::shared_ptr<EventState> st = std::make_shared<EventState>();
+};
+
+namespace {
+void enqueue_locked(cudaStream_t stream, std::function<void()> work) {
+  if (stream == nullptr) {  // the legacy default stream: after the blocking streams' queued work, at once
+    run_all(true);
+    work();
+    return;
+  }
+  stream->q->pending.push_back(std::move(work));
+  ++stream->q->issued;
+}
+}  // namespace
+
+void cps_emu_enqueue(cudaStream_t stream, std::function<void()> work) {
+  const std::lock_guard<std::mutex> lock(g_mu);
+  enqueue_locked(stream, std::move(work));
+}
 
 cudaError_t cudaMalloc(void** p, std::size_t bytes) {
   if (p == nullptr) return cudaErrorInvalidValue;
@@ -38,27 +102,48 @@ cudaError_t cudaMalloc(void** p, std::size_t bytes) {
 }
 cudaError_t cudaFree(void* p) {
   if (p == nullptr) return cudaSuccess;
+  {
+    const std::lock_guard<std::mutex> lock(g_mu);  // cudaFree synchronises the device
+    run_all(false);
+  }
   cpscope::simt::unregister_global(p);
   std::free(p);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind) {
-  if (bytes > 0) std::memmove(dst, src, bytes);
+  cps_emu_enqueue(nullptr, [=] {
+    if (bytes > 0) std::memmove(dst, src, bytes);
+  });
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
-}
-cudaError_t cudaMemset(void* p, int value, std::size_t bytes) {
-  if (bytes > 0) std::memset(p, value, bytes);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
+  if (bytes == 0) return cudaSuccess;
+  if (kind == cudaMemcpyHostToDevice || (kind == cudaMemcpyDefault && !cpscope::simt::is_global(src))) {
+    // From pageable host memory the copy takes the bytes before it returns.
+    auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
+                                                               static_cast<const unsigned char*>(src) + bytes);
+    cps_emu_enqueue(s, [=] { std::memcpy(dst, staged->data(), bytes); });
+  } else {
+    cps_emu_enqueue(s, [=] { std::memmove(dst, src, bytes); });
+  }
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* p, int value, std::size_t bytes, cudaStream_t) { return cudaMemset(p, value, bytes); }
+cudaError_t cudaMemset(void* p, int value, std::size_t bytes) { return cudaMemsetAsync(p, value, bytes, nullptr); }
+cudaError_t cudaMemsetAsync(void* p, int value, std::size_t bytes, cudaStream_t s) {
+  cps_emu_enqueue(s, [=] {
+    if (bytes > 0) std::memset(p, value, bytes);
+  });
+  return cudaSuccess;
+}
 cudaError_t cudaMemGetInfo(std::size_t* free, std::size_t* total) {
   *free = *total = kDeviceBytes;
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  const std::lock_guard<std::mutex> lock(g_mu);
+  run_all(false);
+  return cudaSuccess;
+}
 cudaError_t cudaGetDeviceCount(int* count) {
   *count = 1;
   return cudaSuccess;
@@ -86,38 +171,77 @@ cudaError_t cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
 }
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithPriority(s, 0, 0); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) { return cudaStreamCreateWithPriority(s, flags, 0); }
-cudaError_t cudaStreamCreateWithPriority(cudaStream_t* s, unsigned, int priority) {
-  *s = new CUstream_st{priority};
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t* s, unsigned flags, int) {
+  *s = new CUstream_st;
+  (*s)->q->blocking = (flags & cudaStreamNonBlocking) == 0;
+  const std::lock_guard<std::mutex> lock(g_mu);
+  g_live.push_back((*s)->q);
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  if (s == nullptr) return cudaErrorInvalidValue;
+  {
+    const std::lock_guard<std::mutex> lock(g_mu);  // queued work still completes
+    run_until(*s->q, s->q->issued);
+    g_live.erase(std::find(g_live.begin(), g_live.end(), s->q));
+  }
   delete s;
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned) {
-  return e == nullptr ? cudaErrorInvalidValue : cudaSuccess;
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  const std::lock_guard<std::mutex> lock(g_mu);
+  if (s == nullptr) {
+    run_all(true);
+  } else {
+    run_until(*s->q, s->q->issued);
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
+  if (e == nullptr) return cudaErrorInvalidValue;
+  const std::lock_guard<std::mutex> lock(g_mu);
+  if (e->st->queue == nullptr) return cudaSuccess;  // never recorded (or on stream 0, done): nothing to wait for
+  enqueue_locked(s, [q = e->st->queue, seq = e->st->seq] { run_until(*q, seq); });
+  return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, 0); }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
-  *e = new CUevent_st{};
+  *e = new CUevent_st;
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete e;
+  delete e;  // a queued marker keeps the state alive
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (e == nullptr) return cudaErrorInvalidValue;
-  e->ms = now_ms();
-  e->recorded = true;
+  const std::lock_guard<std::mutex> lock(g_mu);
+  std::shared_ptr<EventState> st = e->st;
+  const std::uint64_t gen = ++st->gen;
+  st->recorded = true;
+  st->done = false;
+  st->queue = s == nullptr ? nullptr : s->q;
+  st->seq = s == nullptr ? 0 : s->q->issued + 1;  // the marker queued below
+  enqueue_locked(s, [st, gen] {
+    if (st->gen != gen) return;
+    st->ms = now_ms();
+    st->done = true;
+  });
   return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t e) { return e == nullptr ? cudaErrorInvalidValue : cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t e) {  // runs what the event waits for: polling ends at once
+  if (e == nullptr) return cudaErrorInvalidValue;
+  const std::lock_guard<std::mutex> lock(g_mu);
+  if (e->st->queue != nullptr) run_until(*e->st->queue, e->st->seq);
+  return cudaSuccess;
+}
 cudaError_t cudaEventSynchronize(cudaEvent_t e) { return cudaEventQuery(e); }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  if (start == nullptr || end == nullptr || !start->recorded || !end->recorded) return cudaErrorInvalidValue;
-  *ms = static_cast<float>(end->ms - start->ms);
+  if (start == nullptr || end == nullptr) return cudaErrorInvalidValue;
+  const std::lock_guard<std::mutex> lock(g_mu);
+  if (!start->st->recorded || !end->st->recorded) return cudaErrorInvalidValue;
+  if (!start->st->done || !end->st->done) return cudaErrorNotReady;  // not synchronised yet
+  *ms = static_cast<float>(end->st->ms - start->st->ms);
   return cudaSuccess;
 }
 cudaError_t cudaGetLastError() { return cudaSuccess; }

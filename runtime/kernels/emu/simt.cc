@@ -5,6 +5,7 @@
 #include <ucontext.h>
 #endif
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -357,6 +358,13 @@ void set_options(const Options& o) { g_options = o; }
 void register_global(const void* p, std::size_t bytes) {
   const std::lock_guard<std::mutex> lock(g_mutex);
   g_registered.push_back({p, bytes});
+}
+bool is_global(const void* p) {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  return std::any_of(g_registered.begin(), g_registered.end(), [a](const GlobalBuffer& b) {
+    return a >= reinterpret_cast<std::uintptr_t>(b.p) && a < reinterpret_cast<std::uintptr_t>(b.p) + b.bytes;
+  });
 }
 void unregister_global(const void* p) {
   const std::lock_guard<std::mutex> lock(g_mutex);

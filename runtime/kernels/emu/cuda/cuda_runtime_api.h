@@ -1,12 +1,15 @@
 // Stand-in for the CUDA runtime API under the SIMT emulation (runtime/kernels/emu/simt.h): what the kernels'
-// launchers, the CUDA backend, the loopback transport and their tests call. There is one "device"; device
-// memory is host memory (poisoned with 0xff bytes when allocated); every stream operation runs at once, in
-// the calling thread, so stream order holds trivially and events are complete when recorded (which also
-// means a missing cudaStreamWaitEvent cannot show here; the GPU run still decides that). Events carry the
-// host clock, so elapsed times measure the emulation.
+// launchers, the CUDA backend, the loopback transport and their tests call. There is one "device", and device
+// memory is host memory (poisoned with 0xff bytes when allocated). Streams are lazy: work queued on a stream
+// runs only when something needs it (a stream or event synchronisation or query, a cudaStreamWaitEvent whose
+// stream runs, cudaDeviceSynchronize, cudaFree), so a consumer that does not wait for its producer's event
+// runs before the producer and reads stale bytes, as it may on a GPU. The legacy default stream (0) runs at
+// once, after the blocking streams' queued work, as do cudaMemcpy and cudaMemset. Events carry the host clock
+// of when their marker ran, so elapsed times measure the emulation.
 #pragma once
 
 #include <cstddef>
+#include <functional>
 
 typedef struct CUstream_st* cudaStream_t;  // NOLINT(modernize-use-using): as in the real header
 typedef struct CUevent_st* cudaEvent_t;    // NOLINT(modernize-use-using)
@@ -58,6 +61,9 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 cudaError_t cudaGetLastError();
 const char* cudaGetErrorName(cudaError_t e);
 const char* cudaGetErrorString(cudaError_t e);
+
+// Queues fn on `stream` like a kernel launch (runtime/kernels/launch.h).
+void cps_emu_enqueue(cudaStream_t stream, std::function<void()> work);
 
 // Dynamic shared memory above 48 KB must be opted into, as on the GPU; the emulation allows up to the 227 KB
 // of an sm_90 block.
