@@ -20,6 +20,7 @@
 namespace {
 
 struct Queue {  // a stream's work: items [done, issued) are queued
+  unsigned id = 0;       // the activity records' stream id (0: the legacy default stream)
   bool blocking = true;  // synchronises with the legacy default stream
   std::deque<std::function<void()>> pending;
   std::uint64_t issued = 0, done = 0;
@@ -40,8 +41,16 @@ double now_ms() {
 
 constexpr std::size_t kDeviceBytes = std::size_t{16} << 30;  // what cudaMemGetInfo reports
 
-std::mutex g_mu;                              // every queue
+std::mutex g_mu;                              // every queue, and the activity state below
 std::vector<std::shared_ptr<Queue>> g_live;  // live streams, in creation order
+unsigned g_next_stream_id = 1;
+
+// Activity recording (the CUPTI stand-in).
+bool g_api_on = false, g_gpu_on = false;
+unsigned g_next_correlation = 1;
+std::vector<CpsEmuActivity> g_records;
+std::vector<CpsEmuCorrelation> g_correlations;
+thread_local std::vector<unsigned long long> t_external_ids;
 
 // Runs q's items up to position `upto` (lock held). Items may run other queues' items (stream waits).
 void run_until(Queue& q, std::uint64_t upto) {
@@ -75,7 +84,17 @@ struct CUevent_st {
 };
 
 namespace {
-void enqueue_locked(cudaStream_t stream, std::function<void()> work) {
+void enqueue_locked(cudaStream_t stream, std::function<void()> work, CpsEmuWork kind) {
+  if (g_api_on && kind != CpsEmuWork::Marker) {  // an activity record when it runs
+    const unsigned corr = g_next_correlation++;
+    if (!t_external_ids.empty()) g_correlations.push_back({corr, t_external_ids.back()});
+    const unsigned sid = stream == nullptr ? 0 : stream->q->id;
+    work = [work = std::move(work), kind, corr, sid] {
+      const unsigned long long start = cps_emu_now_ns();
+      work();
+      if (g_gpu_on) g_records.push_back({kind, corr, sid, start, cps_emu_now_ns()});
+    };
+  }
   if (stream == nullptr) {  // the legacy default stream: after the blocking streams' queued work, at once
     run_all(true);
     work();
@@ -86,9 +105,30 @@ void enqueue_locked(cudaStream_t stream, std::function<void()> work) {
 }
 }  // namespace
 
-void cps_emu_enqueue(cudaStream_t stream, std::function<void()> work) {
+void cps_emu_enqueue(cudaStream_t stream, std::function<void()> work, CpsEmuWork kind) {
   const std::lock_guard<std::mutex> lock(g_mu);
-  enqueue_locked(stream, std::move(work));
+  enqueue_locked(stream, std::move(work), kind);
+}
+
+void cps_emu_activity(bool api, bool gpu) {
+  const std::lock_guard<std::mutex> lock(g_mu);
+  g_api_on = api;
+  g_gpu_on = gpu;
+}
+void cps_emu_activity_take(std::vector<CpsEmuActivity>& records, std::vector<CpsEmuCorrelation>& correlations) {
+  const std::lock_guard<std::mutex> lock(g_mu);
+  records.swap(g_records);
+  correlations.swap(g_correlations);
+  g_records.clear();
+  g_correlations.clear();
+}
+void cps_emu_push_external_id(unsigned long long id) { t_external_ids.push_back(id); }
+void cps_emu_pop_external_id() {
+  if (!t_external_ids.empty()) t_external_ids.pop_back();
+}
+unsigned long long cps_emu_now_ns() {
+  return static_cast<unsigned long long>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
 }
 
 cudaError_t cudaMalloc(void** p, std::size_t bytes) {
@@ -111,9 +151,11 @@ cudaError_t cudaFree(void* p) {
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind) {
-  cps_emu_enqueue(nullptr, [=] {
-    if (bytes > 0) std::memmove(dst, src, bytes);
-  });
+  cps_emu_enqueue(
+      nullptr, [=] {
+        if (bytes > 0) std::memmove(dst, src, bytes);
+      },
+      CpsEmuWork::Memcpy);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
@@ -122,17 +164,19 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaM
     // From pageable host memory the copy takes the bytes before it returns.
     auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
                                                                static_cast<const unsigned char*>(src) + bytes);
-    cps_emu_enqueue(s, [=] { std::memcpy(dst, staged->data(), bytes); });
+    cps_emu_enqueue(s, [=] { std::memcpy(dst, staged->data(), bytes); }, CpsEmuWork::Memcpy);
   } else {
-    cps_emu_enqueue(s, [=] { std::memmove(dst, src, bytes); });
+    cps_emu_enqueue(s, [=] { std::memmove(dst, src, bytes); }, CpsEmuWork::Memcpy);
   }
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, std::size_t bytes) { return cudaMemsetAsync(p, value, bytes, nullptr); }
 cudaError_t cudaMemsetAsync(void* p, int value, std::size_t bytes, cudaStream_t s) {
-  cps_emu_enqueue(s, [=] {
-    if (bytes > 0) std::memset(p, value, bytes);
-  });
+  cps_emu_enqueue(
+      s, [=] {
+        if (bytes > 0) std::memset(p, value, bytes);
+      },
+      CpsEmuWork::Memset);
   return cudaSuccess;
 }
 cudaError_t cudaMemGetInfo(std::size_t* free, std::size_t* total) {
@@ -175,6 +219,7 @@ cudaError_t cudaStreamCreateWithPriority(cudaStream_t* s, unsigned flags, int) {
   *s = new CUstream_st;
   (*s)->q->blocking = (flags & cudaStreamNonBlocking) == 0;
   const std::lock_guard<std::mutex> lock(g_mu);
+  (*s)->q->id = g_next_stream_id++;
   g_live.push_back((*s)->q);
   return cudaSuccess;
 }
@@ -201,7 +246,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
   if (e == nullptr) return cudaErrorInvalidValue;
   const std::lock_guard<std::mutex> lock(g_mu);
   if (e->st->queue == nullptr) return cudaSuccess;  // never recorded (or on stream 0, done): nothing to wait for
-  enqueue_locked(s, [q = e->st->queue, seq = e->st->seq] { run_until(*q, seq); });
+  enqueue_locked(s, [q = e->st->queue, seq = e->st->seq] { run_until(*q, seq); }, CpsEmuWork::Marker);
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, 0); }
@@ -222,11 +267,14 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   st->done = false;
   st->queue = s == nullptr ? nullptr : s->q;
   st->seq = s == nullptr ? 0 : s->q->issued + 1;  // the marker queued below
-  enqueue_locked(s, [st, gen] {
-    if (st->gen != gen) return;
-    st->ms = now_ms();
-    st->done = true;
-  });
+  enqueue_locked(
+      s,
+      [st, gen] {
+        if (st->gen != gen) return;
+        st->ms = now_ms();
+        st->done = true;
+      },
+      CpsEmuWork::Marker);
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {  // runs what the event waits for: polling ends at once

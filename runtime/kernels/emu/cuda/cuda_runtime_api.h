@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <vector>
 
 typedef struct CUstream_st* cudaStream_t;  // NOLINT(modernize-use-using): as in the real header
 typedef struct CUevent_st* cudaEvent_t;    // NOLINT(modernize-use-using)
@@ -62,8 +63,29 @@ cudaError_t cudaGetLastError();
 const char* cudaGetErrorName(cudaError_t e);
 const char* cudaGetErrorString(cudaError_t e);
 
-// Queues fn on `stream` like a kernel launch (runtime/kernels/launch.h).
-void cps_emu_enqueue(cudaStream_t stream, std::function<void()> work);
+// What a queued item is, for the activity records below.
+enum class CpsEmuWork : int { Kernel = 0, Memcpy = 1, Memset = 2, Marker = 3 };
+// Queues `work` on `stream` like a kernel launch (runtime/kernels/launch.h).
+void cps_emu_enqueue(cudaStream_t stream, std::function<void()> work, CpsEmuWork kind = CpsEmuWork::Kernel);
+
+// The emulation's stand-in for CUPTI activity tracing (emu/cuda_stubs.cc builds the CuptiTracer on it). While
+// API recording is on, every kernel, copy and set issued gets a correlation id, and one issued inside a pushed
+// external id (per host thread, like cuptiActivityPushExternalCorrelationId) also a correlation record; while
+// GPU recording is on, each records the host-clock interval it ran in (a lazy stream runs it later).
+struct CpsEmuActivity {
+  CpsEmuWork kind;
+  unsigned correlation, stream;
+  unsigned long long start_ns, end_ns;
+};
+struct CpsEmuCorrelation {
+  unsigned correlation;
+  unsigned long long external_id;
+};
+void cps_emu_activity(bool api, bool gpu);
+void cps_emu_activity_take(std::vector<CpsEmuActivity>& records, std::vector<CpsEmuCorrelation>& correlations);
+void cps_emu_push_external_id(unsigned long long id);
+void cps_emu_pop_external_id();
+unsigned long long cps_emu_now_ns();  // the clock of the records
 
 // Dynamic shared memory above 48 KB must be opted into, as on the GPU; the emulation allows up to the 227 KB
 // of an sm_90 block.
