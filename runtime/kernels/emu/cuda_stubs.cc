@@ -1,5 +1,6 @@
 // What the CUDA runtime library (runtime/cuda) needs beyond the CUDA runtime API, under the SIMT emulation:
-// the NCCL transports (replay, nccl) and MPI are not emulated and say so; NVTX ranges do nothing; the CUPTI
+// the NCCL transports (replay, nccl), MPI and the GPU microbenchmarks are not emulated and say so; NVTX ranges
+// do nothing; the CUPTI
 // tracer is rebuilt on the stand-in runtime's activity records (cuda_runtime_api.h), so a traced run yields
 // one interval per op through the same attribution (op_intervals.cc) as on a GPU, timed by the host clock.
 #include <cuda_runtime_api.h>  // the emulation's stand-in
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "runtime/cuda/check.h"
+#include "runtime/cuda/cuda_bench.h"
 #include "runtime/cuda/transport.h"
 #include "runtime/instrument/correlation.h"
 #include "runtime/instrument/cupti_tracer.h"
@@ -29,6 +31,10 @@ namespace {
 std::unique_ptr<CudaTransport> make_replay_transport(const Schedule&, std::int32_t) { not_emulated("replay"); }
 std::unique_ptr<CudaTransport> make_nccl_transport(const Schedule&, ProcessGroup&) { not_emulated("nccl"); }
 bool have_mpi() { return false; }
+nlohmann::json run_cuda_bench(const CudaBenchOptions&) {
+  throw InputError("backend", "cp-profile bench --backend cuda times kernels and NCCL transfers, which the SIMT "
+                              "emulation does not model; use --backend host");
+}
 std::unique_ptr<ProcessGroup> make_mpi_group() { not_emulated("nccl"); }
 
 namespace instrument {

@@ -1,0 +1,85 @@
+// Tests for cp-profile --backend cuda, built on the CPU SIMT emulation (cp-profile-emu, runtime/kernels/emu/):
+// the tool's CUDA path (loopback run, --check against the reference kernels, the traced iteration's timeline,
+// the profile JSON and the Perfetto trace) and the calibration pipeline the GPU check script runs on those
+// profiles (cp-sim calibrate, cp-sim validate --leave-one-out) work end to end, and what the emulation does not
+// have (NCCL) is refused with exit 2. Timings are the emulation's, meaningless as numbers.
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "cli_test_util.h"
+
+namespace {
+
+using cli_test::ReadFile;
+using cli_test::Result;
+
+class CpProfileEmu : public cli_test::ToolTest {
+ protected:
+  std::string Binary() const override { return CP_PROFILE_EMU_PATH; }
+  Result Sim(const std::string& args) {
+    const std::string cmd = "cd " + cli_test::Quote(dir_.string()) + " && " + cli_test::Quote(CP_SIM_PATH) + " " + args +
+                            " 2>&1";
+    Result r;
+    FILE* pipe = ::popen(cmd.c_str(), "r");
+    if (!pipe) return r;
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
+    const int status = ::pclose(pipe);
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+  }
+};
+
+constexpr const char* kSmall = "--backend cuda --seq 256 --heads 4 --kv-heads 2 --head-dim 64 --warmup 1 --iters 2";
+
+TEST_F(CpProfileEmu, CheckedCudaRunWritesTheTracedProfileAndTrace) {
+  const Result r =
+      Run(std::string(kSmall) + " --transport loopback --schedule zigzag-ring --cp 2 --check --json p.json --trace t.json");
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("SIMT emulation"), std::string::npos) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(Path("p.json")));
+  EXPECT_EQ(j["schema"], "cpscope.profile/1");
+  EXPECT_EQ(j["backend"], "cuda");
+  EXPECT_EQ(j["transport"], "loopback");
+  EXPECT_EQ(j["iterations_ms"].size(), 2u);
+  EXPECT_TRUE(j["check"]["passed"].get<bool>());
+  for (const char* out : {"o", "lse", "dq", "dk", "dv"}) EXPECT_LE(j["check"]["relative_error"][out].get<double>(), 2e-2);
+  EXPECT_EQ(j["trace"]["ops_without_records"], 0);
+  EXPECT_GT(j["trace"]["records"].get<std::int64_t>(), 0);
+  ASSERT_EQ(j["ranks"].size(), 2u);
+  for (const auto& rank : j["ranks"]) EXPECT_GT(rank["compute_ns"].get<std::int64_t>(), 0);
+  const nlohmann::json t = nlohmann::json::parse(ReadFile(Path("t.json")));
+  EXPECT_GT(t["traceEvents"].size(), 0u);
+}
+
+// The GPU check's calibration step, on profiles the CUDA path wrote: calibrate fits, validate predicts each
+// run from the others; both read every file and exit 0.
+TEST_F(CpProfileEmu, CalibrateAndValidateReadTheCudaProfiles) {
+  const char* runs[] = {"--schedule ring --cp 2 --pass fwd", "--schedule ulysses --cp 2",
+                        "--schedule allgather --cp 2 --mask full"};
+  const std::string files = " p0.json p1.json p2.json";
+  for (int i = 0; i < 3; ++i) {
+    std::string args = kSmall;
+    args.append(" ").append(runs[i]).append(" --json p").append(std::to_string(i)).append(".json");
+    const Result r = Run(args);
+    ASSERT_EQ(r.code, 0) << runs[i] << "\n" << r.err << r.out;
+  }
+  const Result cal = Sim("calibrate" + files + " -o fitted.json");
+  ASSERT_EQ(cal.code, 0) << cal.out;
+  const nlohmann::json fitted = nlohmann::json::parse(ReadFile(Path("fitted.json")));
+  EXPECT_TRUE(fitted.contains("calibration")) << fitted.dump().substr(0, 400);
+  const Result val = Sim("validate --hardware fitted.json --leave-one-out --json v.json" + files);
+  ASSERT_EQ(val.code, 0) << val.out;
+  const nlohmann::json v = nlohmann::json::parse(ReadFile(Path("v.json")));
+  EXPECT_EQ(v["rows"].size(), 3u) << v.dump().substr(0, 400);
+}
+
+TEST_F(CpProfileEmu, TransportsNeedingNcclAreRefused) {
+  ExpectInputError(std::string(kSmall) + " --schedule ring --cp 2 --transport replay", "needs NCCL");
+  ExpectInputError("bench --backend cuda", "does not model");
+}
+
+}  // namespace
