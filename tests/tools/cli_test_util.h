@@ -55,9 +55,12 @@ class ToolTest : public ::testing::Test {
   virtual std::string Binary() const = 0;
 
   // Runs the tool with `args` (already shell-quoted where needed) in the test's folder.
-  Result Run(const std::string& args) {
+  Result Run(const std::string& args) { return RunBinary(Binary(), args); }
+
+  // Runs another binary the same way (a pipeline of tools).
+  Result RunBinary(const std::string& binary, const std::string& args) {
     const fs::path err = dir_ / "stderr.txt";
-    const std::string cmd = "cd " + Quote(dir_.string()) + " && " + Quote(Binary()) + " " + args + " 2>" +
+    const std::string cmd = "cd " + Quote(dir_.string()) + " && " + Quote(binary) + " " + args + " 2>" +
                             Quote(err.string()) + " </dev/null";
     Result r;
     FILE* pipe = ::popen(cmd.c_str(), "r");

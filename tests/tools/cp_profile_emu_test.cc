@@ -18,19 +18,7 @@ using cli_test::Result;
 class CpProfileEmu : public cli_test::ToolTest {
  protected:
   std::string Binary() const override { return CP_PROFILE_EMU_PATH; }
-  Result Sim(const std::string& args) {
-    const std::string cmd = "cd " + cli_test::Quote(dir_.string()) + " && " + cli_test::Quote(CP_SIM_PATH) + " " + args +
-                            " 2>&1";
-    Result r;
-    FILE* pipe = ::popen(cmd.c_str(), "r");
-    if (!pipe) return r;
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
-    const int status = ::pclose(pipe);
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return r;
-  }
+  Result Sim(const std::string& args) { return RunBinary(CP_SIM_PATH, args); }
 };
 
 constexpr const char* kSmall = "--backend cuda --seq 256 --heads 4 --kv-heads 2 --head-dim 64 --warmup 1 --iters 2";
@@ -68,11 +56,11 @@ TEST_F(CpProfileEmu, CalibrateAndValidateReadTheCudaProfiles) {
     ASSERT_EQ(r.code, 0) << runs[i] << "\n" << r.err << r.out;
   }
   const Result cal = Sim("calibrate" + files + " -o fitted.json");
-  ASSERT_EQ(cal.code, 0) << cal.out;
+  ASSERT_EQ(cal.code, 0) << cal.err << cal.out;
   const nlohmann::json fitted = nlohmann::json::parse(ReadFile(Path("fitted.json")));
   EXPECT_TRUE(fitted.contains("calibration")) << fitted.dump().substr(0, 400);
   const Result val = Sim("validate --hardware fitted.json --leave-one-out --json v.json" + files);
-  ASSERT_EQ(val.code, 0) << val.out;
+  ASSERT_EQ(val.code, 0) << val.err << val.out;
   const nlohmann::json v = nlohmann::json::parse(ReadFile(Path("v.json")));
   EXPECT_EQ(v["rows"].size(), 3u) << v.dump().substr(0, 400);
 }
