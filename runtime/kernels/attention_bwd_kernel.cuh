@@ -1,7 +1,7 @@
 // Flash-attention backward on one block (FA2 style): a CTA owns a KV tile and loops over the Q tiles that see it;
 // dK/dV stay in registers, dQ is added with fp32 atomics per Q tile.
-// The device code only: the launcher is attention_bwd.cu; tests/runtime/kernels/kernels_emu_test.cc runs this same code on
-// the CPU (CPS_SIMT_EMU).
+// The device code only: the launcher is attention_bwd.cu; kernels_emu_test runs this same code on the CPU
+// (CPS_SIMT_EMU, runtime/kernels/emu/).
 #pragma once
 
 #include "runtime/kernels/attention_types.h"

@@ -1,6 +1,6 @@
 // Flash-attention forward on one block (FA2 style): mma.sync m16n8k16, ldmatrix, cp.async double-buffered K/V.
-// The device code only: the launcher is attention_fwd.cu; tests/runtime/kernels/kernels_emu_test.cc runs this same code on
-// the CPU (CPS_SIMT_EMU).
+// The device code only: the launcher is attention_fwd.cu; kernels_emu_test runs this same code on the CPU
+// (CPS_SIMT_EMU, runtime/kernels/emu/).
 #pragma once
 
 #include "runtime/kernels/attention_types.h"

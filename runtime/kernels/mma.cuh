@@ -1,6 +1,6 @@
 // Device primitives of the attention kernels: cp.async, ldmatrix, mma.sync m16n8k16 and fp32 -> 16-bit packing.
 // With CPS_SIMT_EMU defined, the PTX instructions come from the CPU emulation instead (emu/simt.h), and the
-// kernels built on this header run in CI (tests/runtime/kernels/kernels_emu_test.cc).
+// kernels built on this header run in CI (kernels_emu_test: tests/runtime/kernels/kernels_gpu_test.cc built on it).
 #pragma once
 
 #include <cstdint>

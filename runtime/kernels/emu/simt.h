@@ -1,21 +1,23 @@
-// A CPU emulation of the CUDA features the attention kernels use, so that their device code (the same
-// attention_*_kernel.cuh the GPU build compiles) runs unchanged in CI: tests/runtime/kernels/kernels_emu_test.cc.
+// A CPU emulation of the CUDA features cpscope's kernels use, so that their device code (the same .cu and .cuh
+// sources the GPU build compiles) runs in CI: the GPU test sources build a second time on it (kernels_emu_test,
+// cuda_run_emu_test, instrument_emu_test; tests/CMakeLists.txt) and simt_test checks the emulation itself.
 //
-// Every thread of a CTA is a fiber (ucontext) on the calling OS thread; CTAs run one after another. Warp
-// collectives (ldmatrix, mma.sync, shfl, __syncwarp) and __syncthreads switch fibers until every participant
-// has arrived; the last one computes the result for the whole warp from the PTX ISA fragment layouts (not
-// from the kernels' own lane arithmetic). cp.async copies are deferred to the cp.async.wait_group that
-// covers them, so a read of shared memory that forgets its wait sees stale bytes, and shared memory starts
-// as 0xff bytes (NaN in bf16/fp16/fp32), so a read of a row nobody wrote poisons the result. Shared-memory
-// addresses are checked (in bounds, aligned), cp.async sources and atomics must lie in a registered global
-// buffer, and a warp whose lanes meet different collectives, or a CTA that can make no progress, is an
-// error. launch() reports the first error as std::runtime_error naming the CTA and thread. Timing is not
-// modelled; only results are.
+// Every thread of a CTA is a fiber on the launching OS thread (a small x86-64 context switch; ucontext
+// elsewhere); CTAs run one after another. Warp collectives (ldmatrix, mma.sync, shfl, __syncwarp) and
+// __syncthreads switch fibers until every participant has arrived; the last one computes the result for the
+// whole warp from the PTX ISA fragment layouts (not from the kernels' own lane arithmetic). cp.async copies
+// are deferred to the cp.async.wait_group that covers them, so a read of shared memory that forgets its wait
+// sees stale bytes, and shared memory starts as 0xff bytes (NaN in bf16/fp16/fp32), so a read of a row nobody
+// wrote poisons the result. Shared-memory addresses are checked (in bounds, aligned), cp.async sources and
+// atomics must lie in a registered global buffer, and a warp whose lanes meet different collectives, or a CTA
+// that can make no progress, is an error. launch() reports the first error as std::runtime_error naming the
+// CTA and thread. Timing is not modelled; only results are.
 //
 // Built with CPS_SIMT_EMU defined and runtime/kernels/emu/cuda/ ahead on the include path, the kernels' .cu
-// launchers compile unchanged as C++ (emu/kernels_emu.cc): <cuda_runtime.h> and friends resolve to the
-// stand-ins there, CPS_LAUNCH (runtime/kernels/launch.h) becomes simt::launch, cudaMalloc is host memory.
-// A static local is the CTA's shared array (`__shared__` below): CTAs run one at a time.
+// launchers compile unchanged as C++ (emu/*_emu.cc): <cuda_runtime.h> and friends resolve to the stand-ins
+// there (lazy streams, host memory as device memory), and CPS_LAUNCH (runtime/kernels/launch.h) queues
+// simt::launch on the stream. A static local is the CTA's shared array (`__shared__` below): CTAs run one at
+// a time.
 #pragma once
 
 #include "runtime/kernels/host_dtype.h"

@@ -1,5 +1,5 @@
 // The double-precision reference of one attention block and the cases the kernel tests run, shared by the GPU
-// tests (kernels_gpu_test.cc) and the CPU emulation of the same kernels (tests/runtime/kernels_emu_test.cc).
+// tests (kernels_gpu_test.cc), also when that file builds on the CPU emulation of the kernels (kernels_emu_test).
 #pragma once
 
 #include "runtime/kernels/attention_types.h"
