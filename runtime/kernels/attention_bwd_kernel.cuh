@@ -4,36 +4,20 @@
 // (CPS_SIMT_EMU, runtime/kernels/emu/).
 #pragma once
 
-#include "runtime/kernels/attention_types.h"
-#include "runtime/kernels/mma.cuh"
-#include "runtime/kernels/tile_load.cuh"
-#include "runtime/kernels/tile_math.h"
+#include "runtime/kernels/attention_params.cuh"
 
 #include <cstdint>
 
 namespace cpscope::rt::kernels::impl {
 
-using dev::MmaType;
-namespace tm = tile;
-
-struct BwdParams {
-  const void* q;
-  const void* k;
-  const void* v;
+struct BwdParams : BlockParams {
   const void* dout;
   const float* lse;
   const float* delta;
   float* dq;
   float* dk;
   float* dv;
-  std::int64_t q_tokens, kv_tokens;
-  int q_heads, kv_heads;
-  std::int64_t q_off, q_len, kv_off, kv_len;
-  int head_begin, gqa_ratio, kv_head_shift;
-  bool causal;
-  std::int64_t causal_offset;
-  float scale;       // softmax scale (dS is pre-multiplied by it, so dQ and dK need no epilogue scaling)
-  float scale_log2;  // scale * log2(e)
+  float scale;  // softmax scale (dS is pre-multiplied by it, so dQ and dK need no epilogue scaling)
 };
 
 // A CTA: 128 keys (16 per warp: each warp owns the dK/dV rows of its keys), query tiles double-buffered.
@@ -283,30 +267,14 @@ __global__ void __launch_bounds__(BwdCfg<D>::kThreads, 1) attn_bwd_kernel(const 
 // The kernel parameters of a validated call.
 inline BwdParams bwd_params(const AttnBwdArgs& a) {
   BwdParams p{};
-  p.q = a.q;
-  p.k = a.k;
-  p.v = a.v;
+  static_cast<BlockParams&>(p) = block_params(a, a.blk);
   p.dout = a.dout;
   p.lse = a.lse;
   p.delta = a.delta;
   p.dq = a.dq;
   p.dk = a.dk;
   p.dv = a.dv;
-  p.q_tokens = a.q_tokens;
-  p.kv_tokens = a.kv_tokens;
-  p.q_heads = a.q_heads;
-  p.kv_heads = a.kv_heads;
-  p.q_off = a.blk.q_off;
-  p.q_len = a.blk.q_len;
-  p.kv_off = a.blk.kv_off;
-  p.kv_len = a.blk.kv_len;
-  p.head_begin = a.blk.head_begin;
-  p.gqa_ratio = a.blk.gqa_ratio;
-  p.kv_head_shift = a.blk.kv_head_shift;
-  p.causal = a.blk.causal;
-  p.causal_offset = a.blk.causal_offset;
   p.scale = a.blk.scale;
-  p.scale_log2 = a.blk.scale * tm::kLog2e;
   return p;
 }
 

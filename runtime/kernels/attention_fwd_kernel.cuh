@@ -3,31 +3,16 @@
 // (CPS_SIMT_EMU, runtime/kernels/emu/).
 #pragma once
 
-#include "runtime/kernels/attention_types.h"
-#include "runtime/kernels/mma.cuh"
-#include "runtime/kernels/tile_load.cuh"
-#include "runtime/kernels/tile_math.h"
+#include "runtime/kernels/attention_params.cuh"
 
 #include <cstdint>
 
 namespace cpscope::rt::kernels::impl {
 
-using dev::MmaType;
-namespace tm = tile;
-
-struct FwdParams {
-  const void* q;
-  const void* k;
-  const void* v;
+struct FwdParams : BlockParams {
   float* o;
   float* lse;
-  std::int64_t q_tokens, kv_tokens;
-  int q_heads, kv_heads;
-  std::int64_t q_off, q_len, kv_off, kv_len;
-  int head_begin, gqa_ratio, kv_head_shift;
-  bool causal, merge;
-  std::int64_t causal_offset;
-  float scale_log2;  // softmax scale * log2(e)
+  bool merge;
 };
 
 // 128 query rows per CTA, 16 per warp; 64-key K/V tiles, double-buffered. Rows are padded by 8 elements
@@ -241,26 +226,10 @@ __global__ void __launch_bounds__(FwdCfg<D>::kThreads, 1) attn_fwd_kernel(const 
 // The kernel parameters of a validated call.
 inline FwdParams fwd_params(const AttnFwdArgs& a) {
   FwdParams p{};
-  p.q = a.q;
-  p.k = a.k;
-  p.v = a.v;
+  static_cast<BlockParams&>(p) = block_params(a, a.blk);
   p.o = a.o;
   p.lse = a.lse;
-  p.q_tokens = a.q_tokens;
-  p.kv_tokens = a.kv_tokens;
-  p.q_heads = a.q_heads;
-  p.kv_heads = a.kv_heads;
-  p.q_off = a.blk.q_off;
-  p.q_len = a.blk.q_len;
-  p.kv_off = a.blk.kv_off;
-  p.kv_len = a.blk.kv_len;
-  p.head_begin = a.blk.head_begin;
-  p.gqa_ratio = a.blk.gqa_ratio;
-  p.kv_head_shift = a.blk.kv_head_shift;
-  p.causal = a.blk.causal;
   p.merge = a.merge;
-  p.causal_offset = a.blk.causal_offset;
-  p.scale_log2 = a.blk.scale * tm::kLog2e;
   return p;
 }
 
