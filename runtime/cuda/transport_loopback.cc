@@ -124,14 +124,35 @@ class LoopbackWorld {
   }
 
  private:
+  // Waits for pred() under `lock`. A timeout aborts the world with a message that also lists every other
+  // wait still pending, oldest first: when one unmatched receive stalls several ranks, their timeouts fall
+  // close together and any of them may expire first, but the stalled op is among the pending waits.
   template <class Pred>
   void wait(std::unique_lock<std::mutex>& lock, Pred pred, const std::string& what, int timeouts = 1) {
+    if (pred()) return;
     const auto limit = timeout_ * timeouts;
     const auto deadline = std::chrono::steady_clock::now() + limit;
+    const std::uint64_t id = next_wait_++;
+    pending_[id] = what;
+    struct Done {
+      std::map<std::uint64_t, std::string>& pending;
+      std::uint64_t id;
+      ~Done() { pending.erase(id); }  // `lock` is held again on every way out
+    } done{pending_, id};
     while (!pred()) {
       if (aborted_) throw DeviceError(what + ": aborted (" + first_error_ + ")");
-      if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && !pred())
-        throw DeviceError(fmt::format("{}: timed out after {} ms", what, limit.count()));
+      if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && !pred()) {
+        if (aborted_) throw DeviceError(what + ": aborted (" + first_error_ + ")");
+        std::string error = fmt::format("{}: timed out after {} ms", what, limit.count());
+        std::string others;
+        for (const auto& [other, w] : pending_)
+          if (other != id) others += (others.empty() ? "" : "; ") + w;
+        if (!others.empty()) error += "; still waiting then: " + others;
+        first_error_ = error;  // recorded under the lock, before any other waiter can time out
+        aborted_ = true;
+        cv_.notify_all();
+        throw DeviceError(error);
+      }
     }
   }
 
@@ -142,6 +163,8 @@ class LoopbackWorld {
   std::map<Key, std::deque<std::shared_ptr<Ticket>>> mailboxes_;
   bool aborted_ = false;
   std::string first_error_;
+  std::map<std::uint64_t, std::string> pending_;  // waits in progress, by start order: what each waits for
+  std::uint64_t next_wait_ = 0;
   std::mutex pool_mu_;
   std::vector<cudaEvent_t> pool_;
 };
