@@ -11,6 +11,7 @@
 
 #include <Eigen/Dense>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "sim/analysis.h"
 #include "sim/error.h"
@@ -629,10 +630,16 @@ Timeline restricted_to(Timeline t, const std::set<std::int32_t>& ranks) {
 
 }  // namespace
 
-Validation validate(const std::vector<NamedProfile>& profiles, const HardwareProfile& hardware, bool leave_one_out) {
+Validation validate(const std::vector<NamedProfile>& profiles, const HardwareProfile& hardware, bool leave_one_out,
+                    const std::vector<NamedBench>& benches) {
   if (profiles.empty()) throw InputError("profiles", "validation needs at least one measured profile");
-  if (leave_one_out && profiles.size() < 2) throw InputError("leave-one-out", "needs at least two profiles");
+  if (!leave_one_out && !benches.empty())
+    throw InputError(benches.front().name, "is a cpscope.bench/1 file: bench rows join the fits of --leave-one-out "
+                                           "only; validate --hardware FILE predicts profiles without fitting");
+  if (leave_one_out && profiles.size() < 2 && benches.empty())
+    throw InputError("leave-one-out", "needs at least two profiles, or one and a bench file, to fit on the others");
   Validation v;
+  for (const NamedBench& nb : benches) v.bench_files.push_back(nb.name);
   double sum = 0;
   for (std::size_t i = 0; i < profiles.size(); ++i) {
     const NamedProfile& np = profiles[i];
@@ -643,7 +650,7 @@ Validation validate(const std::vector<NamedProfile>& profiles, const HardwarePro
       std::vector<NamedProfile> rest;
       for (std::size_t k = 0; k < profiles.size(); ++k)
         if (k != i) rest.push_back(profiles[k]);
-      hw = calibrate(rest, hardware).hardware;
+      hw = calibrate(rest, hardware, "", benches).hardware;
     }
     const SimulatedRun sim = simulate_workload(np.profile.run.workload, hw, true);
     const Aggregates m = aggregate(np.profile.timeline);
@@ -702,7 +709,8 @@ nlohmann::json validation_json(const Validation& v) {
           {"rows", std::move(rows)},
           {"mean_abs_error", v.mean_abs_error},
           {"max_abs_error", v.max_abs_error},
-          {"worst", v.worst}};
+          {"worst", v.worst},
+          {"bench_files", v.bench_files}};
 }
 
 std::string validation_table(const Validation& v) {
@@ -721,6 +729,8 @@ std::string validation_table(const Validation& v) {
   }
   out += fmt::format("mean absolute error {:.2f}%, max {:.2f}% ({}) over {} profiles\n", 100.0 * v.mean_abs_error,
                      100.0 * v.max_abs_error, v.worst, v.rows.size());
+  if (!v.bench_files.empty())
+    out += fmt::format("every fit included {} bench file(s): {}\n", v.bench_files.size(), fmt::join(v.bench_files, ", "));
   return out;
 }
 

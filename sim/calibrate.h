@@ -77,12 +77,15 @@ struct Validation {
   double mean_abs_error = 0;  // over rows' step-time errors
   double max_abs_error = 0;
   std::string worst;          // name of the row with the largest error
+  std::vector<std::string> bench_files;  // joined every leave-one-out fit
 };
 
 // Simulates each profile's workload on `hardware` and compares with what the profile measured.
-// With leave_one_out, row i is predicted by calibrate(all profiles but i, hardware).
+// With leave_one_out, row i is predicted by calibrate(all profiles but i, hardware, "", benches): bench
+// files are never predicted, they join every fit (as they join cp-sim calibrate's). Bench files without
+// leave_one_out are refused: nothing would use them.
 Validation validate(const std::vector<NamedProfile>& profiles, const HardwareProfile& hardware,
-                    bool leave_one_out = false);
+                    bool leave_one_out = false, const std::vector<NamedBench>& benches = {});
 
 nlohmann::json validation_json(const Validation&);
 std::string validation_table(const Validation&);

@@ -265,17 +265,12 @@ Examples:
 constexpr const char* kValidateFooter = R"(Simulates each profile's workload on --hardware and prints measured against predicted step time,
 per pass and per op kind, with the mean absolute and the maximum error. --leave-one-out predicts
 each profile from a calibration on all the others (starting from --hardware): the honest figure.
+Bench files (cp-profile bench) given with --leave-one-out join every fit, as in cp-sim calibrate.
 
 Examples:
   cp-sim validate --hardware profiles/calibrated/h100-sxm.json profiles/measured/*.json
-  cp-sim validate --leave-one-out --json validation.json profiles/measured/*.json
+  cp-sim validate --leave-one-out --json validation.json profiles/measured/*.json bench.json
 )";
-
-std::vector<NamedProfile> read_profiles(const std::vector<std::string>& paths) {
-  std::vector<NamedProfile> out;
-  for (const std::string& p : paths) out.push_back({p, read_profile(p)});
-  return out;
-}
 
 struct CalibrateArgs {
   std::vector<std::string> profiles;
@@ -310,7 +305,10 @@ struct ValidateArgs {
 
 int cmd_validate(const ValidateArgs& a) {
   check_output_path(a.json, "json");
-  const Validation v = validate(read_profiles(a.profiles), hardware_of(a.hardware), a.leave_one_out);
+  std::vector<NamedProfile> profiles;
+  std::vector<NamedBench> benches;
+  read_calibration_inputs(a.profiles, profiles, benches);
+  const Validation v = validate(profiles, hardware_of(a.hardware), a.leave_one_out, benches);
   write_outputs({{a.json, "json", text_writer(validation_json(v).dump(2) + "\n")}});
   std::cout << validation_table(v);
   return 0;
@@ -405,7 +403,8 @@ int main_impl(int argc, char** argv) {
   ValidateArgs val_args;
   CLI::App* val = app.add_subcommand("validate", "predict measured profiles and report the error");
   val->footer(kValidateFooter);
-  val->add_option("profiles", val_args.profiles, "cpscope.profile JSON files with timelines")
+  val->add_option("profiles", val_args.profiles,
+                  "cpscope.profile JSON files with timelines (with --leave-one-out also cpscope.bench/1 files)")
       ->required()
       ->check(CLI::ExistingFile)
       ->type_name("PROFILE...");

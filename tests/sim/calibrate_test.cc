@@ -215,3 +215,58 @@ TEST(Validate, SingleRankProfileIsComparedWithThatRank) {
 
 }  // namespace
 }  // namespace cpscope
+
+namespace cpscope {
+namespace {
+
+// Bench rows from the planted profile at every block shape the calibration set measured, two batch sizes each
+// (so the fit separates the launch latency from the rate), as cp-profile bench writes them.
+NamedBench planted_bench_for(const std::vector<NamedProfile>& set, const HardwareProfile& truth) {
+  nlohmann::json rows = nlohmann::json::array();
+  const Calibration measured = calibrate(set, default_hardware());
+  for (const auto& c : measured.report["fitted"]["attention_cells"]) {
+    const bool bwd = c["pass"] == "bwd", causal = c["mask"] == "causal";
+    const std::int64_t d = c["head_dim"], q = c["q_tokens"], kv = c["kv_tokens"];
+    for (std::int64_t batch : {1, 2}) {
+      const std::int64_t flops = 4 * batch * 32 * d * q * kv * (bwd ? 5 : 2) / 2 / (causal ? 2 : 1);
+      const double ns = 9000 + static_cast<double>(flops) / (truth.attention_tflops(bwd, causal, d, q, kv) * 1e3);
+      rows.push_back({{"kind", "attention"}, {"pass", c["pass"]}, {"mask", c["mask"]}, {"head_dim", d},
+                      {"q_tokens", q}, {"kv_tokens", kv}, {"batch", batch}, {"heads", 32}, {"flops", flops},
+                      {"ns", std::llround(ns)}});
+    }
+  }
+  return {"bench.json", {{"schema", "cpscope.bench/1"}, {"backend", "synthetic"}, {"rows", rows}}};
+}
+
+// A profile whose block shapes no other profile has is predicted from base rates in a leave-one-out fit; the
+// bench file's rows at those shapes join every fit and close that gap.
+TEST(Validate, LeaveOneOutFitsIncludeBenchFiles) {
+  const HardwareProfile truth = planted();
+  std::vector<NamedProfile> set = calibration_set(truth);
+  Workload odd;  // 6144-token blocks: no other profile of the set has them
+  odd.schedule = ScheduleKind::Ring;
+  odd.cp = 2;
+  odd.seq = 12288;
+  set.push_back(simulated(odd, truth, "odd.json"));
+  const NamedBench bench = planted_bench_for(set, truth);
+  const Validation without = validate(set, default_hardware(), true);
+  const Validation with = validate(set, default_hardware(), true, {bench});
+  ASSERT_EQ(with.rows.size(), set.size());  // the bench file is fitted on, never predicted
+  EXPECT_LE(with.mean_abs_error, 0.01) << "without the bench file: " << without.mean_abs_error;
+  EXPECT_LT(with.mean_abs_error, without.mean_abs_error);
+  EXPECT_EQ(with.bench_files, std::vector<std::string>{"bench.json"});
+  EXPECT_EQ(validation_json(with)["bench_files"][0], "bench.json");
+  EXPECT_NE(validation_table(with).find("every fit included 1 bench file(s): bench.json"), std::string::npos);
+  // One profile and a bench file are enough to leave that profile out.
+  EXPECT_EQ(validate({set[0]}, default_hardware(), true, {bench}).rows.size(), 1u);
+  // Without --leave-one-out nothing is fitted, so a bench file would be silently unused: refused, named.
+  try {
+    validate(set, default_hardware(), false, {bench});
+    FAIL() << "a bench file without leave-one-out was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("bench.json"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace cpscope

@@ -251,6 +251,18 @@ TEST_F(CpSim, ProfileCalibrateAndValidateRoundTrip) {
   // The fitted profile loads as --hardware.
   r = Run("validate --hardware fitted.json --leave-one-out a.json b.json");
   EXPECT_EQ(r.code, 0) << r.err;
+  // A bench file joins each leave-one-out fit, and is refused where nothing is fitted.
+  std::ofstream(Path("bench.json")) << R"({"schema": "cpscope.bench/1", "backend": "synthetic", "rows": [
+    {"kind": "transfer", "link": "nvlink", "bytes": 1048576, "ns": 9000},
+    {"kind": "transfer", "link": "nvlink", "bytes": 16777216, "ns": 60000}]})";
+  r = Run("validate --leave-one-out a.json b.json bench.json --json v2.json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("every fit included 1 bench file(s): bench.json"), std::string::npos) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(ReadFile(Path("v2.json")))["rows"].size(), 2u);
+  r = Run("validate a.json b.json bench.json");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("bench.json"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--leave-one-out"), std::string::npos) << r.err;
 }
 
 TEST_F(CpSim, CalibrateRejectsBadProfilesWithExitTwo) {
