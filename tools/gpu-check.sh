@@ -26,11 +26,38 @@
 #   Without gpu-bundle/ the run step builds on the GPU machine first (needs the Debian -dev packages).
 #
 #   bash tools/gpu-check.sh all [OUTDIR]  prepare then run (a machine with both toolkit and GPU).
+#
+#   bash tools/gpu-check.sh rehearse BUILDDIR OUTDIR
+#                                        the run step without a GPU, on the CPU SIMT emulation: cp-profile-emu
+#                                        and cp-sim from BUILDDIR, token counts divided by 64, 8/4 heads,
+#                                        head_dim 64, at most 1 warm-up and 2 timed iterations, per-run time
+#                                        limits x4 and no overall budget. Same steps, same flags, same JSON;
+#                                        the gpu tests (ctest runs them as emu.*), SDPA (needs PyTorch on a
+#                                        GPU: only its --help runs) and everything NCCL (replay, bench) skip
+#                                        or fail. tests/tools/gpu_check_rehearsal_test.cc runs it in CI, so a
+#                                        broken flag or a slip in the summary shows before a device session.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$ROOT/build-gpu
 BUNDLE=$ROOT/gpu-bundle
+# What the run step runs with: the bundle's binaries at the sizes the issue asks for. `rehearse` changes these.
+BIN=$BUNDLE/bin
+REHEARSAL=0
+SCALE=1
+SLOW=1  # factor on the per-run time limits
+HEADS="--heads 32 --kv-heads 8 --head-dim 128"
+
+# Token count $1 at this run's scale.
+tok() { echo $(($1 / SCALE)); }
+# "--warmup W --iters I" (a rehearsal caps them at 1 and 2).
+reps() {
+  local w=$1 i=$2
+  if [ "$REHEARSAL" = 1 ]; then w=$((w < 1 ? w : 1)); i=$((i < 2 ? i : 2)); fi
+  echo "--warmup $w --iters $i"
+}
+# A token count as a name part: 2k, or 32 below 1024.
+klabel() { if [ "$1" -ge 1024 ]; then echo "$(($1 / 1024))k"; else echo "$1"; fi; }
 
 prepare() {
   set -e
@@ -93,13 +120,13 @@ run() {
   add_libdir libcudart.so
   add_libdir libnccl.so
   add_libdir libcupti.so
-  if [ ! -x "$BUNDLE/bin/cp-profile" ]; then
+  if [ "$REHEARSAL" = 0 ] && [ ! -x "$BIN/cp-profile" ]; then
     echo "no gpu-bundle/: building here"
     prepare || { echo "build failed"; return 1; }
   fi
   LD_LIBRARY_PATH=$BUNDLE/lib:$LD_LIBRARY_PATH
   export LD_LIBRARY_PATH
-  local bin=$BUNDLE/bin
+  local bin=$BIN
   ldd "$bin/cp-profile" | grep -i "not found" && echo "WARNING: unresolved libraries above"
 
   echo "== 2. gpu tests"
@@ -113,8 +140,11 @@ run() {
   done
 
   echo "== 3. loopback --check of every schedule"
-  local checks=() rc
-  local common="--transport loopback --seq 4096 --heads 32 --kv-heads 8 --head-dim 128 --warmup 1 --iters 3 --check"
+  # Each run's profile is kept as .check_<i>.json and listed in .checks.tsv; the summary at the end reads
+  # them from there (not from the command line: seventeen profiles are more than one argument list holds).
+  local rc
+  : >"$out/.checks.tsv"
+  local common="--transport loopback --seq $(tok 4096) $HEADS $(reps 1 3) --check"
   local i=0
   # Every schedule forward+backward with both masks, and the backward-only path (its inputs come from
   # the GPU reference forward) for three of them: 17 runs.
@@ -128,44 +158,50 @@ run() {
     read -r pass mask sched <<<"$run_args"
     i=$((i + 1))
     [ $SECONDS -ge $deadline ] && { echo "skipped --schedule $sched --pass $pass --mask $mask: time budget"; continue; }
-    timeout 60 "$bin/cp-profile" --backend cuda $common --cp 4 --schedule $sched --pass $pass --mask $mask \
-      --json "$out/.check_$i.json" >"$out/.check_$i.txt" 2>&1
+    timeout $((60 * SLOW)) "$bin/cp-profile" --backend cuda $common --cp 4 --schedule $sched --pass $pass \
+      --mask $mask --json "$out/.check_$i.json" >"$out/.check_$i.txt" 2>&1
     rc=$?
     echo "cp-profile --schedule $sched --pass $pass --mask $mask: exit $rc $(grep -E 'check|median' "$out/.check_$i.txt" | tr '\n' ' ')"
-    checks+=("{\"schedule\": \"$sched\", \"pass\": \"$pass\", \"mask\": \"$mask\", \"exit\": $rc, \"result\": $(cat "$out/.check_$i.json" 2>/dev/null || echo null)}")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$sched" "$pass" "$mask" "$rc" ".check_$i.json" >>"$out/.checks.tsv"
   done
 
   echo "== 4. kernels vs PyTorch SDPA (same process)"
-  [ $SECONDS -lt $deadline ] && timeout 180 python3 "$ROOT/tools/gpu/sdpa_compare.py" --lib "$BUNDLE/lib/libcpscope_kernels_capi.so" \
-    --out "$out/sdpa_compare.json"
+  if [ "$REHEARSAL" = 1 ]; then
+    echo "rehearsal: SDPA needs PyTorch on a GPU; checking that the script parses its arguments"
+    python3 "$ROOT/tools/gpu/sdpa_compare.py" --help >/dev/null
+  else
+    [ $SECONDS -lt $deadline ] && timeout 180 python3 "$ROOT/tools/gpu/sdpa_compare.py" \
+      --lib "$BUNDLE/lib/libcpscope_kernels_capi.so" --out "$out/sdpa_compare.json"
+  fi
   echo "exit $?"
 
   echo "== 5. ring timings"
-  local timings=()
-  for args in "--transport loopback --schedule zigzag-ring --cp 8 --seq 32768" \
-              "--transport replay --replay-rank 3 --schedule zigzag-ring --cp 8 --seq 131072" \
-              "--transport replay --replay-rank 3 --schedule zigzag-ring --cp 8 --seq 131072 --pass fwd"; do
+  : >"$out/.timings.tsv"
+  for args in "--transport loopback --schedule zigzag-ring --cp 8 --seq $(tok 32768)" \
+              "--transport replay --replay-rank 3 --schedule zigzag-ring --cp 8 --seq $(tok 131072)" \
+              "--transport replay --replay-rank 3 --schedule zigzag-ring --cp 8 --seq $(tok 131072) --pass fwd"; do
     i=$((i + 1))
     [ $SECONDS -ge $deadline ] && { echo "skipped $args: time budget"; continue; }
-    timeout 60 "$bin/cp-profile" --backend cuda $args --warmup 2 --iters 5 --json "$out/.time_$i.json" 2>&1 | tail -3
-    timings+=("{\"args\": \"$args\", \"result\": $(cat "$out/.time_$i.json" 2>/dev/null || echo null)}")
+    timeout $((60 * SLOW)) "$bin/cp-profile" --backend cuda $args $HEADS $(reps 2 5) --json "$out/.time_$i.json" 2>&1 |
+      tail -3
+    printf '%s\t%s\t%s\n' "$args" "${PIPESTATUS[0]}" ".time_$i.json" >>"$out/.timings.tsv"
   done
 
   echo "== 6. CUPTI tracing overhead (alternating untraced / traced iterations)"
   local cal=$out/.calibration
   rm -rf "$cal"
   mkdir -p "$cal/profiles"
-  timeout 60 "$bin/cp-profile" --backend cuda --transport loopback --schedule zigzag-ring --cp 8 --seq 65536 \
-    --warmup 2 --iters 20 --tracing-overhead --json "$cal/overhead.json" 2>&1 | grep -E "tracing overhead|median|error"
-  timeout 60 "$bin/cp-profile" --backend cuda --transport replay --replay-rank 3 --schedule zigzag-ring --cp 8 \
-    --seq 131072 --warmup 2 --iters 10 --tracing-overhead --json "$cal/overhead_replay.json" 2>&1 |
+  timeout $((60 * SLOW)) "$bin/cp-profile" --backend cuda --transport loopback --schedule zigzag-ring --cp 8 \
+    --seq "$(tok 65536)" $HEADS $(reps 2 20) --tracing-overhead --json "$cal/overhead.json" 2>&1 | grep -E "tracing overhead|median|error"
+  timeout $((60 * SLOW)) "$bin/cp-profile" --backend cuda --transport replay --replay-rank 3 \
+    --schedule zigzag-ring --cp 8 --seq "$(tok 131072)" $HEADS $(reps 2 10) --tracing-overhead --json "$cal/overhead_replay.json" 2>&1 |
     grep -E "tracing overhead|median|error"
 
   echo "== 7. calibration and validation set (CUPTI-traced profiles)"
   # Per-rank work grows as N x local^2, so the longest blocks go with the fewest ranks; every run is
   # small enough for ~1-4 s including CUDA and NCCL start-up. Hybrid needs N >= 4 (ulysses 2).
-  local cal_t0=$SECONDS cal_budget=150 ran=0 skipped=0 failed=0 k=0
-  local shape="--heads 32 --kv-heads 8 --head-dim 128 --warmup 1 --iters 3"
+  local cal_t0=$SECONDS cal_budget=${GPU_CHECK_CAL_BUDGET_S:-150} ran=0 skipped=0 failed=0 k=0
+  local shape; shape="$HEADS $(reps 1 3)"
   local configs=()
   for sched in ring zigzag-ring allgather ulysses hybrid; do
     if [ "$sched" = hybrid ]; then
@@ -183,9 +219,11 @@ run() {
     local extra=""
     [ "$sched" = hybrid ] && extra="--ulysses 2"
     [ "$transport" = replay ] && extra="$extra --replay-rank $((n - 1))"
-    local name; name=$(printf "%02d-%s-%s-cp%d-%dk-%s-%s" "$k" "$transport" "$sched" "$n" $((local_len / 1024)) "$mask" "$pass")
-    if timeout 40 "$bin/cp-profile" --backend cuda --transport "$transport" --schedule "$sched" $extra --cp "$n" \
-         --seq $((n * local_len)) --mask "$mask" --pass "$pass" $shape --json "$cal/profiles/$name.json" \
+    local_len=$(tok "$local_len")
+    local name
+    name=$(printf "%02d-%s-%s-cp%d-%s-%s-%s" "$k" "$transport" "$sched" "$n" "$(klabel "$local_len")" "$mask" "$pass")
+    if timeout $((40 * SLOW)) "$bin/cp-profile" --backend cuda --transport "$transport" --schedule "$sched" $extra \
+         --cp "$n" --seq $((n * local_len)) --mask "$mask" --pass "$pass" $shape --json "$cal/profiles/$name.json" \
          >"$cal/profiles/$name.txt" 2>&1; then
       ran=$((ran + 1)); echo "$name: $(grep -E '^median' "$cal/profiles/$name.txt")"
     else
@@ -198,37 +236,50 @@ run() {
   # leaves out of the link fit): cpscope.bench/1 rows that calibrate takes next to the profiles.
   local bench=()
   if [ $SECONDS -lt $deadline ] && timeout 60 "$bin/cp-profile" bench --backend cuda --transport replay \
-       --blocks 2048,4096,8192,16384 --repeats 5 --json "$cal/bench.json" >"$cal/bench.txt" 2>&1; then
+       --blocks "$(tok 2048),$(tok 4096),$(tok 8192),$(tok 16384)" --repeats 5 --json "$cal/bench.json" \
+       >"$cal/bench.txt" 2>&1; then
     bench=("$cal/bench.json")
   else
     echo "bench: skipped or failed"; tail -3 "$cal/bench.txt" 2>/dev/null
   fi
+  # The fit starts from the built-in profile of this card (what the runs cannot determine keeps its value).
+  local base=h100-sxm
+  nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | grep -q H200 && base=h200-sxm
   if [ "$ran" -ge 2 ]; then
-    timeout 60 "$bin/cp-sim" calibrate "${profiles[@]}" "${bench[@]}" -o "$cal/calibrated.json" 2>&1 | tail -15
+    timeout 60 "$bin/cp-sim" calibrate --base "$base" "${profiles[@]}" "${bench[@]}" -o "$cal/calibrated.json" 2>&1 |
+      tail -15
     echo "calibrate: exit ${PIPESTATUS[0]}"
-    timeout 120 "$bin/cp-sim" validate --leave-one-out --json "$cal/validation.json" "${profiles[@]}" \
-      >"$cal/validation.txt" 2>&1
+    # Each profile predicted from a fit to all the others and the bench rows, as calibrate fitted.
+    timeout 120 "$bin/cp-sim" validate --hardware "$base" --leave-one-out --json "$cal/validation.json" \
+      "${profiles[@]}" "${bench[@]}" >"$cal/validation.txt" 2>&1
     echo "validate: exit $?"
     tail -40 "$cal/validation.txt"
   fi
   tar -C "$cal" -czf "$out/calibration.tar.gz" . && rm -rf "$cal/profiles"
 
   echo "== done in $((SECONDS - t0)) s"
-  local IFS=,
-  python3 - "$out" "${checks[*]}" "${timings[*]}" "$tests_ok" $((SECONDS - t0)) <<'EOF'
-import json, os, sys
-out, checks, timings, tests_ok, secs = sys.argv[1:6]
+  python3 - "$out" "$tests_ok" $((SECONDS - t0)) <<'EOF'
+import csv, json, os, sys
+out, tests_ok, secs = sys.argv[1:4]
 def load(p):
     try:
         with open(os.path.join(out, p)) as f: return json.load(f)
     except Exception as e:  # noqa: BLE001
         return {"error": str(e)}
+def brief(p):  # a run's profile without its timeline (the calibration profiles keep theirs)
+    j = load(p)
+    return None if "error" in j else {k: v for k, v in j.items() if k != "timeline"}
+def rows(p):
+    with open(os.path.join(out, p), newline="") as f:
+        return list(csv.reader(f, delimiter="\t"))
+checks = [{"schedule": s, "pass": p, "mask": m, "exit": int(rc), "result": brief(f)} for s, p, m, rc, f in rows(".checks.tsv")]
+timings = [{"args": a, "exit": int(rc), "result": brief(f)} for a, rc, f in rows(".timings.tsv")]
 def brief_overhead(p):
     j = load(os.path.join(".calibration", p))
     return j.get("tracing_overhead", j)
 val = load(os.path.join(".calibration", "validation.json"))
 res = {"schema": "cpscope.gpu_check/1", "seconds": int(secs), "tests_passed": tests_ok == "1",
-       "checks": json.loads("[" + checks + "]"), "timings": json.loads("[" + timings + "]"),
+       "checks": checks, "timings": timings,
        "sdpa_compare": load("sdpa_compare.json"),
        "tracing_overhead": {"loopback": brief_overhead("overhead.json"), "replay": brief_overhead("overhead_replay.json")},
        "validation": {k: val.get(k) for k in ("mean_abs_error", "max_abs_error", "worst")} if "rows" in val else val}
@@ -236,13 +287,36 @@ tmp = os.path.join(out, "gpu-check.json.tmp")
 with open(tmp, "w") as f: json.dump(res, f, indent=2)
 os.replace(tmp, os.path.join(out, "gpu-check.json"))
 EOF
-  rm -f "$out"/.check_* "$out"/.time_*
+  rm -f "$out"/.check_* "$out"/.time_* "$out"/.checks.tsv "$out"/.timings.tsv
   rm -rf "$out/.calibration"
+}
+
+# The run step on the CPU SIMT emulation (see the header): binaries from build directory $1, output in $2.
+rehearse() {
+  local build=${1:?rehearse BUILDDIR OUTDIR} out=${2:?rehearse BUILDDIR OUTDIR}
+  [ -x "$build/tools/cp-profile-emu" ] && [ -x "$build/tools/cp-sim" ] ||
+    { echo "rehearse: $build/tools has no cp-profile-emu and cp-sim; build them first" >&2; return 2; }
+  mkdir -p "$out"
+  BIN=$out/.rehearsal-bin
+  rm -rf "$BIN"
+  mkdir -p "$BIN"
+  ln -s "$(cd "$build/tools" && pwd)/cp-profile-emu" "$BIN/cp-profile"
+  ln -s "$(cd "$build/tools" && pwd)/cp-sim" "$BIN/cp-sim"
+  REHEARSAL=1
+  GPU_CHECK_BUDGET_S=${GPU_CHECK_BUDGET_S:-3600}
+  GPU_CHECK_CAL_BUDGET_S=${GPU_CHECK_CAL_BUDGET_S:-3600}
+  SCALE=64
+  SLOW=4
+  HEADS="--heads 8 --kv-heads 4 --head-dim 64"  # Ulysses over 4 ranks splits the 4 KV heads
+  echo "rehearsal on the CPU SIMT emulation: timings are meaningless; replay and bench need NCCL and fail"
+  run "$out"
+  rm -rf "$BIN"
 }
 
 case "${1:-}" in
   prepare) prepare ;;
   run) shift; run "$@" ;;
   all) shift; prepare && run "$@" ;;
-  *) sed -n '2,27p' "$0"; exit 2 ;;
+  rehearse) shift; rehearse "$@" ;;
+  *) sed -n '2,37p' "$0"; exit 2 ;;
 esac
