@@ -312,7 +312,8 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
 struct BenchArgs {
   std::string backend = "host", transport = "loopback", json;
   rt::BenchOptions options;  // host defaults; the cuda bench takes --blocks/--head-dim/--max-bytes when given
-  bool quick = false, blocks_given = false, max_bytes_given = false, head_dim_given = false;
+  bool quick = false, blocks_given = false, max_bytes_given = false, head_dim_given = false, heads_given = false,
+       kv_heads_given = false;
 };
 
 // One line per bench row: what calibration will fit.
@@ -344,6 +345,8 @@ int run_bench(const BenchArgs& a) {
     if (a.blocks_given) o.block_tokens = a.options.block_tokens;
     if (a.quick) o.block_tokens = {1024, 4096};
     if (a.head_dim_given) o.head_dim = a.options.head_dim;
+    if (a.heads_given) o.heads = a.options.heads;
+    if (a.kv_heads_given) o.kv_heads = a.options.kv_heads;
     o.repeats = a.options.repeats;
     if (a.max_bytes_given) o.max_bytes = a.options.max_bytes;
     if (o.repeats < 1) throw InputError("repeats", fmt::format("{} must be >= 1", o.repeats));
@@ -363,6 +366,9 @@ int run_bench(const BenchArgs& a) {
   }
   if (o.repeats < 1) throw InputError("repeats", fmt::format("{} must be >= 1", o.repeats));
   if (o.head_dim < 1 || o.head_dim > 512) throw InputError("head-dim", fmt::format("{} is outside 1..512", o.head_dim));
+  if (o.heads < 1 || o.heads > 256 || o.kv_heads < 1 || o.heads % o.kv_heads != 0)
+    throw InputError("kv-heads", fmt::format("{} KV heads for {} heads: heads within 1..256 (host backend), KV heads "
+                                             ">= 1 and dividing them", o.kv_heads, o.heads));
   if (o.min_bytes < 8 || o.max_bytes < o.min_bytes || o.max_bytes > (4ll << 30))
     throw InputError("max-bytes", fmt::format("{} must be within {}..4 GiB", o.max_bytes, o.min_bytes));
   for (std::int64_t t : o.block_tokens)
@@ -431,6 +437,9 @@ the link parameters of its base profile and fits them from multi-GPU cp-profile 
           ->delimiter(',');
   CLI::Option* head_dim_opt =
       bench->add_option("--head-dim", bench_args.options.head_dim, "head dimension (default host 32, cuda 128)");
+  CLI::Option* heads_opt = bench->add_option("--heads", bench_args.options.heads, "query heads (default host 4, cuda 32)");
+  CLI::Option* kv_heads_opt =
+      bench->add_option("--kv-heads", bench_args.options.kv_heads, "key/value heads (default host 2, cuda 8)");
   CLI::Option* max_bytes_opt =
       bench->add_option("--max-bytes", bench_args.options.max_bytes, "largest transfer (from 1 KiB, x4 steps)")
           ->capture_default_str();
@@ -441,6 +450,8 @@ the link parameters of its base profile and fits them from multi-GPU cp-profile 
   if (bench->parsed()) {
     bench_args.blocks_given = blocks_opt->count() > 0;
     bench_args.head_dim_given = head_dim_opt->count() > 0;
+    bench_args.heads_given = heads_opt->count() > 0;
+    bench_args.kv_heads_given = kv_heads_opt->count() > 0;
     bench_args.max_bytes_given = max_bytes_opt->count() > 0;
     return run_bench(bench_args);
   }

@@ -91,7 +91,14 @@ nlohmann::json run_cuda_bench(const CudaBenchOptions& o) {
                                   "cp-profile --transport nccl runs and calibrate on their profiles)");
   if (o.head_dim != 64 && o.head_dim != 128)
     throw InputError("head-dim", fmt::format("{}: the kernels take 64 or 128", o.head_dim));
-  if (o.heads % o.kv_heads != 0) throw InputError("kv-heads", "must divide heads");
+  if (o.heads < 1 || o.kv_heads < 1 || o.heads % o.kv_heads != 0)
+    throw InputError("kv-heads", fmt::format("{} KV heads for {} heads: both >= 1, and KV heads must divide heads",
+                                             o.kv_heads, o.heads));
+  if (o.block_tokens.empty()) throw InputError("blocks", "no block lengths given");
+  for (std::int64_t t : o.block_tokens)
+    if (t < 1 || t > 65536) throw InputError("blocks", fmt::format("{} is outside 1..65536 tokens", t));
+  if (o.min_bytes < 1 || o.max_bytes < o.min_bytes || o.max_bytes > (4ll << 30))
+    throw InputError("max-bytes", fmt::format("{} must be within {}..4 GiB", o.max_bytes, o.min_bytes));
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0)
     throw DeviceError("no usable CUDA device; cp-profile bench --backend host runs on the CPU");
@@ -177,14 +184,16 @@ nlohmann::json run_cuda_bench(const CudaBenchOptions& o) {
     for (std::int64_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 4)
       rows.push_back({{"kind", "transfer"}, {"link", "self"}, {"bytes", bytes},
                       {"ns", ev.median_ns(s, o.repeats, [&] { send(bytes, s); })}});
+    // The comm load: the largest message measured (the last transfer row, read before the interference rows
+    // follow it), back to back.
+    const std::int64_t message = rows.back()["bytes"].get<std::int64_t>();
+    const auto per_message_ns = std::max<std::int64_t>(1, rows.back()["ns"].get<std::int64_t>());
     const std::int64_t big = T;
     for (const bool backward : {false, true}) {
       if (backward) fwd(big, big, false);
       auto run = [&] { backward ? bwd(big, big, false) : fwd(big, big, false); };
       const std::int64_t alone = ev.median_ns(s, o.repeats, run);
       // Enough back-to-back messages on the other stream to outlast the kernel several times.
-      const std::int64_t message = o.max_bytes;
-      const auto per_message_ns = std::max<std::int64_t>(1, rows.back()["ns"].get<std::int64_t>());
       const std::int64_t count = std::clamp<std::int64_t>(4 * alone / per_message_ns + 1, 2, 2000);
       const std::int64_t with = ev.median_ns(s, o.repeats, run, [&] {
         for (std::int64_t i = 0; i < count; ++i) send(message, noise);
