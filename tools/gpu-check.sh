@@ -29,12 +29,13 @@
 #
 #   bash tools/gpu-check.sh rehearse BUILDDIR OUTDIR
 #                                        the run step without a GPU, on the CPU SIMT emulation: cp-profile-emu
-#                                        and cp-sim from BUILDDIR, token counts divided by 64, 8/4 heads,
-#                                        head_dim 64, at most 1 warm-up and 2 timed iterations, per-run time
-#                                        limits x4 and no overall budget. Same steps, same flags, same JSON;
-#                                        the gpu tests (ctest runs them as emu.*), SDPA (needs PyTorch on a
-#                                        GPU: only its --help runs) and everything NCCL (replay, bench) skip
-#                                        or fail. tests/tools/gpu_check_rehearsal_test.cc runs it in CI, so a
+#                                        and cp-sim from BUILDDIR, token counts divided by 64, 8/8 heads,
+#                                        head_dim 64, at most 1 warm-up and 2 timed iterations, a 1-repeat
+#                                        bench up to 1 MiB, per-run time limits x4 and no overall budget.
+#                                        Same steps, same flags, same JSON; replay and the bench run on the
+#                                        emulation's one-rank NCCL. Only the gpu tests (ctest runs them as
+#                                        emu.*) and SDPA (PyTorch on a GPU: only its --help runs) are left
+#                                        out. tests/tools/gpu_check_rehearsal_test.cc runs it in CI, so a
 #                                        broken flag or a slip in the summary shows before a device session.
 set -uo pipefail
 
@@ -47,6 +48,7 @@ REHEARSAL=0
 SCALE=1
 SLOW=1  # factor on the per-run time limits
 HEADS="--heads 32 --kv-heads 8 --head-dim 128"
+BENCH_REPEATS="--repeats 5"  # and the bench's largest transfer: its default 256 MiB
 
 # Token count $1 at this run's scale.
 tok() { echo $(($1 / SCALE)); }
@@ -183,7 +185,7 @@ run() {
     i=$((i + 1))
     [ $SECONDS -ge $deadline ] && { echo "skipped $args: time budget"; continue; }
     timeout $((60 * SLOW)) "$bin/cp-profile" --backend cuda $args $HEADS $(reps 2 5) --json "$out/.time_$i.json" 2>&1 |
-      tail -3
+      grep -E "^median|error"
     printf '%s\t%s\t%s\n' "$args" "${PIPESTATUS[0]}" ".time_$i.json" >>"$out/.timings.tsv"
   done
 
@@ -235,8 +237,8 @@ run() {
   # Isolated kernel timings over block shapes (and the transport's self-transfers, which calibration
   # leaves out of the link fit): cpscope.bench/1 rows that calibrate takes next to the profiles.
   local bench=()
-  if [ $SECONDS -lt $deadline ] && timeout 60 "$bin/cp-profile" bench --backend cuda --transport replay \
-       --blocks "$(tok 2048),$(tok 4096),$(tok 8192),$(tok 16384)" --repeats 5 --json "$cal/bench.json" \
+  if [ $SECONDS -lt $deadline ] && timeout $((60 * SLOW)) "$bin/cp-profile" bench --backend cuda --transport replay \
+       $HEADS --blocks "$(tok 2048),$(tok 4096),$(tok 8192),$(tok 16384)" $BENCH_REPEATS --json "$cal/bench.json" \
        >"$cal/bench.txt" 2>&1; then
     bench=("$cal/bench.json")
   else
@@ -307,8 +309,9 @@ rehearse() {
   GPU_CHECK_CAL_BUDGET_S=${GPU_CHECK_CAL_BUDGET_S:-3600}
   SCALE=64
   SLOW=4
-  HEADS="--heads 8 --kv-heads 4 --head-dim 64"  # Ulysses over 4 ranks splits the 4 KV heads
-  echo "rehearsal on the CPU SIMT emulation: timings are meaningless; replay and bench need NCCL and fail"
+  HEADS="--heads 8 --kv-heads 8 --head-dim 64"  # Ulysses over 8 ranks splits the KV heads too
+  BENCH_REPEATS="--repeats 1 --max-bytes 1048576"
+  echo "rehearsal on the CPU SIMT emulation: its timings are meaningless"
   run "$out"
   rm -rf "$BIN"
 }
@@ -318,5 +321,5 @@ case "${1:-}" in
   run) shift; run "$@" ;;
   all) shift; prepare && run "$@" ;;
   rehearse) shift; rehearse "$@" ;;
-  *) sed -n '2,37p' "$0"; exit 2 ;;
+  *) sed -n '2,39p' "$0"; exit 2 ;;
 esac

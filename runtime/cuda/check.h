@@ -18,6 +18,9 @@ class DeviceError : public std::runtime_error {
 [[noreturn]] void throw_call_error(const char* library, const char* expr, const char* file, int line, int rank,
                                    const std::string& detail);
 
+// NCCL's message for a result code, with ncclGetLastError's reason for this failure when it has one.
+std::string nccl_detail(const char* error_string, const char* last_error);
+
 }  // namespace cpscope::rt
 
 // `rank` is the CP rank the call acts for (-1 before one is known). The library headers (cuda_runtime_api.h,
@@ -34,7 +37,8 @@ class DeviceError : public std::runtime_error {
   do {                                                                                                              \
     const ncclResult_t cps_r_ = (expr);                                                                             \
     if (cps_r_ != ncclSuccess)                                                                                      \
-      ::cpscope::rt::throw_call_error("NCCL", #expr, __FILE__, __LINE__, (rank), ncclGetErrorString(cps_r_));       \
+      ::cpscope::rt::throw_call_error("NCCL", #expr, __FILE__, __LINE__, (rank),                                  \
+                                      ::cpscope::rt::nccl_detail(ncclGetErrorString(cps_r_), ncclGetLastError(nullptr))); \
   } while (0)
 
 #define CPS_MPI_CALL(rank, expr)                                                                       \

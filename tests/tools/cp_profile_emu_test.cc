@@ -1,8 +1,11 @@
 // Tests for cp-profile --backend cuda, built on the CPU SIMT emulation (cp-profile-emu, runtime/kernels/emu/):
 // the tool's CUDA path (loopback run, --check against the reference kernels, the traced iteration's timeline,
 // the profile JSON and the Perfetto trace) and the calibration pipeline the GPU check script runs on those
-// profiles (cp-sim calibrate, cp-sim validate --leave-one-out) work end to end, and what the emulation does not
-// have (NCCL) is refused with exit 2. Timings are the emulation's, meaningless as numbers.
+// profiles (cp-sim calibrate, cp-sim validate --leave-one-out) work end to end, replay and the cuda bench run on
+// its one-rank NCCL, and what the emulation does not have (the nccl transport: MPI) is refused with exit 2.
+// Timings are the emulation's, meaningless as numbers.
+#include <map>
+#include <set>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -65,9 +68,38 @@ TEST_F(CpProfileEmu, CalibrateAndValidateReadTheCudaProfiles) {
   EXPECT_EQ(v["rows"].size(), 3u) << v.dump().substr(0, 400);
 }
 
-TEST_F(CpProfileEmu, TransportsNeedingNcclAreRefused) {
-  ExpectInputError(std::string(kSmall) + " --schedule ring --cp 2 --transport replay", "needs NCCL");
-  ExpectInputError("bench --backend cuda", "does not model");
+// Replay runs on the emulation's one-rank NCCL: one rank of the schedule, its profile naming that rank only.
+TEST_F(CpProfileEmu, ReplayRunsOneRankOnTheStandInNccl) {
+  const Result r = Run(std::string(kSmall) + " --schedule zigzag-ring --cp 4 --transport replay --replay-rank 2 --json p.json");
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(Path("p.json")));
+  EXPECT_EQ(j["transport"], "replay");
+  EXPECT_EQ(j["trace"]["ops_without_records"], 0);
+  std::set<std::int64_t> ranks;
+  for (const auto& iv : j["timeline"]["intervals"]) ranks.insert(iv[0].get<std::int64_t>());
+  EXPECT_EQ(ranks, std::set<std::int64_t>{2});
+}
+
+// The cuda bench on it: attention rows over the grid, self transfers, and the two interference rows (the
+// second of which used to read the first's missing "ns" and throw).
+TEST_F(CpProfileEmu, CudaBenchWritesEveryKindOfRow) {
+  const Result r = Run("bench --backend cuda --transport replay --blocks 32,64 --heads 4 --kv-heads 2 --head-dim 64 "
+                       "--max-bytes 65536 --repeats 1 --json b.json");
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(Path("b.json")));
+  std::map<std::string, int> kinds;
+  for (const auto& row : j["rows"]) ++kinds[row["kind"].get<std::string>()];
+  EXPECT_EQ(kinds["attention"], 12);  // fwd and bwd: 4 shapes full, 2 square causal
+  EXPECT_EQ(kinds["transfer"], 4);    // 1, 4, 16 and 64 KiB
+  EXPECT_EQ(kinds["interference"], 2);
+  ExpectInputError("bench --backend cuda --heads 8 --kv-heads 3", "kv-heads");
+  ExpectInputError("bench --backend cuda --blocks 0", "blocks");
+  ExpectInputError("bench --backend cuda --max-bytes 10", "max-bytes");
+}
+
+// What the emulation does not have: the nccl transport needs MPI and one process per GPU.
+TEST_F(CpProfileEmu, NcclTransportIsRefused) {
+  ExpectInputError(std::string(kSmall) + " --schedule ring --cp 2 --transport nccl", "needs NCCL across ranks");
 }
 
 }  // namespace

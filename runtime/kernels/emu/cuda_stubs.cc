@@ -1,8 +1,8 @@
 // What the CUDA runtime library (runtime/cuda) needs beyond the CUDA runtime API, under the SIMT emulation:
-// the NCCL transports (replay, nccl), MPI and the GPU microbenchmarks are not emulated and say so; NVTX ranges
-// do nothing; the CUPTI
-// tracer is rebuilt on the stand-in runtime's activity records (cuda_runtime_api.h), so a traced run yields
-// one interval per op through the same attribution (op_intervals.cc) as on a GPU, timed by the host clock.
+// the nccl transport (many ranks over MPI) and MPI are not emulated and say so (replay and the bench run on
+// the stand-in NCCL of emu/nccl_emu.cc); NVTX ranges do nothing; the CUPTI tracer is rebuilt on the stand-in
+// runtime's activity records (cuda_runtime_api.h), so a traced run yields one interval per op through the same
+// attribution (op_intervals.cc) as on a GPU, timed by the host clock.
 #include <cuda_runtime_api.h>  // the emulation's stand-in
 
 #include <fmt/format.h>
@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "runtime/cuda/check.h"
-#include "runtime/cuda/cuda_bench.h"
 #include "runtime/cuda/transport.h"
 #include "runtime/instrument/correlation.h"
 #include "runtime/instrument/cupti_tracer.h"
@@ -24,17 +23,13 @@ namespace cpscope::rt {
 namespace {
 [[noreturn]] void not_emulated(const char* transport) {
   throw InputError("transport", std::string(transport) +
-                                    " needs NCCL, which the SIMT emulation does not have; the emulation runs loopback");
+                                    " needs NCCL across ranks and MPI, which the SIMT emulation does not have; the "
+                                    "emulation runs loopback and replay");
 }
 }  // namespace
 
-std::unique_ptr<CudaTransport> make_replay_transport(const Schedule&, std::int32_t) { not_emulated("replay"); }
 std::unique_ptr<CudaTransport> make_nccl_transport(const Schedule&, ProcessGroup&) { not_emulated("nccl"); }
 bool have_mpi() { return false; }
-nlohmann::json run_cuda_bench(const CudaBenchOptions&) {
-  throw InputError("backend", "cp-profile bench --backend cuda times kernels and NCCL transfers, which the SIMT "
-                              "emulation does not model; use --backend host");
-}
 std::unique_ptr<ProcessGroup> make_mpi_group() { not_emulated("nccl"); }
 
 namespace instrument {

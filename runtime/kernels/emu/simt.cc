@@ -366,6 +366,14 @@ bool is_global(const void* p) {
     return a >= reinterpret_cast<std::uintptr_t>(b.p) && a < reinterpret_cast<std::uintptr_t>(b.p) + b.bytes;
   });
 }
+bool is_global_range(const void* p, std::size_t bytes) {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  return std::any_of(g_registered.begin(), g_registered.end(), [a, bytes](const GlobalBuffer& b) {
+    const auto begin = reinterpret_cast<std::uintptr_t>(b.p);
+    return a >= begin && a - begin <= b.bytes && bytes <= b.bytes - (a - begin);
+  });
+}
 void unregister_global(const void* p) {
   const std::lock_guard<std::mutex> lock(g_mutex);
   for (auto it = g_registered.begin(); it != g_registered.end(); ++it) {

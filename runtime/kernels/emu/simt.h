@@ -57,6 +57,7 @@ void launch(Dim3 grid, Dim3 block, std::size_t smem_bytes, const std::function<v
 void register_global(const void* p, std::size_t bytes);  // cudaMalloc
 void unregister_global(const void* p);                   // cudaFree
 bool is_global(const void* p);                           // inside a registered buffer
+bool is_global_range(const void* p, std::size_t bytes);  // all `bytes` inside one registered buffer
 
 // How the emulation runs. A cp.async copy may land at any time between its issue and the wait_group that covers
 // it: by default it lands at the wait (a read that forgets its wait sees stale bytes); with
