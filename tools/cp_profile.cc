@@ -246,6 +246,13 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
   run.source = "measured";
   if (r.traced) {
     run.summary = summarize(r.timeline, &s);
+    // Replay: the other ranks did not run. The summary (table and JSON) has the one that did, and its FLOPs are
+    // the total the per-GPU throughput divides; with every rank listed, the others read 100% idle and the
+    // throughput came out N times too low.
+    if (opt.transport == rt::Transport::Replay) {
+      std::erase_if(run.summary.ranks, [&](const RankMetrics& m) { return m.rank != a.replay_rank; });
+      if (!run.summary.ranks.empty()) run.summary.total_flops = run.summary.ranks.front().flops;
+    }
     std::cout << fmt::format("\ntraced iteration ({:.3f} ms event-timed), per rank (CUPTI GPU timestamps{}):\n",
                              r.traced_ms, opt.transport == rt::Transport::Replay
                                               ? fmt::format("; replay: rank {} only", a.replay_rank)

@@ -78,6 +78,15 @@ TEST_F(CpProfileEmu, ReplayRunsOneRankOnTheStandInNccl) {
   std::set<std::int64_t> ranks;
   for (const auto& iv : j["timeline"]["intervals"]) ranks.insert(iv[0].get<std::int64_t>());
   EXPECT_EQ(ranks, std::set<std::int64_t>{2});
+  // The summary is that rank's: its FLOPs over the step, not the N ranks' share of them.
+  ASSERT_EQ(j["ranks"].size(), 1u);
+  EXPECT_EQ(j["ranks"][0]["rank"], 2);
+  EXPECT_EQ(j["total_flops"], j["ranks"][0]["flops"]);
+  EXPECT_GT(j["total_flops"].get<double>(), 0.0);
+  EXPECT_NEAR(j["achieved_tflops_per_gpu"].get<double>(),
+              j["total_flops"].get<double>() / j["step_time_ns"].get<double>() / 1e3,
+              1e-9 * j["achieved_tflops_per_gpu"].get<double>());
+  EXPECT_EQ(r.out.find("\n   0 "), std::string::npos) << "a rank that did not run is in the table:\n" << r.out;
 }
 
 // The cuda bench on it: attention rows over the grid, self transfers, and the two interference rows (the
