@@ -72,10 +72,14 @@ def main():
                                 capture_output=True, text=True, timeout=20).stdout.strip()
     except Exception as e:  # noqa: BLE001 - recorded, not fatal
         driver = f"unknown ({e})"
+    try:  # a tuple (2, 28, 9) in recent PyTorch, possibly with a suffix; absent in builds without NCCL
+        nccl = ".".join(map(str, torch.cuda.nccl.version()))
+    except Exception as e:  # noqa: BLE001 - recorded, not fatal
+        nccl = f"unknown ({e})"
     info = {
         "name": props.name, "sm_count": props.multi_processor_count, "memory_bytes": props.total_memory,
         "driver": driver, "torch": torch.__version__, "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version(), "nccl": ".".join(map(str, torch.cuda.nccl.version())),
+        "cudnn": torch.backends.cudnn.version(), "nccl": nccl,
         "python": platform.python_version(),
     }
 
