@@ -19,8 +19,10 @@ struct ClassifierPatterns {
   // NCCL's device kernels (ncclDevKernel_*, ncclKernel_*), RCCL/MSCCL, NVSHMEM, custom all-reduce.
   std::string comm = "nccl|rccl|msccl|nvshmem|cross_device_reduce|all_?reduce_kernel";
   // flash-attention (flash_fwd_*, flash::), fmha, cuDNN SDPA (cudnn_generated_fort_native_sdpa),
-  // xformers, PyTorch's efficient attention, and cpscope's own kernels (attn_fwd_kernel, ...).
-  std::string attention = "flash|fmha|sdpa|xformers|efficient_attention|attn_fwd|attn_bwd|bwd_preprocess";
+  // xformers, PyTorch's efficient attention, cpscope's own kernels (attn_fwd_kernel, ...) and the attention ops
+  // of a cpscope profile ("fwd/step3/attend", "bwd/step2/attend_bwd").
+  std::string attention =
+      "flash|fmha|sdpa|xformers|efficient_attention|attn_fwd|attn_bwd|bwd_preprocess|/attend(_bwd)?$";
   // Copies and fills by name (Kineto "Memcpy DtoD ..."); memcpy/memset activity records are Memory
   // whatever their name. Matching ignores case; comm is tried first, then memory, then attention.
   std::string memory = "^mem(cpy|set)";

@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "sim/trace/op_timeline.h"
 
@@ -34,6 +36,28 @@ void add_side(const Timeline& t, bool side_a, std::map<std::string, OpDiff>& ops
   }
 }
 
+std::set<std::int32_t> ranks_of(const Timeline& t) {
+  std::set<std::int32_t> r;
+  for (const Interval& iv : t.intervals) r.insert(iv.rank);
+  return r;
+}
+
+// When one side's ranks are a strict subset of the other's (a replay profile measures one rank of N), the
+// other side is compared on those ranks only; otherwise each op's mean would mix ranks that did not run.
+void restrict_to_common_ranks(Timeline& a, Timeline& b, std::vector<std::string>& warnings) {
+  const std::set<std::int32_t> ra = ranks_of(a), rb = ranks_of(b);
+  if (ra.empty() || rb.empty() || ra == rb) return;
+  const bool a_in_b = std::includes(rb.begin(), rb.end(), ra.begin(), ra.end());
+  const bool b_in_a = std::includes(ra.begin(), ra.end(), rb.begin(), rb.end());
+  if (!a_in_b && !b_in_a) return;
+  const std::set<std::int32_t>& keep = a_in_b ? ra : rb;
+  Timeline& cut = a_in_b ? b : a;
+  std::erase_if(cut.intervals, [&](const Interval& iv) { return keep.count(iv.rank) == 0; });
+  warnings.push_back(fmt::format("{} has rank(s) {} of {} only (a replay profile?): {} is compared on those ranks",
+                                 a_in_b ? "A" : "B", fmt::join(keep, ","), (a_in_b ? rb : ra).size(),
+                                 a_in_b ? "B" : "A"));
+}
+
 }  // namespace
 
 CompareReport compare_traces(const Trace& a, const Trace& b) {
@@ -51,6 +75,7 @@ CompareReport compare_traces(const Trace& a, const Trace& b) {
     out.warnings.push_back(fmt::format("{} has no cpscope op ranges (NVTX 'fwd/stepN/kind'): compared kernel by kernel",
                                        !found_a ? "A" : "B"));
   }
+  if (out.basis == "ops") restrict_to_common_ranks(ops_a, ops_b, out.warnings);
   out.wall_a_ns = wall(*ta);
   out.wall_b_ns = wall(*tb);
   std::map<std::string, OpDiff> ops;

@@ -4,13 +4,19 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include <gtest/gtest.h>
 
 #include "fixtures.h"
 #include "sim/error.h"
+#include "sim/hardware.h"
+#include "sim/planner.h"
+#include "sim/profile.h"
 #include "sim/trace/compare.h"
 #include "sim/trace/input.h"
 #include "sim/trace/kineto.h"
@@ -225,6 +231,47 @@ TEST_F(TraceReaders, CompareAlignsOpsByNameAndStep) {
   EXPECT_EQ(r.ops[1].name, "fwd/step1/attend");
   EXPECT_EQ(r.ops[1].mean_a_ns, 8000);
   EXPECT_EQ(r.ops[1].mean_b_ns, 8000);
+}
+
+// A replay profile holds one rank of N: compared with a profile of all N, the other side is cut to that rank,
+// so each op is matched with the same rank's op (the same simulated run on both sides: identical numbers).
+TEST_F(TraceReaders, CompareCutsTheFullSideToTheRanksAReplayMeasured) {
+  Workload w;
+  w.schedule = ScheduleKind::ZigzagRing;
+  w.cp = 4;
+  w.seq = 16384;
+  const SimulatedRun run = simulate_workload(w, default_hardware(), true);
+  nlohmann::json full = profile_json(run.result, &run.timeline);
+  nlohmann::json replay = full;
+  nlohmann::json kept = nlohmann::json::array();
+  for (const auto& row : replay["timeline"]["intervals"])
+    if (row[0] == 2) kept.push_back(row);
+  replay["timeline"]["intervals"] = kept;
+  std::ofstream(P("full.json")) << full.dump();
+  std::ofstream(P("replay.json")) << replay.dump();
+  const Trace a = read_inputs({P("replay.json")}, cls_);
+  const Trace b = read_inputs({P("full.json")}, cls_);
+  const CompareReport r = compare_traces(a, b);
+  ASSERT_EQ(r.basis, "ops");
+  ASSERT_FALSE(r.ops.empty());
+  for (const OpDiff& d : r.ops) {
+    EXPECT_EQ(d.count_a, d.count_b) << d.name;
+    EXPECT_EQ(d.mean_a_ns, d.mean_b_ns) << d.name;
+  }
+  for (const StepDiff& st : r.steps) EXPECT_EQ(st.span_a_ns, st.span_b_ns) << st.step;
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_NE(r.warnings[0].find("A has rank(s) 2 of 4 only"), std::string::npos) << r.warnings[0];
+  // The other way round, the cut is on A.
+  const CompareReport back = compare_traces(b, a);
+  ASSERT_EQ(back.warnings.size(), 1u);
+  EXPECT_NE(back.warnings[0].find("B has rank(s) 2 of 4 only"), std::string::npos) << back.warnings[0];
+  // A cpscope profile's attention ops count as attention.
+  EXPECT_EQ(cls_.classify("fwd/step3/attend"), KernelClass::Attention);
+  EXPECT_EQ(cls_.classify("bwd/step2/attend_bwd"), KernelClass::Attention);
+  EXPECT_EQ(cls_.classify("bwd/step2/dkv_add"), KernelClass::OtherCompute);
+  const TraceSummary sum = summarize_trace(b, cls_, 5);
+  ASSERT_FALSE(sum.ranks.empty());
+  EXPECT_GT(sum.ranks[0].attention_ns, 0);
 }
 
 }  // namespace
