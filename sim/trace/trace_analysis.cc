@@ -104,6 +104,11 @@ TraceSummary summarize_trace(const Trace& trace, const Classifier& cls, std::siz
   }
   out.wall_ns = t.intervals.empty() ? 0 : hi - lo;
   out.ranks = rank_reports(t, num_ranks, classes);
+  if (trace.format == "cpscope-profile") {
+    for (const RankReport& r : out.ranks)
+      if (r.kernels == 0) out.untraced_ranks.push_back(r.rank);
+    std::erase_if(out.ranks, [](const RankReport& r) { return r.kernels == 0; });
+  }
   for (std::size_t i = 0; i < stats.size(); ++i) {
     if (stats[i].count == 0) continue;
     stats[i].name = t.name(static_cast<std::uint32_t>(i));

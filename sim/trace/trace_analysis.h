@@ -33,6 +33,8 @@ struct KernelStat {
 struct TraceSummary {
   Nanos wall_ns = 0;  // earliest start to latest end over all ranks
   std::vector<RankReport> ranks;
+  // A cpscope profile's ranks without intervals (a replay profile traces one rank of N): left out of `ranks`.
+  std::vector<std::int32_t> untraced_ranks;
   std::vector<KernelStat> top_kernels;  // by total time, all ranks
 };
 

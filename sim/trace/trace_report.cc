@@ -2,6 +2,7 @@
 #include "sim/trace/trace_report.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "sim/report.h"
 
@@ -74,6 +75,7 @@ nlohmann::json summary_json(const Trace& t, const TraceSummary& s) {
     metrics_into(r, m);
     j["ranks"].push_back(std::move(r));
   }
+  if (!s.untraced_ranks.empty()) j["untraced_ranks"] = s.untraced_ranks;
   j["top_kernels"] = nlohmann::json::array();
   for (const KernelStat& k : s.top_kernels)
     j["top_kernels"].push_back({{"name", k.name}, {"class", std::string(to_string(k.cls))}, {"count", k.count},
@@ -89,6 +91,9 @@ std::string summary_csv(const TraceSummary& s) {
 
 std::string summary_table(const Trace& t, const TraceSummary& s) {
   std::string out = fmt::format("{} trace: {} rank(s), wall {}\n", t.format, s.ranks.size(), format_nanos(s.wall_ns));
+  if (!s.untraced_ranks.empty())
+    out += fmt::format("(rank(s) {} of the schedule have no intervals: a replay profile traces one rank)\n",
+                       fmt::join(s.untraced_ranks, ","));
   out += fmt::format(fmt::runtime("{:>5} " + std::string(kMetricsHeader) + "\n"), "rank", "span", "compute", "attention", "comm",
                      "exposed", "memory", "overlap", "idle");
   for (const RankReport& m : s.ranks) out += fmt::format("{:>5} {}\n", m.rank, metrics_row(m));

@@ -270,8 +270,14 @@ TEST_F(TraceReaders, CompareCutsTheFullSideToTheRanksAReplayMeasured) {
   EXPECT_EQ(cls_.classify("bwd/step2/attend_bwd"), KernelClass::Attention);
   EXPECT_EQ(cls_.classify("bwd/step2/dkv_add"), KernelClass::OtherCompute);
   const TraceSummary sum = summarize_trace(b, cls_, 5);
-  ASSERT_FALSE(sum.ranks.empty());
+  ASSERT_EQ(sum.ranks.size(), 4u);
   EXPECT_GT(sum.ranks[0].attention_ns, 0);
+  EXPECT_TRUE(sum.untraced_ranks.empty());
+  // The replay profile's summary has its one rank; the others are named as untraced, not shown as idle.
+  const TraceSummary one = summarize_trace(a, cls_, 5);
+  ASSERT_EQ(one.ranks.size(), 1u);
+  EXPECT_EQ(one.ranks[0].rank, 2);
+  EXPECT_EQ(one.untraced_ranks, (std::vector<std::int32_t>{0, 1, 3}));
 }
 
 }  // namespace
