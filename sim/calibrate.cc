@@ -614,20 +614,6 @@ Aggregates aggregate(const Timeline& t) {
 
 double rel(double pred, double meas) { return meas > 0 ? (pred - meas) / meas : 0.0; }
 
-// The ranks a measured timeline has intervals for. A replay profile (cp-profile --transport replay)
-// measures one rank of the N-rank schedule, so its step time is that rank's span; the prediction must
-// then be the same rank's span in the simulated timeline, not the slowest of all N ranks.
-std::set<std::int32_t> measured_ranks(const Timeline& t) {
-  std::set<std::int32_t> r;
-  for (const Interval& iv : t.intervals) r.insert(iv.rank);
-  return r;
-}
-
-Timeline restricted_to(Timeline t, const std::set<std::int32_t>& ranks) {
-  std::erase_if(t.intervals, [&](const Interval& iv) { return ranks.count(iv.rank) == 0; });
-  return t;
-}
-
 }  // namespace
 
 Validation validate(const std::vector<NamedProfile>& profiles, const HardwareProfile& hardware, bool leave_one_out,
@@ -654,9 +640,16 @@ Validation validate(const std::vector<NamedProfile>& profiles, const HardwarePro
     }
     const SimulatedRun sim = simulate_workload(np.profile.run.workload, hw, true);
     const Aggregates m = aggregate(np.profile.timeline);
-    const std::set<std::int32_t> ranks = measured_ranks(np.profile.timeline);
+    // A replay profile measures one rank of the N-rank schedule, so its step time is that rank's span; the
+    // prediction must then be the same rank's span in the simulated timeline, not the slowest of all N ranks.
+    const std::set<std::int32_t> ranks = np.profile.timeline.ranks_with_intervals();
     const bool partial = !ranks.empty() && static_cast<std::int32_t>(ranks.size()) < sim.timeline.num_ranks;
-    const Aggregates p = aggregate(partial ? restricted_to(sim.timeline, ranks) : sim.timeline);
+    Timeline cut;
+    if (partial) {
+      cut = sim.timeline;
+      cut.keep_ranks(ranks);
+    }
+    const Aggregates p = aggregate(partial ? cut : sim.timeline);
     Comparison c;
     c.name = np.name;
     c.workload = np.profile.run.workload;

@@ -50,4 +50,14 @@ void Timeline::sort_by_start() {
   });
 }
 
+std::set<std::int32_t> Timeline::ranks_with_intervals() const {
+  std::set<std::int32_t> r;
+  for (const Interval& iv : intervals) r.insert(iv.rank);
+  return r;
+}
+
+void Timeline::keep_ranks(const std::set<std::int32_t>& ranks) {
+  std::erase_if(intervals, [&](const Interval& iv) { return ranks.count(iv.rank) == 0; });
+}
+
 }  // namespace cpscope

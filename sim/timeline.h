@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -46,6 +47,12 @@ class Timeline {
   const std::string& name(std::uint32_t id) const { return names_[id]; }
   const std::vector<std::string>& names() const { return names_; }
   void sort_by_start();
+
+  // The ranks that have intervals. A replay profile (cp-profile --transport replay) has one rank of the
+  // schedule's N; a simulated timeline has them all.
+  std::set<std::int32_t> ranks_with_intervals() const;
+  // This timeline without the intervals of any rank outside `ranks` (names and streams kept).
+  void keep_ranks(const std::set<std::int32_t>& ranks);
 
  private:
   std::vector<std::string> names_;

@@ -36,23 +36,16 @@ void add_side(const Timeline& t, bool side_a, std::map<std::string, OpDiff>& ops
   }
 }
 
-std::set<std::int32_t> ranks_of(const Timeline& t) {
-  std::set<std::int32_t> r;
-  for (const Interval& iv : t.intervals) r.insert(iv.rank);
-  return r;
-}
-
 // When one side's ranks are a strict subset of the other's (a replay profile measures one rank of N), the
 // other side is compared on those ranks only; otherwise each op's mean would mix ranks that did not run.
 void restrict_to_common_ranks(Timeline& a, Timeline& b, std::vector<std::string>& warnings) {
-  const std::set<std::int32_t> ra = ranks_of(a), rb = ranks_of(b);
+  const std::set<std::int32_t> ra = a.ranks_with_intervals(), rb = b.ranks_with_intervals();
   if (ra.empty() || rb.empty() || ra == rb) return;
   const bool a_in_b = std::includes(rb.begin(), rb.end(), ra.begin(), ra.end());
   const bool b_in_a = std::includes(ra.begin(), ra.end(), rb.begin(), rb.end());
   if (!a_in_b && !b_in_a) return;
   const std::set<std::int32_t>& keep = a_in_b ? ra : rb;
-  Timeline& cut = a_in_b ? b : a;
-  std::erase_if(cut.intervals, [&](const Interval& iv) { return keep.count(iv.rank) == 0; });
+  (a_in_b ? b : a).keep_ranks(keep);
   warnings.push_back(fmt::format("{} has rank(s) {} of {} only (a replay profile?): {} is compared on those ranks",
                                  a_in_b ? "A" : "B", fmt::join(keep, ","), (a_in_b ? rb : ra).size(),
                                  a_in_b ? "B" : "A"));
