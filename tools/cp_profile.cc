@@ -343,8 +343,25 @@ void print_bench(const nlohmann::json& j) {
   }
 }
 
+// The bench options both backends share, each with the backend's own upper bounds (`which` names it).
+template <class O>
+void check_bench_options(const O& o, std::int64_t max_heads, std::int64_t max_block, std::int64_t min_bytes,
+                         const char* which) {
+  if (o.repeats < 1) throw InputError("repeats", fmt::format("{} must be >= 1", o.repeats));
+  if (o.heads < 1 || o.heads > max_heads || o.kv_heads < 1 || o.heads % o.kv_heads != 0)
+    throw InputError("kv-heads", fmt::format("{} KV heads for {} heads: heads within 1..{} ({} backend), KV heads "
+                                             ">= 1 and dividing them", o.kv_heads, o.heads, max_heads, which));
+  if (o.min_bytes < min_bytes || o.min_bytes > o.max_bytes || o.max_bytes > (4ll << 30))
+    throw InputError("max-bytes", fmt::format("{} must be within {}..4 GiB", o.max_bytes, o.min_bytes));
+  if (o.block_tokens.empty()) throw InputError("blocks", "no block lengths given");
+  for (std::int64_t t : o.block_tokens)
+    if (t < 1 || t > max_block)
+      throw InputError("blocks", fmt::format("{} is outside 1..{} tokens ({} backend)", t, max_block, which));
+}
+
 int run_bench(const BenchArgs& a) {
   check_output_path(a.json, "json");
+  nlohmann::json j;
   if (a.backend == "cuda") {
 #if defined(CPSCOPE_HAVE_CUDA_RUNTIME)
     rt::CudaBenchOptions o;
@@ -356,31 +373,22 @@ int run_bench(const BenchArgs& a) {
     if (a.kv_heads_given) o.kv_heads = a.options.kv_heads;
     o.repeats = a.options.repeats;
     if (a.max_bytes_given) o.max_bytes = a.options.max_bytes;
-    if (o.repeats < 1) throw InputError("repeats", fmt::format("{} must be >= 1", o.repeats));
-    const nlohmann::json j = rt::run_cuda_bench(o);
-    print_bench(j);
-    write_outputs({{a.json, "json", text_writer(j.dump(2) + "\n")}});
-    return 0;
+    check_bench_options(o, 1024, 65536, 1, "cuda");  // head_dim (64 or 128) is the kernels' own check
+    j = rt::run_cuda_bench(o);
 #else
     throw InputError("backend", "this cp-profile was built without the CUDA toolkit; use --backend host");
 #endif
+  } else {
+    rt::BenchOptions o = a.options;
+    if (a.quick) {
+      o.block_tokens = {64, 128};
+      o.max_bytes = 4ll << 20;
+      o.repeats = 3;
+    }
+    if (o.head_dim < 1 || o.head_dim > 512) throw InputError("head-dim", fmt::format("{} is outside 1..512", o.head_dim));
+    check_bench_options(o, 256, 8192, 8, "host");
+    j = rt::run_host_bench(o);
   }
-  rt::BenchOptions o = a.options;
-  if (a.quick) {
-    o.block_tokens = {64, 128};
-    o.max_bytes = 4ll << 20;
-    o.repeats = 3;
-  }
-  if (o.repeats < 1) throw InputError("repeats", fmt::format("{} must be >= 1", o.repeats));
-  if (o.head_dim < 1 || o.head_dim > 512) throw InputError("head-dim", fmt::format("{} is outside 1..512", o.head_dim));
-  if (o.heads < 1 || o.heads > 256 || o.kv_heads < 1 || o.heads % o.kv_heads != 0)
-    throw InputError("kv-heads", fmt::format("{} KV heads for {} heads: heads within 1..256 (host backend), KV heads "
-                                             ">= 1 and dividing them", o.kv_heads, o.heads));
-  if (o.min_bytes < 8 || o.max_bytes < o.min_bytes || o.max_bytes > (4ll << 30))
-    throw InputError("max-bytes", fmt::format("{} must be within {}..4 GiB", o.max_bytes, o.min_bytes));
-  for (std::int64_t t : o.block_tokens)
-    if (t < 1 || t > 8192) throw InputError("blocks", fmt::format("{} is outside 1..8192 tokens (host backend)", t));
-  const nlohmann::json j = rt::run_host_bench(o);
   print_bench(j);
   write_outputs({{a.json, "json", text_writer(j.dump(2) + "\n")}});
   return 0;
