@@ -11,7 +11,9 @@
 //    occupies SMs while it waits for its peer) is in progress on the rank, at a further
 //    1/comm_compute_interference. Whenever a rank's rate changes, the remaining work of its running
 //    compute ops is brought up to date and their completions re-scheduled; stale completion events are
-//    recognised by a per-slot version counter.
+//    recognised by a per-slot version counter. With SimOptions::sharing, "a rank" above is "a device":
+//    the compute ops of all the ranks on one device share it (each at min(1, compute_slots / k)) and any
+//    of their communication ops slows all of them; transfers between them are copies on the device.
 //  - SendRecv: the k-th send from a to b on channel c matches the k-th receive on b from a on c (issue
 //    order, matched once before the run). A transfer starts when both the sending op and the receiving
 //    op have started. It takes the link latency (fixed, occupies no bandwidth), then its bytes flow at
@@ -130,8 +132,9 @@ void Simulation::start_op(std::int32_t rank, std::int32_t sid, std::int32_t g, c
       cs.last = now_;
       cs.rank = rank;
       cs.sid = sid;
-      r.running.push_back(slot);
-      retime(r);
+      RankState& pool = ranks_[r.pool];
+      pool.running.push_back(slot);
+      retime(pool);
       break;
     }
     case OpKind::SendRecv: {
@@ -209,15 +212,16 @@ void Simulation::wake_waiters(std::int32_t rank, std::int32_t g) {
 // ---------------------------------------------------------------------------------------------
 // Compute progress (fluid, processor sharing, interference).
 
-// Sets the rank's slowdown from its current counts and re-schedules every running compute op, after
-// bringing its remaining work up to now_ at the slowdown that held until now.
+// Sets the device's slowdown from its current counts and re-schedules every running compute op, after
+// bringing its remaining work up to now_ at the slowdown that held until now. `r` is the device's pool.
 void Simulation::retime(RankState& r) {
   // With nothing running there is nothing to re-time, and the slowdown is read only here: the next
   // retime() sets it, when an op starts (whose work is then up to date, so the stale `before` is unused).
   if (r.running.empty()) return;
   const double before = r.slowdown;
-  const double k = static_cast<double>(std::max<std::size_t>(1, r.running.size()));
-  r.slowdown = k * (r.comm_active > 0 ? hw_.comm_compute_interference : 1.0);
+  const double k = static_cast<double>(r.running.size());
+  const double slots = opt_.sharing.compute_slots;  // 1 for a GPU: k/1 is exactly k, as before sharing
+  r.slowdown = (k > slots ? k / slots : 1.0) * (r.device_comm > 0 ? hw_.comm_compute_interference : 1.0);
   for (const std::int32_t slot : r.running) {
     ComputeSlot& cs = slots_[slot];
     if (cs.last != now_) {
@@ -230,12 +234,16 @@ void Simulation::retime(RankState& r) {
 }
 
 void Simulation::comm_begin(RankState& r) {
-  if (r.comm_active++ == 0 && hw_.comm_compute_interference != 1.0) retime(r);
+  ++r.comm_active;
+  RankState& pool = ranks_[r.pool];
+  if (pool.device_comm++ == 0 && hw_.comm_compute_interference != 1.0) retime(pool);
 }
 
 void Simulation::comm_end(RankState& r) {
   CPSCOPE_CHECK(r.comm_active > 0, "communication count underflow");
-  if (--r.comm_active == 0 && hw_.comm_compute_interference != 1.0) retime(r);
+  --r.comm_active;
+  RankState& pool = ranks_[r.pool];
+  if (--pool.device_comm == 0 && hw_.comm_compute_interference != 1.0) retime(pool);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -254,7 +262,7 @@ void Simulation::begin_transfer(std::int32_t src, std::int32_t send_sid, std::in
   Flow& fl = flows_[f];
   const RankNet& a = net_[src];
   const RankNet& b = net_[dst];
-  const bool intra = a.node == b.node;
+  const bool intra = a.node == b.node || a.device == b.device;
   fl.remaining = static_cast<double>(works_[work]);
   fl.src_rank = src;
   fl.dst_rank = dst;
@@ -399,11 +407,11 @@ SimResult Simulation::run() {
         ComputeSlot& cs = slots_[ev.index];
         if ((cs.version & Event::kAuxMask) != ev.aux()) continue;  // stale: re-scheduled since
         const std::int32_t rank = cs.rank, sid = cs.sid;
-        RankState& r = ranks_[rank];
-        r.running.erase(std::find(r.running.begin(), r.running.end(), ev.index));
+        RankState& pool = ranks_[ranks_[rank].pool];
+        pool.running.erase(std::find(pool.running.begin(), pool.running.end(), ev.index));
         ++cs.version;
         free_slots_.push_back(ev.index);
-        retime(r);
+        retime(pool);
         complete_op(rank, sid);
         break;
       }

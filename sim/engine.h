@@ -11,11 +11,26 @@
 
 namespace cpscope {
 
+// Ranks that share one device, as cp-profile runs a group on one machine: the loopback transport puts
+// every rank of the group on one GPU, the host backend every rank on the CPU. Ranks r with equal
+// r / ranks_per_device share the device: its compute ops share it (processor sharing: k of them each
+// advance at min(1, compute_slots / k)), a communication op of any of its ranks slows all of them
+// (comm_compute_interference), and transfers between its ranks are copies within it: intra-node
+// whatever the node layout says, sharing one egress and one ingress of nvlink bandwidth. The default
+// (one rank per device) is a real cluster: one GPU per rank.
+struct DeviceSharing {
+  std::int32_t ranks_per_device = 1;
+  double compute_slots = 1;  // compute ops the device runs at full rate at once: 1 for a GPU, its cores for a CPU
+  bool shared() const { return ranks_per_device > 1 || compute_slots != 1; }
+  bool operator==(const DeviceSharing&) const = default;
+};
+
 struct SimOptions {
   bool record_timeline = true;   // false: only statistics (faster for sweeps and plan)
   // Threads that set the run up (the event loop itself is sequential): 0 picks by the schedule's
   // size and the machine's cores (2 at most); 1 for none. Results are the same either way.
   int threads = 0;
+  DeviceSharing sharing;
 };
 
 struct SimStats {
@@ -50,7 +65,8 @@ struct SimResult {
 // Simulates one CP group in full. Throws InternalError on a deadlock (ops left that can never start),
 // naming the first blocked op of each rank, and on a malformed schedule (an op on a stream or event
 // out of range, an event recorded by two ops, a peer or group that does not exist); InputError when
-// the hardware profile cannot time an op (no attention rate table for its pass, mask and head_dim).
+// the hardware profile cannot time an op (no attention rate table for its pass, mask and head_dim), and
+// when options.sharing is out of range (ranks_per_device < 1, compute_slots not in (0, 65536]).
 SimResult simulate(const Schedule&, const HardwareProfile&, const SimOptions& = {});
 
 }  // namespace cpscope

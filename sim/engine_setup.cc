@@ -267,6 +267,10 @@ void Simulation::setup() {
   const auto n = static_cast<std::int32_t>(s_.ranks.size());
   const auto num_streams = static_cast<std::int32_t>(s_.streams.size());
   const auto num_groups = static_cast<std::int32_t>(s_.groups.size());
+  if (opt_.sharing.ranks_per_device < 1)
+    throw InputError("ranks_per_device", fmt::format("{} must be >= 1", opt_.sharing.ranks_per_device));
+  if (!(opt_.sharing.compute_slots > 0 && opt_.sharing.compute_slots <= 65536))
+    throw InputError("compute_slots", fmt::format("{} must be in (0, 65536]", opt_.sharing.compute_slots));
   CPSCOPE_CHECK(num_streams <= 256, "a schedule has at most 256 streams (Op::stream is 8 bits)");
   num_streams_ = num_streams;
   ranks_.resize(static_cast<std::size_t>(n));
@@ -278,6 +282,7 @@ void Simulation::setup() {
     CPSCOPE_CHECK(p.num_events >= 0, fmt::format("rank {} has {} events", r, p.num_events));
     op_base_[r] = static_cast<std::int32_t>(ops);
     ranks_[r].stream_base = r * num_streams;
+    ranks_[r].pool = r - r % opt_.sharing.ranks_per_device;
     ops += static_cast<std::int64_t>(p.ops.size());
     CPSCOPE_CHECK(ops < std::numeric_limits<std::int32_t>::max(), "schedule too large for 32-bit op indices");
   }
@@ -566,8 +571,10 @@ void Simulation::setup_resources() {
     const std::int64_t global = w_.global_rank(r);
     rs.node = global / gpn;
     nic[r] = cost_.nic_of_local_gpu(global % gpn);
-    rs.link_out = 2 * r;
-    rs.link_in = 2 * r + 1;
+    // Ranks sharing a device copy through its one egress and ingress (device d: resources 2d, 2d + 1).
+    rs.device = r / opt_.sharing.ranks_per_device;
+    rs.link_out = 2 * rs.device;
+    rs.link_in = 2 * rs.device + 1;
     auto [it, inserted] = nic_ids.try_emplace(rs.node * stride + nic[r], static_cast<std::int32_t>(resources_.size()));
     if (inserted) {
       resources_.push_back(Resource{0, 0, {}});  // egress

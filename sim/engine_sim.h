@@ -134,13 +134,17 @@ class SmallVec {
 };
 
 // Per rank, laid out so that an op's start or end touches two cache lines of it.
+// A device's compute state (processor sharing, interference) lives in the RankState of its first rank
+// (`pool`): with one rank per device, the rank's own.
 struct alignas(64) RankState {
   std::int32_t comm_active = 0;     // communication ops in progress
   std::int32_t compute_active = 0;  // Attend/AttendBwd in progress (Timeline kind Compute)
   std::int32_t memory_active = 0;   // DkvAdd/Layout in progress (Timeline kind Memory)
   std::int32_t stream_base = 0;     // index of the rank's first stream in streams_
-  double slowdown = 1.0;            // compute ops advance 1 ns of work per `slowdown` ns
-  SmallVec<3> running;              // compute slots
+  std::int32_t pool = 0;            // the rank whose state below is this rank's device's
+  std::int32_t device_comm = 0;     // (pool) communication ops in progress on the device's ranks
+  double slowdown = 1.0;            // (pool) compute ops advance 1 ns of work per `slowdown` ns
+  SmallVec<3> running;              // (pool) compute slots of the device's ranks
   Nanos since = 0;                  // the busy totals below are up to date until here
   Nanos first_start = -1;
   Nanos last_end = 0;
@@ -150,6 +154,7 @@ struct alignas(64) RankState {
 // Where a rank sits on the links (read when a transfer begins).
 struct RankNet {
   std::int64_t node = 0;
+  std::int32_t device = 0;                 // ranks on one device (DeviceSharing) copy within it
   std::int32_t link_out = 0, link_in = 0;  // NVLink resources
   std::int32_t nic_out = 0, nic_in = 0;    // NIC resources
 };

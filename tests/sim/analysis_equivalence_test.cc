@@ -50,8 +50,8 @@ TEST(AnalysisEquivalence, EngineMetricsEqualTimelineUnionForEverySchedule) {
             if (kind == ScheduleKind::AllGather) w.kv_head_groups = 2;
             ASSERT_EQ(invalid_reason(w), "");
             const Schedule s = make_schedule(w);
-            const SimResult with = simulate(s, default_hardware(), SimOptions{true});
-            const SimResult without = simulate(s, default_hardware(), SimOptions{false});
+            const SimResult with = simulate(s, default_hardware(), SimOptions{true, 0, {}});
+            const SimResult without = simulate(s, default_hardware(), SimOptions{false, 0, {}});
             const std::string what = std::string(to_string(kind)) + " " + std::string(to_string(mask)) + " " +
                                      std::string(to_string(pass)) + " dkv=" + std::string(to_string(dkv)) +
                                      " gpus_per_node=" + std::to_string(gpn);

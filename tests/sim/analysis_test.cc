@@ -484,7 +484,7 @@ TEST(AnalysisOfSimResult, EqualsTheTimelineSummaryOnHandBuiltEdgeCases) {
   HardwareProfile hw = default_hardware();
   hw.comm_compute_interference = 1.2;
   ExpectSummariesAgree(s, hw);
-  const Summary sum = summarize(simulate(s, hw, SimOptions{false}), s);
+  const Summary sum = summarize(simulate(s, hw, SimOptions{false, 0, {}}), s);
   EXPECT_EQ(sum.ranks[1].span_ns, 0);
   EXPECT_EQ(sum.ranks[1].idle_ns, sum.step_time_ns);
   EXPECT_EQ(sum.ranks[0].peak_memory_bytes, 1000);

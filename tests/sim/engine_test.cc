@@ -2,6 +2,7 @@
 #include "sim/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <string>
 #include <tuple>
@@ -291,6 +292,78 @@ TEST(Engine, ConcurrentComputeOpsShareTheGpu) {
   EXPECT_EQ(find(r, 0, 1).end, 2000 + 2000);   // then 2000 ns of work left at full rate
 }
 
+// Ranks sharing a device (loopback: every rank on one GPU) share its compute: two ranks' ops at once
+// each run at half rate, as two streams of one rank do.
+TEST(Engine, RanksOnOneDeviceShareItsCompute) {
+  Builder b(2);
+  b.attend(0, 1000);
+  b.attend(1, 3000);
+  SimOptions opt;
+  const SimResult own = simulate(b.s, unit_hw(), opt);  // a GPU each
+  EXPECT_EQ(find(own, 0, 0).end, 1000);
+  EXPECT_EQ(find(own, 1, 0).end, 3000);
+  opt.sharing = {2, 1.0};
+  const SimResult shared = simulate(b.s, unit_hw(), opt);
+  EXPECT_EQ(find(shared, 0, 0).end, 2000);          // both at half rate until the first ends
+  EXPECT_EQ(find(shared, 1, 0).end, 2000 + 2000);   // then the rest alone
+  // Two compute slots (a 2-core CPU): both at full rate.
+  opt.sharing = {2, 2.0};
+  EXPECT_EQ(find(simulate(b.s, unit_hw(), opt), 1, 0).end, 3000);
+  // Three ops on two slots: each at 2/3 until the first (1500 ns of work) ends at 2250.
+  Builder c(3);
+  c.attend(0, 1500);
+  c.attend(1, 3000);
+  c.attend(2, 3000);
+  opt.sharing = {3, 2.0};
+  const SimResult three = simulate(c.s, unit_hw(), opt);
+  EXPECT_EQ(find(three, 0, 0).end, 2250);
+  EXPECT_EQ(find(three, 1, 0).end, 2250 + 1500);  // 1500 left each, now at full rate
+  // Ranks 0-1 and 2-3 on two devices: each pair shares, the pairs do not.
+  Builder d(4);
+  for (std::int32_t r = 0; r < 4; ++r) d.attend(r, 1000);
+  opt.sharing = {2, 1.0};
+  const SimResult pairs = simulate(d.s, unit_hw(), opt);
+  for (std::int32_t r = 0; r < 4; ++r) EXPECT_EQ(find(pairs, r, 0).end, 2000) << r;
+}
+
+TEST(Engine, CommunicationOfAnotherRankOnTheDeviceSlowsItsCompute) {
+  Builder b(2);
+  b.attend(0, 10'000);
+  b.sendrecv(1, 1, 1, 3000);  // rank 1 copies to itself: 1 us + 3 us of communication on the device
+  HardwareProfile hw = unit_hw();
+  hw.comm_compute_interference = 2.0;
+  SimOptions opt;
+  EXPECT_EQ(find(simulate(b.s, hw, opt), 0, 0).end, 10'000);  // rank 1's own GPU
+  opt.sharing = {2, 1.0};
+  EXPECT_EQ(find(simulate(b.s, hw, opt), 0, 0).end, 12'000);  // [0, 4000) at half rate
+}
+
+TEST(Engine, TransfersWithinADeviceShareItsCopyBandwidth) {
+  // Ranks 0 and 1 each send 1 MB to rank 2, on separate GPUs in separate nodes (1 GPU per node): the
+  // network, each flow on its own NIC but into one ingress.
+  Builder b(4, 1);
+  b.sendrecv(0, 2, -1, 1'000'000);
+  b.sendrecv(1, 3, -1, 1'000'000);
+  b.sendrecv(2, -1, 0, 1'000'000);
+  b.sendrecv(3, -1, 1, 1'000'000);
+  SimOptions opt;
+  EXPECT_EQ(simulate(b.s, unit_hw(), opt).stats.makespan, 2000 + 2'000'000);  // 0.5 GB/s each, in parallel
+  // On one device the same two transfers are copies within it: NVLink-class latency and bandwidth (the
+  // device's copy rate), one egress for both, so each flows at half of it.
+  opt.sharing = {4, 1.0};
+  EXPECT_EQ(simulate(b.s, unit_hw(), opt).stats.makespan, 1000 + 2'000'000);
+}
+
+TEST(Engine, DeviceSharingOutOfRangeIsAnInputError) {
+  Builder b(2);
+  b.attend(0, 1000);
+  SimOptions opt;
+  for (const DeviceSharing bad : {DeviceSharing{0, 1.0}, DeviceSharing{2, 0.0}, DeviceSharing{2, std::nan("")}}) {
+    opt.sharing = bad;
+    EXPECT_THROW(simulate(b.s, unit_hw(), opt), InputError);
+  }
+}
+
 TEST(Engine, MemoryOpsRunAtHbmBandwidth) {
   Builder b(1);
   Op add;
@@ -462,7 +535,7 @@ TEST(Engine, TimelineFields) {
 TEST(Engine, NoTimelineKeepsStatistics) {
   const Schedule s = ring(4, 5000, 1000);
   const SimResult full = simulate(s, unit_hw());
-  const SimResult bare = simulate(s, unit_hw(), SimOptions{false});
+  const SimResult bare = simulate(s, unit_hw(), SimOptions{false, 0, {}});
   EXPECT_TRUE(bare.timeline.intervals.empty());
   EXPECT_EQ(bare.stats.makespan, full.stats.makespan);
   EXPECT_EQ(bare.stats.ops_executed, full.stats.ops_executed);
@@ -506,7 +579,7 @@ TEST(Engine, ASimulationAfterALargerOneGivesTheSameResult) {
   HardwareProfile hw = unit_hw();
   hw.comm_compute_interference = 1.3;
   const SimResult a = simulate(small, hw);
-  simulate(large, default_hardware(), SimOptions{false});
+  simulate(large, default_hardware(), SimOptions{false, 0, {}});
   EXPECT_THROW(simulate(broken, hw), InternalError);
   const SimResult b = simulate(small, hw);
   ASSERT_EQ(a.timeline.intervals.size(), b.timeline.intervals.size());
@@ -583,7 +656,7 @@ TEST(Engine, RankBusyTotalsOnAHandComputedCase) {
   add.bytes = 2000;
   add.wait[0] = ev;
   b.add(1, add);
-  const SimResult r = simulate(b.s, unit_hw(), SimOptions{false});
+  const SimResult r = simulate(b.s, unit_hw(), SimOptions{false, 0, {}});
   ASSERT_EQ(r.rank_busy.size(), 2u);
   const RankBusy& a = r.rank_busy[0];
   EXPECT_EQ(a.first_start, 0);
@@ -609,7 +682,7 @@ TEST(Engine, RankBusyOfARankWithoutOps) {
   Builder b(3);
   b.attend(0, 100);
   b.attend(2, 300);
-  const SimResult r = simulate(b.s, unit_hw(), SimOptions{false});
+  const SimResult r = simulate(b.s, unit_hw(), SimOptions{false, 0, {}});
   EXPECT_EQ(r.rank_busy[1].first_start, -1);
   EXPECT_EQ(r.rank_busy[1].busy_ns, 0);
   EXPECT_EQ(r.rank_busy[2].compute_ns, 300);
@@ -667,7 +740,7 @@ TEST(Engine, SetupThreadsGiveIdenticalResults) {
   HardwareProfile hw = default_hardware();
   for (std::size_t i = 0; i < schedules.size(); ++i) {
     SCOPED_TRACE(i);
-    SimOptions one{false, 1}, two{false, 2};
+    SimOptions one{false, 1, {}}, two{false, 2, {}};
     const SimResult a = simulate(schedules[i], hw, one), b = simulate(schedules[i], hw, two);
     const SimResult t = simulate(schedules[i], hw);  // with a Timeline (set up by one thread)
     EXPECT_EQ(a.stats.makespan, b.stats.makespan);
@@ -696,7 +769,7 @@ TEST(Engine, SetupErrorsDoNotDependOnThreads) {
   b.s.ranks[3].ops[0].stream = 7;
   for (int threads : {1, 2}) {
     try {
-      simulate(b.s, unit_hw(), SimOptions{false, threads});
+      simulate(b.s, unit_hw(), SimOptions{false, threads, {}});
       FAIL() << "expected InternalError";
     } catch (const InternalError& e) {
       EXPECT_NE(std::string(e.what()).find("rank 1 op 0 uses stream 9"), std::string::npos) << e.what();
@@ -837,7 +910,7 @@ TEST(EngineOnGenerators, EveryScheduleRunsAndObeysStreamsAndEvents) {
       EXPECT_GE(r.rank_end[static_cast<std::size_t>(p.rank)], compute);
     }
     // Deterministic.
-    const SimResult again = simulate(s, hw, SimOptions{false});
+    const SimResult again = simulate(s, hw, SimOptions{false, 0, {}});
     EXPECT_EQ(again.rank_end, r.rank_end);
     EXPECT_EQ(again.stats.events_processed, r.stats.events_processed);
   }
@@ -849,9 +922,9 @@ TEST(EngineOnGenerators, ZigzagBeatsContiguousRingOnCausal) {
   w.cp = 8;
   w.pass = PassSet::Fwd;
   w.schedule = ScheduleKind::Ring;
-  const Nanos ring = simulate(make_schedule(w), default_hardware(), SimOptions{false}).stats.makespan;
+  const Nanos ring = simulate(make_schedule(w), default_hardware(), SimOptions{false, 0, {}}).stats.makespan;
   w.schedule = ScheduleKind::ZigzagRing;
-  const Nanos zigzag = simulate(make_schedule(w), default_hardware(), SimOptions{false}).stats.makespan;
+  const Nanos zigzag = simulate(make_schedule(w), default_hardware(), SimOptions{false, 0, {}}).stats.makespan;
   // Contiguous sharding leaves rank N-1 with (2N-1)/N of the balanced work.
   EXPECT_LT(zigzag, ring);
   EXPECT_GT(static_cast<double>(ring) / static_cast<double>(zigzag), 1.4);
@@ -869,11 +942,11 @@ TEST(EngineOnGenerators, SlowerNetworkNeverHelps) {
     if (!invalid_reason(w).empty()) continue;
     const Schedule s = make_schedule(w);
     HardwareProfile hw = default_hardware();
-    Nanos prev = simulate(s, hw, SimOptions{false}).stats.makespan;
+    Nanos prev = simulate(s, hw, SimOptions{false, 0, {}}).stats.makespan;
     for (int k = 0; k < 3; ++k) {
       hw.network.bandwidth_GBps /= 4;
       hw.nvlink.bandwidth_GBps /= 2;
-      const Nanos next = simulate(s, hw, SimOptions{false}).stats.makespan;
+      const Nanos next = simulate(s, hw, SimOptions{false, 0, {}}).stats.makespan;
       EXPECT_GE(next, prev);
       prev = next;
     }
