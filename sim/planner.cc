@@ -163,10 +163,12 @@ void parallel_for(std::size_t n, int jobs, const std::function<std::string(std::
 // (summarize(SimResult, Schedule)), so the Timeline (64 bytes per op) is recorded only when the
 // caller keeps it (cp-sim run --trace). `threads`: the engine's set-up threads (1 when the caller
 // already runs simulations in parallel).
-RunResult simulate_schedule(const Schedule& schedule, const HardwareProfile& hw, Timeline* keep, int threads = 0) {
+RunResult simulate_schedule(const Schedule& schedule, const HardwareProfile& hw, Timeline* keep, int threads = 0,
+                            const DeviceSharing& sharing = {}) {
   SimOptions options;
   options.record_timeline = keep != nullptr;
   options.threads = threads;
+  options.sharing = sharing;
   SimResult sim = simulate(schedule, hw, options);
   RunResult run;
   run.workload = schedule.workload;
@@ -174,6 +176,7 @@ RunResult simulate_schedule(const Schedule& schedule, const HardwareProfile& hw,
   run.source = "simulated";
   run.summary = summarize(sim, schedule);
   run.stats = sim.stats;
+  run.sharing = sharing;
   if (keep) *keep = std::move(sim.timeline);
   return run;
 }
@@ -458,11 +461,12 @@ SweepAxis parse_axis(std::string_view field, std::string_view text) {
 
 // ---- One run ---------------------------------------------------------------------------------------
 
-SimulatedRun simulate_workload(const Workload& w, const HardwareProfile& hw, bool keep_timeline) {
+SimulatedRun simulate_workload(const Workload& w, const HardwareProfile& hw, bool keep_timeline,
+                               const DeviceSharing& sharing) {
   validate(w);
   Schedule schedule = make_schedule(w);
   SimulatedRun out;
-  out.result = simulate_schedule(schedule, hw, keep_timeline ? &out.timeline : nullptr);
+  out.result = simulate_schedule(schedule, hw, keep_timeline ? &out.timeline : nullptr, 0, sharing);
   if (keep_timeline) out.schedule = std::move(schedule);
   return out;
 }

@@ -74,8 +74,10 @@ struct SimulatedRun {
 };
 // validate → make_schedule → simulate → summarize. InputError for an invalid workload. The Timeline and
 // the schedule are returned only when asked for (the summary comes from the engine's per-rank totals,
-// identical to summarizing the Timeline).
-SimulatedRun simulate_workload(const Workload&, const HardwareProfile&, bool keep_timeline = false);
+// identical to summarizing the Timeline). `sharing`: how the ranks share devices (a measured loopback or
+// host-backend run, for validate); the default is one GPU per rank.
+SimulatedRun simulate_workload(const Workload&, const HardwareProfile&, bool keep_timeline = false,
+                               const DeviceSharing& sharing = {});
 
 // ---- Progress callback shared by sweep and plan ---------------------------------------------------
 

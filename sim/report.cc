@@ -324,6 +324,9 @@ nlohmann::json summary_json(const RunResult& run) {
   j["achieved_tflops_per_gpu"] = s.achieved_tflops_per_gpu();
   j["max_exposed_comm_ns"] = s.max_exposed_comm_ns();
   j["max_peak_memory_bytes"] = s.max_peak_memory_bytes();
+  if (run.sharing.shared())
+    j["device_sharing"] = {{"ranks_per_device", run.sharing.ranks_per_device},
+                           {"compute_slots", run.sharing.compute_slots}};
   nlohmann::json ranks = nlohmann::json::array();
   for (const RankMetrics& r : s.ranks) {
     ranks.push_back({{"rank", r.rank},
@@ -346,6 +349,9 @@ std::string summary_table(const RunResult& run, int max_rows) {
   std::string out;
   out += config_line(run.workload) + '\n';
   out += fmt::format("hardware       {} ({})\n", run.hardware, run.source);
+  if (run.sharing.shared())
+    out += fmt::format("devices        {} rank(s) per device, {:g} compute slot(s) each\n", run.sharing.ranks_per_device,
+                       run.sharing.compute_slots);
   out += fmt::format("step time      {}\n", format_nanos(step));
   out += fmt::format("throughput     {} TFLOP/s per GPU ({} total over {} ranks)\n",
                      format_tflops(s.achieved_tflops_per_gpu()), format_flops(s.total_flops), s.ranks.size());

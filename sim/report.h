@@ -24,10 +24,12 @@ struct RunResult {
   std::string source = "simulated";  // "simulated" | "measured"
   Summary summary;
   SimStats stats;
+  DeviceSharing sharing;  // how the run's ranks shared devices (measured: loopback and host backend)
 };
 
 // {"schema": kProfileSchema, "source", "workload": {...}, "hardware", "step_time_ns", "total_flops",
 //  "achieved_tflops_per_gpu", "max_exposed_comm_ns", "max_peak_memory_bytes",
+//  "device_sharing": {"ranks_per_device", "compute_slots"} (only when ranks shared devices),
 //  "ranks": [{"rank","compute_ns","comm_ns","exposed_comm_ns","idle_ns","peak_memory_bytes",
 //             "bytes_sent","flops","span_ns"}...]}
 nlohmann::json summary_json(const RunResult&);

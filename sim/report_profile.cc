@@ -77,6 +77,17 @@ Profile profile_from_json(const nlohmann::json& j, const std::string& where) {
   s.step_time_ns = get<std::int64_t>(j, "step_time_ns", f);
   s.total_flops = get<std::int64_t>(j, "total_flops", f);
   if (s.step_time_ns < 0) throw InputError(f + ".step_time_ns", "is negative");
+  if (j.contains("device_sharing")) {
+    const nlohmann::json& d = j.at("device_sharing");
+    const std::string df = f + ".device_sharing";
+    if (!d.is_object()) throw InputError(df, "is not an object");
+    const auto rpd = get<std::int64_t>(d, "ranks_per_device", df);
+    const auto slots = get<double>(d, "compute_slots", df);
+    if (rpd < 1 || rpd > (std::int64_t{1} << 30)) throw InputError(df + ".ranks_per_device", fmt::format("{} must be >= 1", rpd));
+    if (!(slots > 0 && slots <= 65536))
+      throw InputError(df + ".compute_slots", fmt::format("{} must be in (0, 65536]", slots));
+    p.run.sharing = {static_cast<std::int32_t>(rpd), slots};
+  }
   if (j.contains("ranks")) {
     const auto& ranks = j.at("ranks");
     if (!ranks.is_array()) throw InputError(f + ".ranks", "is not an array");

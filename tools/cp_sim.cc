@@ -101,6 +101,7 @@ constexpr std::int64_t kRunProgressOps = 2'000'000;  // about a second of genera
 struct RunArgs {
   WorkloadFlags flags;
   std::string config, hardware, json, trace, profile;
+  DeviceSharing sharing;
 };
 
 int cmd_run(const RunArgs& a) {
@@ -110,6 +111,10 @@ int cmd_run(const RunArgs& a) {
   gpn_set = apply_workload_flags(a.flags, w) || gpn_set;
   if (!gpn_set) w.gpus_per_node = hw.gpus_per_node;
   validate(w);
+  if (a.sharing.ranks_per_device < 1)
+    throw InputError("ranks-per-device", fmt::format("{} must be >= 1", a.sharing.ranks_per_device));
+  if (!(a.sharing.compute_slots > 0 && a.sharing.compute_slots <= 65536))
+    throw InputError("compute-slots", fmt::format("{} must be in (0, 65536]", a.sharing.compute_slots));
   check_output_path(a.json, "json");
   check_output_path(a.trace, "trace");
   check_output_path(a.profile, "profile");
@@ -120,7 +125,7 @@ int cmd_run(const RunArgs& a) {
   Progress progress(std::cerr, ops >= kRunProgressOps && isatty(STDERR_FILENO) != 0, &Progress::Clock::now,
                     std::chrono::nanoseconds(0));
   progress.update(0, 1, fmt::format("{}: about {:.1f}M ops", describe(w), static_cast<double>(ops) / 1e6));
-  const SimulatedRun run = simulate_workload(w, hw, !a.trace.empty() || !a.profile.empty());
+  const SimulatedRun run = simulate_workload(w, hw, !a.trace.empty() || !a.profile.empty(), a.sharing);
   progress.finish();
   std::vector<Output> outputs;
   outputs.push_back({a.json, "json", text_writer(summary_json(run.result).dump(2) + "\n")});
@@ -337,6 +342,15 @@ int main_impl(int argc, char** argv) {
   run->add_option("--profile", run_args.profile,
                   "write the summary with the simulated timeline (cpscope.profile/1, as cp-profile --json)")
       ->type_name("FILE");
+  run->add_option("--ranks-per-device", run_args.sharing.ranks_per_device,
+                  "ranks sharing one device, as cp-profile's loopback transport (all cp ranks on one GPU) or host "
+                  "backend runs them: their kernels share it, their transfers are copies within it (default 1: a GPU "
+                  "per rank)")
+      ->type_name("N");
+  run->add_option("--compute-slots", run_args.sharing.compute_slots,
+                  "compute ops one device runs at full rate at once (1 for a GPU; a CPU's core count for the host "
+                  "backend)")
+      ->type_name("C");
 
   SweepArgs sweep_args;
   CLI::App* sweep = app.add_subcommand("sweep", "simulate every valid combination of lists/ranges of flags");

@@ -83,6 +83,32 @@ TEST(Profile, RejectsBrokenFilesNamingTheField) {
   j["workload"]["cp"] = "eight";
   EXPECT_NE(error_of(j).find("workload"), std::string::npos);
   EXPECT_THROW(read_profile("/nonexistent/p.json"), InputError);
+  for (const auto& [sharing, field] : std::vector<std::pair<nlohmann::json, std::string>>{
+           {nlohmann::json::array(), "device_sharing: is not an object"},
+           {{{"compute_slots", 1.0}}, "device_sharing.ranks_per_device: missing"},
+           {{{"ranks_per_device", 0}, {"compute_slots", 1.0}}, "device_sharing.ranks_per_device: 0 must be >= 1"},
+           {{{"ranks_per_device", 4}, {"compute_slots", -2.0}}, "device_sharing.compute_slots: -2 must be in (0, 65536]"},
+           {{{"ranks_per_device", 4}, {"compute_slots", "two"}}, "device_sharing.compute_slots: has the wrong type"}}) {
+    j = good;
+    j["device_sharing"] = sharing;
+    EXPECT_NE(error_of(j).find(field), std::string::npos) << error_of(j);
+  }
+}
+
+// A run whose ranks shared a device (loopback, host backend) says so in its file, and reads back so;
+// a run with a GPU per rank writes nothing, so such files are as before.
+TEST(Profile, DeviceSharingRoundTrips) {
+  Workload w;
+  w.seq = 16384;
+  w.cp = 4;
+  const SimulatedRun shared = simulate_workload(w, default_hardware(), true, {4, 2.0});
+  const nlohmann::json j = profile_json(shared.result, &shared.timeline);
+  EXPECT_EQ(j["device_sharing"], (nlohmann::json{{"ranks_per_device", 4}, {"compute_slots", 2.0}}));
+  EXPECT_EQ(profile_from_json(nlohmann::json::parse(j.dump()), "p.json").run.sharing, (DeviceSharing{4, 2.0}));
+  EXPECT_NE(summary_table(shared.result).find("4 rank(s) per device, 2 compute slot(s) each"), std::string::npos);
+  const SimulatedRun own = small_run();
+  EXPECT_FALSE(profile_json(own.result, &own.timeline).contains("device_sharing"));
+  EXPECT_EQ(profile_from_json(summary_json(own.result), "s.json").run.sharing, DeviceSharing{});
 }
 
 }  // namespace
