@@ -50,14 +50,74 @@ struct Samples {
   std::map<CellKey, int> cell_index;
 };
 
-// |[a, b) ∩ union(merged)| for sorted, disjoint intervals.
-double overlap_with(const std::vector<std::pair<Nanos, Nanos>>& merged, Nanos a, Nanos b) {
-  double total = 0;
-  auto it = std::lower_bound(merged.begin(), merged.end(), std::make_pair(a, Nanos{0}),
-                             [](const auto& x, const auto& y) { return x.second < y.first; });
-  for (; it != merged.end() && it->first < b; ++it) total += static_cast<double>(std::min(b, it->second) - std::max(a, it->first));
-  return std::max(0.0, total);
-}
+// The share of its device a compute op had over time, as the engine models it (sim/engine.cc): with k
+// compute ops running on a device of `compute_slots`, each advances at s = min(1, slots / k), and at a
+// further 1/interference while a communication op of any of the device's ranks runs. A measured op's
+// duration then mixes its own work with its neighbours', so the fit takes, for each op, the integral
+// of s over its interval (the time it would have taken alone) and the integral of s over its overlap
+// with communication: work = integral(s) - (1 - 1/interference) x integral(s over comm). One rank per
+// device and no concurrency (s = 1) gives back the plain duration and overlap.
+class DeviceShares {
+ public:
+  DeviceShares(const DeviceSharing& sh, std::int32_t n, const std::vector<std::vector<const Interval*>>& of,
+               const Schedule& sched)
+      : per_device_(sh.ranks_per_device) {
+    const std::int32_t devices = (n + per_device_ - 1) / per_device_;
+    dev_.resize(static_cast<std::size_t>(devices));
+    std::vector<std::vector<std::pair<Nanos, Nanos>>> compute(dev_.size()), comm(dev_.size());
+    for (std::int32_t r = 0; r < n; ++r) {
+      const auto d = static_cast<std::size_t>(r / per_device_);
+      const auto& ops = of[static_cast<std::size_t>(r)];
+      for (std::size_t i = 0; i < ops.size(); ++i) {
+        if (!ops[i] || ops[i]->end <= ops[i]->start) continue;
+        (is_comm(sched.ranks[static_cast<std::size_t>(r)].ops[i].kind) ? comm : compute)[d].push_back(
+            {ops[i]->start, ops[i]->end});
+      }
+    }
+    for (std::size_t d = 0; d < dev_.size(); ++d) {
+      Device& dv = dev_[d];
+      for (const auto& [a, b] : compute[d]) dv.cuts.insert(dv.cuts.end(), {a, b});
+      for (const auto& [a, b] : comm[d]) dv.cuts.insert(dv.cuts.end(), {a, b});
+      std::sort(dv.cuts.begin(), dv.cuts.end());
+      dv.cuts.erase(std::unique(dv.cuts.begin(), dv.cuts.end()), dv.cuts.end());
+      if (dv.cuts.empty()) continue;
+      // Per elementary segment [cuts[i], cuts[i+1]): running compute ops and running comm ops, by
+      // difference arrays over segment indices.
+      const std::size_t segs = dv.cuts.size() - 1;
+      std::vector<std::int64_t> k(segs + 1, 0), c(segs + 1, 0);
+      const auto at = [&](Nanos t) { return static_cast<std::size_t>(std::lower_bound(dv.cuts.begin(), dv.cuts.end(), t) - dv.cuts.begin()); };
+      for (const auto& [a, b] : compute[d]) ++k[at(a)], --k[at(b)];
+      for (const auto& [a, b] : comm[d]) ++c[at(a)], --c[at(b)];
+      dv.work.assign(dv.cuts.size(), 0.0);
+      dv.comm.assign(dv.cuts.size(), 0.0);
+      std::int64_t running = 0, comms = 0;
+      for (std::size_t i = 0; i < segs; ++i) {
+        running += k[i];
+        comms += c[i];
+        const double len = static_cast<double>(dv.cuts[i + 1] - dv.cuts[i]);
+        const double share = static_cast<double>(running) > sh.compute_slots ? sh.compute_slots / static_cast<double>(running) : 1.0;
+        dv.work[i + 1] = dv.work[i] + share * len;
+        dv.comm[i + 1] = dv.comm[i] + (comms > 0 ? share * len : 0.0);
+      }
+    }
+  }
+  // (integral of the share, integral of the share while communication ran) over [a, b), a compute op
+  // of rank r.
+  std::pair<double, double> integrate(std::int32_t r, Nanos a, Nanos b) const {
+    const Device& dv = dev_[static_cast<std::size_t>(r / per_device_)];
+    const auto i = static_cast<std::size_t>(std::lower_bound(dv.cuts.begin(), dv.cuts.end(), a) - dv.cuts.begin());
+    const auto j = static_cast<std::size_t>(std::lower_bound(dv.cuts.begin(), dv.cuts.end(), b) - dv.cuts.begin());
+    return {dv.work[j] - dv.work[i], dv.comm[j] - dv.comm[i]};
+  }
+
+ private:
+  struct Device {
+    std::vector<Nanos> cuts;           // every start and end of its ops, sorted, distinct
+    std::vector<double> work, comm;    // prefix integrals at each cut
+  };
+  std::int32_t per_device_;
+  std::vector<Device> dev_;
+};
 
 void collect(const NamedProfile& np, Samples& s) {
   const Profile& p = np.profile;
@@ -72,9 +132,8 @@ void collect(const NamedProfile& np, Samples& s) {
   if (t.num_ranks != n)
     throw InputError(np.name + ".timeline.num_ranks", fmt::format("{} ranks for cp = {}", t.num_ranks, n));
 
-  // The interval of each (rank, op), and each rank's merged communication intervals.
+  // The interval of each (rank, op).
   std::vector<std::vector<const Interval*>> of(static_cast<std::size_t>(n));
-  std::vector<std::vector<std::pair<Nanos, Nanos>>> comm(static_cast<std::size_t>(n));
   for (std::int32_t r = 0; r < n; ++r) of[static_cast<std::size_t>(r)].assign(sched.ranks[static_cast<std::size_t>(r)].ops.size(), nullptr);
   for (const Interval& iv : t.intervals) {
     auto& ops = of[static_cast<std::size_t>(iv.rank)];
@@ -87,43 +146,39 @@ void collect(const NamedProfile& np, Samples& s) {
                        fmt::format("rank {} op {} ({}): interval on the wrong stream or recorded twice", iv.rank,
                                    iv.op_id, op_name(op)));
     ops[static_cast<std::size_t>(iv.op_id)] = &iv;
-    if (is_comm(op.kind)) comm[static_cast<std::size_t>(iv.rank)].push_back({iv.start, iv.end});
   }
-  // A transfer is a clean sample when no other communication of its rank overlaps it: otherwise the
-  // flows shared the link and its duration says nothing about latency and bandwidth alone.
+  // A transfer is a clean sample when no other communication of its device (its rank, unless ranks
+  // shared a device) overlaps it: otherwise the flows shared the link (or the device's copy bandwidth)
+  // and its duration says nothing about latency and bandwidth alone.
   std::vector<std::vector<bool>> clean(static_cast<std::size_t>(n));
-  for (std::int32_t r = 0; r < n; ++r) {
-    auto& ok = clean[static_cast<std::size_t>(r)];
-    ok.assign(of[static_cast<std::size_t>(r)].size(), true);
-    std::vector<std::pair<const Interval*, std::int32_t>> mine;
-    for (std::size_t i = 0; i < of[static_cast<std::size_t>(r)].size(); ++i) {
-      const Interval* iv = of[static_cast<std::size_t>(r)][i];
-      if (iv && is_comm(sched.ranks[static_cast<std::size_t>(r)].ops[i].kind)) mine.push_back({iv, static_cast<std::int32_t>(i)});
-    }
-    std::sort(mine.begin(), mine.end(), [](const auto& a, const auto& b) { return a.first->start < b.first->start; });
+  for (std::int32_t r = 0; r < n; ++r) clean[static_cast<std::size_t>(r)].assign(of[static_cast<std::size_t>(r)].size(), true);
+  const std::int32_t per_device = p.run.sharing.ranks_per_device;
+  for (std::int32_t first = 0; first < n; first += per_device) {
+    struct Comm {
+      const Interval* iv;
+      std::int32_t rank, op;
+    };
+    std::vector<Comm> mine;
+    for (std::int32_t r = first; r < std::min(n, first + per_device); ++r)
+      for (std::size_t i = 0; i < of[static_cast<std::size_t>(r)].size(); ++i) {
+        const Interval* iv = of[static_cast<std::size_t>(r)][i];
+        if (iv && is_comm(sched.ranks[static_cast<std::size_t>(r)].ops[i].kind)) mine.push_back({iv, r, static_cast<std::int32_t>(i)});
+      }
+    std::sort(mine.begin(), mine.end(), [](const Comm& a, const Comm& b) { return a.iv->start < b.iv->start; });
     Nanos reach = std::numeric_limits<Nanos>::min();  // latest end among earlier intervals
-    std::int32_t reach_op = -1;
-    for (const auto& [iv, id] : mine) {
-      if (reach > iv->start) {
-        ok[static_cast<std::size_t>(id)] = false;
-        ok[static_cast<std::size_t>(reach_op)] = false;
+    const Comm* reach_op = nullptr;
+    for (const Comm& c : mine) {
+      if (reach > c.iv->start) {
+        clean[static_cast<std::size_t>(c.rank)][static_cast<std::size_t>(c.op)] = false;
+        clean[static_cast<std::size_t>(reach_op->rank)][static_cast<std::size_t>(reach_op->op)] = false;
       }
-      if (iv->end > reach) {
-        reach = iv->end;
-        reach_op = id;
+      if (c.iv->end > reach) {
+        reach = c.iv->end;
+        reach_op = &c;
       }
     }
   }
-  for (auto& c : comm) {
-    std::sort(c.begin(), c.end());
-    std::vector<std::pair<Nanos, Nanos>> merged;
-    for (const auto& x : c)
-      if (!merged.empty() && x.first <= merged.back().second)
-        merged.back().second = std::max(merged.back().second, x.second);
-      else
-        merged.push_back(x);
-    c = std::move(merged);
-  }
+  const DeviceShares shares(p.run.sharing, n, of, sched);
 
   // For each SendRecv op: the peer op its send meets and the peer op its receive meets.
   std::map<std::pair<std::int32_t, std::int32_t>, std::pair<std::int32_t, std::int32_t>> send_peer_op, recv_peer_op;
@@ -155,12 +210,11 @@ void collect(const NamedProfile& np, Samples& s) {
           s.links.push_back({static_cast<double>(iv->end - start), static_cast<double>(bytes), inter});
         continue;
       }
-      if (!iv || is_comm(op.kind)) continue;
-      const double d = static_cast<double>(iv->end - iv->start);
-      if (d <= 0) continue;
+      if (!iv || is_comm(op.kind) || iv->end <= iv->start) continue;
       ComputeSample c;
-      c.duration = d;
-      c.overlap = overlap_with(comm[static_cast<std::size_t>(r)], iv->start, iv->end);
+      const auto [work, overlap] = shares.integrate(r, iv->start, iv->end);
+      c.duration = work;
+      c.overlap = overlap;
       if (is_attention(op.kind)) {
         const bool bwd = op.kind == OpKind::AttendBwd;
         const bool causal = op.attn.mask == AttnMask::Causal;
@@ -373,7 +427,9 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
       if (any_memory) ns_per_byte = x(col_mem);
       if (fit_beta) beta = x(col_beta);
       const bool sane_latency = latency >= 0;
-      const bool sane_beta = !fit_beta || (beta >= 0 && beta < 1);
+      // A factor above 10 (a kernel at a tenth of its rate beside a transfer) is no GPU's: the fit has
+      // read something else (noise, ops that wait rather than copy) as interference.
+      const bool sane_beta = !fit_beta || (beta >= 0 && beta <= 0.9);
       if (sane_latency && sane_beta) {
         solved = true;
         break;
@@ -385,8 +441,11 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
       }
       if (!sane_beta) {
         fit_beta = false;
+        kept.push_back({{"field", "comm_compute_interference"},
+                        {"why", beta >= 1 ? std::string("the fit left overlapped kernels no progress at all (no finite "
+                                                        "factor; a plausible one is in [1, 10])")
+                                          : fmt::format("the fit gave a factor of {:.3g}, outside [1, 10]", 1.0 / (1.0 - beta))}});
         beta = 1.0 - 1.0 / base.comm_compute_interference;
-        kept.push_back({{"field", "comm_compute_interference"}, {"why", "the fit gave a factor below 1"}});
       }
       continue;
     }
@@ -579,7 +638,8 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
                 {"residuals", std::move(residuals)},
                 {"kept_from_base", std::move(kept)},
                 {"model", "compute: latency + flops/rate(shape) or bytes/memory_bandwidth, + (1-1/interference) x comm "
-                          "overlap; transfers: latency + bytes/bandwidth from the last endpoint's start"}};
+                          "overlap, with durations and overlaps weighted by the op's share of its device (ops "
+                          "running at once on a device share it); transfers: latency + bytes/bandwidth from the last endpoint's start"}};
   return cal;
 }
 
@@ -638,7 +698,8 @@ Validation validate(const std::vector<NamedProfile>& profiles, const HardwarePro
         if (k != i) rest.push_back(profiles[k]);
       hw = calibrate(rest, hardware, "", benches).hardware;
     }
-    const SimulatedRun sim = simulate_workload(np.profile.run.workload, hw, true);
+    // Ranks that shared a device when measured (loopback, host backend) share it in the simulation too.
+    const SimulatedRun sim = simulate_workload(np.profile.run.workload, hw, true, np.profile.run.sharing);
     const Aggregates m = aggregate(np.profile.timeline);
     // A replay profile measures one rank of the N-rank schedule, so its step time is that rank's span; the
     // prediction must then be the same rank's span in the simulated timeline, not the slowest of all N ranks.

@@ -276,10 +276,10 @@ HardwareProfile hardware_from_json(const json& j) {
   hw.nics_per_node = at_least(as_int(need(j, "", "nics_per_node"), "nics_per_node"), 1, "nics_per_node",
                               "inter-node traffic needs at least one NIC");
   hw.comm_compute_interference = as_number(need(j, "", "comm_compute_interference"), "comm_compute_interference");
-  if (!(hw.comm_compute_interference >= 1.0))
+  if (!(hw.comm_compute_interference >= 1.0 && hw.comm_compute_interference <= kMaxInterference))
     throw InputError("comm_compute_interference",
-                     fmt::format("{} must be >= 1 (a slowdown factor; 1 means no interference)",
-                                 hw.comm_compute_interference));
+                     fmt::format("{} must be in [1, {}] (a slowdown factor; 1 means no interference)",
+                                 hw.comm_compute_interference, kMaxInterference));
   const json& att = need(j, "", "attention");
   if (!att.is_array()) throw InputError("attention", "expected an array of rate tables, got " + type_name(att));
   if (att.empty()) throw InputError("attention", "must hold at least one rate table");

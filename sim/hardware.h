@@ -29,6 +29,10 @@ struct LinkClass {
   Nanos latency_ns = 0;        // per message
 };
 
+// The largest comm_compute_interference a profile may hold: beyond it a kernel would run at under 1% of its
+// rate beside a transfer, which no GPU does (and simulated times would leave 64-bit nanoseconds).
+inline constexpr double kMaxInterference = 100.0;
+
 struct HardwareProfile {
   std::string name;            // "h100-sxm"
   std::string description;
@@ -40,7 +44,7 @@ struct HardwareProfile {
   LinkClass nvlink;            // intra-node, through NVSwitch (full bisection)
   LinkClass network;           // inter-node, per NIC
   std::int64_t nics_per_node = 8;
-  // A communication kernel running beside an attention kernel slows it by this factor (>= 1).
+  // A communication kernel running beside an attention kernel slows it by this factor (in [1, kMaxInterference]).
   double comm_compute_interference = 1.0;
   std::vector<RateTable> attention;
 

@@ -29,14 +29,18 @@ HardwareProfile planted() {
   return hw;
 }
 
-NamedProfile simulated(const Workload& w, const HardwareProfile& hw, const std::string& name) {
-  const SimulatedRun run = simulate_workload(w, hw, true);
+NamedProfile simulated(const Workload& w, const HardwareProfile& hw, const std::string& name,
+                       const DeviceSharing& sharing = {}) {
+  const SimulatedRun run = simulate_workload(w, hw, true, sharing);
   // Through the file format, as cp-sim calibrate reads it.
   const nlohmann::json j = nlohmann::json::parse(profile_json(run.result, &run.timeline).dump());
   return {name, profile_from_json(j, name)};
 }
 
-std::vector<NamedProfile> calibration_set(const HardwareProfile& hw) {
+// `sharing`: ranks per device (0: all of a profile's cp ranks on one device, as the loopback transport
+// runs them) and compute slots.
+std::vector<NamedProfile> calibration_set(const HardwareProfile& hw, std::int32_t ranks_per_device = 1,
+                                          double compute_slots = 1) {
   std::vector<NamedProfile> set;
   auto add = [&](ScheduleKind kind, std::int64_t cp, std::int64_t seq, std::int64_t batch, PassSet pass,
                  DkvVariant dkv) {
@@ -47,7 +51,8 @@ std::vector<NamedProfile> calibration_set(const HardwareProfile& hw) {
     w.batch = batch;
     w.pass = pass;
     w.dkv = dkv;
-    set.push_back(simulated(w, hw, "p" + std::to_string(set.size()) + ".json"));
+    const DeviceSharing sharing{ranks_per_device == 0 ? static_cast<std::int32_t>(cp) : ranks_per_device, compute_slots};
+    set.push_back(simulated(w, hw, "p" + std::to_string(set.size()) + ".json", sharing));
   };
   // Batch 1 and 2 of the same blocks separate the launch latency from the rates; fwd-only rings give
   // unshared transfers of two sizes; fp32 backwards give DkvAdd memory ops and comm overlap.
@@ -266,6 +271,77 @@ TEST(Validate, LeaveOneOutFitsIncludeBenchFiles) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("bench.json"), std::string::npos) << e.what();
   }
+}
+
+}  // namespace
+}  // namespace cpscope
+
+namespace cpscope {
+namespace {
+
+// Loopback and host-backend runs put every rank on one device: their kernels share it, so a measured op
+// lasts longer than its own work whenever another rank computes beside it. Calibration weighs each op by
+// its share of the device and recovers the planted rates; ignoring the sharing does not.
+TEST(Calibrate, SharedDeviceProfilesRecoverPlantedParameters) {
+  const HardwareProfile truth = planted();
+  for (const double slots : {1.0, 2.0}) {
+    SCOPED_TRACE(::testing::Message() << "compute slots " << slots);
+    std::vector<NamedProfile> set = calibration_set(truth, 0, slots);
+    ASSERT_EQ(set.front().profile.run.sharing.ranks_per_device, 4);  // read back from the file
+    ASSERT_EQ(set.front().profile.run.sharing.compute_slots, slots);
+    // Copies within a device overlap each other (every rank sends at each step), so these profiles hold
+    // no clean transfer sample: the link comes from a run with a GPU per rank, as the GPU check's
+    // replay runs give it.
+    Workload solo;
+    solo.schedule = ScheduleKind::Ring;
+    solo.cp = 8;
+    solo.seq = 65536;
+    solo.pass = PassSet::Fwd;
+    set.push_back(simulated(solo, truth, "own-gpus.json"));
+    solo.batch = 2;  // a second message size separates latency from bandwidth
+    set.push_back(simulated(solo, truth, "own-gpus-2.json"));
+    const Calibration cal = calibrate(set, default_hardware());
+    expect_near_rel(cal.hardware.nvlink.bandwidth_GBps, 310, 0.01, "nvlink bandwidth");
+    for (const auto& c : cal.report["fitted"]["attention_cells"]) {
+      const double want = truth.attention_tflops(c["pass"] == "bwd", c["mask"] == "causal",
+                                                 c["head_dim"].get<std::int64_t>(), c["q_tokens"].get<std::int64_t>(),
+                                                 c["kv_tokens"].get<std::int64_t>());
+      expect_near_rel(c["tflops"].get<double>(), want, 0.01, c.dump().c_str());
+    }
+    expect_near_rel(static_cast<double>(cal.hardware.launch_latency_ns), 9000, 0.01, "launch latency");
+    expect_near_rel(cal.hardware.memory_bandwidth_GBps, truth.memory_bandwidth_GBps, 0.01, "memory bandwidth");
+    // Validated as measured (shared), the fitted profile predicts its inputs.
+    EXPECT_LE(validate(set, cal.hardware).mean_abs_error, 0.01);
+
+    // The same timelines read as if each rank had had a device of its own: the fitted rates come out
+    // far too low (each op's duration includes its neighbours' work).
+    for (NamedProfile& p : set) p.profile.run.sharing = {};
+    set.resize(set.size() - 2);
+    const Calibration naive = calibrate(set, default_hardware());
+    double worst = 0;
+    for (const auto& c : naive.report["fitted"]["attention_cells"]) {
+      const double want = truth.attention_tflops(c["pass"] == "bwd", c["mask"] == "causal",
+                                                 c["head_dim"].get<std::int64_t>(), c["q_tokens"].get<std::int64_t>(),
+                                                 c["kv_tokens"].get<std::int64_t>());
+      worst = std::max(worst, std::abs(c["tflops"].get<double>() - want) / want);
+    }
+    EXPECT_GT(worst, 0.2);
+  }
+}
+
+TEST(Validate, SharedDeviceProfileIsSimulatedShared) {
+  Workload w;
+  w.seq = 16384;
+  w.cp = 4;
+  const NamedProfile p = simulated(w, default_hardware(), "loopback.json", {4, 1.0});
+  const Validation v = validate({p}, default_hardware());
+  ASSERT_EQ(v.rows.size(), 1u);
+  EXPECT_EQ(v.rows[0].measured_ns, v.rows[0].predicted_ns);
+  EXPECT_EQ(v.mean_abs_error, 0.0);
+  // Four ranks' work on one GPU takes well over the time of one rank's on its own GPU.
+  NamedProfile own = p;
+  own.profile.run.sharing = {};
+  EXPECT_LT(validate({own}, default_hardware()).rows[0].error, -0.5);
 }
 
 }  // namespace

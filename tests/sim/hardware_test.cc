@@ -118,7 +118,11 @@ TEST(Hardware, RangesAreValidated) {
   expect_input_error([&] { hardware_from_json(j); }, "network.latency_ns", ">= 0");
   j = base_json();
   j["comm_compute_interference"] = 0.9;
-  expect_input_error([&] { hardware_from_json(j); }, "comm_compute_interference", ">= 1");
+  expect_input_error([&] { hardware_from_json(j); }, "comm_compute_interference", "in [1, 100]");
+  j = base_json();
+  // A factor a fit once gave on noise: every overlapped kernel 1e15 times slower, times past 2^63 ns.
+  j["comm_compute_interference"] = 1.8e15;
+  expect_input_error([&] { hardware_from_json(j); }, "comm_compute_interference", "in [1, 100]");
   j = base_json();
   j["peak_tflops_bf16"] = 0;
   expect_input_error([&] { hardware_from_json(j); }, "peak_tflops_bf16");
