@@ -9,6 +9,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -158,6 +159,9 @@ int run_host(const Args& a, const Workload& w, const Schedule& s) {
   run.hardware = "host-cpu";
   run.source = "measured";
   run.summary = summarize(timeline, &s);
+  // Every rank ran on this CPU, its compute ops on however many cores it has: the simulator must share
+  // one device among them to predict this run (cp-sim validate), not give each rank a GPU of its own.
+  run.sharing = {static_cast<std::int32_t>(w.cp), static_cast<double>(std::max(1u, std::thread::hardware_concurrency()))};
 
   print_iterations(w, ms);
   print_check(c);
@@ -244,6 +248,9 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
   run.workload = w;
   run.hardware = r.device_name;
   run.source = "measured";
+  // Loopback: all N virtual ranks on this one GPU, their kernels sharing its SMs and their transfers its
+  // copy bandwidth; validate simulates them so (replay and nccl: one rank per GPU, the default).
+  if (opt.transport == rt::Transport::Loopback) run.sharing = {static_cast<std::int32_t>(w.cp), 1.0};
   if (r.traced) {
     run.summary = summarize(r.timeline, &s);
     // Replay: the other ranks did not run. The summary (table and JSON) has the one that did, and its FLOPs are
@@ -278,6 +285,8 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
          {"achieved_tflops_per_gpu",
           median > 0 ? static_cast<double>(w.total_flops()) / static_cast<double>(w.cp) / (median * 1e-3) / 1e12 : 0.0},
          {"ranks", nlohmann::json::array()}};
+    if (run.sharing.shared())
+      j["device_sharing"] = {{"ranks_per_device", run.sharing.ranks_per_device}, {"compute_slots", run.sharing.compute_slots}};
   }
   j["backend"] = "cuda";
   j["transport"] = a.transport;

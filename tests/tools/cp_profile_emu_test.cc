@@ -35,6 +35,8 @@ TEST_F(CpProfileEmu, CheckedCudaRunWritesTheTracedProfileAndTrace) {
   EXPECT_EQ(j["schema"], "cpscope.profile/1");
   EXPECT_EQ(j["backend"], "cuda");
   EXPECT_EQ(j["transport"], "loopback");
+  // Both virtual ranks ran on the one GPU: its SMs are one compute slot.
+  EXPECT_EQ(j["device_sharing"], (nlohmann::json{{"ranks_per_device", 2}, {"compute_slots", 1.0}}));
   EXPECT_EQ(j["iterations_ms"].size(), 2u);
   EXPECT_TRUE(j["check"]["passed"].get<bool>());
   for (const char* out : {"o", "lse", "dq", "dk", "dv"}) EXPECT_LE(j["check"]["relative_error"][out].get<double>(), 2e-2);
@@ -74,6 +76,7 @@ TEST_F(CpProfileEmu, ReplayRunsOneRankOnTheStandInNccl) {
   ASSERT_EQ(r.code, 0) << r.err << r.out;
   const nlohmann::json j = nlohmann::json::parse(ReadFile(Path("p.json")));
   EXPECT_EQ(j["transport"], "replay");
+  EXPECT_FALSE(j.contains("device_sharing"));  // one rank alone on the GPU, as on a cluster
   EXPECT_EQ(j["trace"]["ops_without_records"], 0);
   std::set<std::int64_t> ranks;
   for (const auto& iv : j["timeline"]["intervals"]) ranks.insert(iv[0].get<std::int64_t>());

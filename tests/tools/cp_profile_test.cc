@@ -31,6 +31,9 @@ TEST_F(CpProfile, CheckedHostRunWritesTheProfileJson) {
   EXPECT_EQ(j["backend"], "host");
   EXPECT_EQ(j["iterations_ms"].size(), 2u);
   EXPECT_EQ(j["workload"]["schedule"], "hybrid");
+  // All four ranks ran on this CPU: the simulator must share one device among them to predict the run.
+  EXPECT_EQ(j["device_sharing"]["ranks_per_device"], 4);
+  EXPECT_GE(j["device_sharing"]["compute_slots"].get<double>(), 1.0);
   EXPECT_TRUE(j["check"]["passed"].get<bool>());
   for (const char* out : {"o", "lse", "dq", "dk", "dv"}) EXPECT_LE(j["check"]["relative_error"][out].get<double>(), 1e-10);
   ASSERT_EQ(j["ranks"].size(), 4u);
