@@ -22,6 +22,7 @@ struct DeviceSharing {
   std::int32_t ranks_per_device = 1;
   double compute_slots = 1;  // compute ops the device runs at full rate at once: 1 for a GPU, its cores for a CPU
   bool shared() const { return ranks_per_device > 1 || compute_slots != 1; }
+  std::int64_t devices(std::int64_t ranks) const { return (ranks + ranks_per_device - 1) / ranks_per_device; }
   bool operator==(const DeviceSharing&) const = default;
 };
 

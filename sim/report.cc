@@ -312,6 +312,15 @@ std::string format_bytes(Bytes b) {
 // -----------------------------------------------------------------------------------------------
 // Summary JSON and tables
 
+namespace {
+// What each device achieved when ranks shared devices (achieved_tflops_per_gpu is then per rank).
+double tflops_per_device(const RunResult& run) {
+  const Summary& s = run.summary;
+  const auto ranks = static_cast<std::int64_t>(s.ranks.size());
+  return s.achieved_tflops_per_gpu() * static_cast<double>(ranks) / static_cast<double>(std::max<std::int64_t>(1, run.sharing.devices(ranks)));
+}
+}  // namespace
+
 nlohmann::json summary_json(const RunResult& run) {
   const Summary& s = run.summary;
   nlohmann::json j;
@@ -324,9 +333,11 @@ nlohmann::json summary_json(const RunResult& run) {
   j["achieved_tflops_per_gpu"] = s.achieved_tflops_per_gpu();
   j["max_exposed_comm_ns"] = s.max_exposed_comm_ns();
   j["max_peak_memory_bytes"] = s.max_peak_memory_bytes();
-  if (run.sharing.shared())
+  if (run.sharing.shared()) {
     j["device_sharing"] = {{"ranks_per_device", run.sharing.ranks_per_device},
                            {"compute_slots", run.sharing.compute_slots}};
+    j["achieved_tflops_per_device"] = tflops_per_device(run);
+  }
   nlohmann::json ranks = nlohmann::json::array();
   for (const RankMetrics& r : s.ranks) {
     ranks.push_back({{"rank", r.rank},
@@ -353,8 +364,13 @@ std::string summary_table(const RunResult& run, int max_rows) {
     out += fmt::format("devices        {} rank(s) per device, {:g} compute slot(s) each\n", run.sharing.ranks_per_device,
                        run.sharing.compute_slots);
   out += fmt::format("step time      {}\n", format_nanos(step));
-  out += fmt::format("throughput     {} TFLOP/s per GPU ({} total over {} ranks)\n",
-                     format_tflops(s.achieved_tflops_per_gpu()), format_flops(s.total_flops), s.ranks.size());
+  if (run.sharing.shared())  // "per GPU" would be per rank: several ranks ran on each device
+    out += fmt::format("throughput     {} TFLOP/s per device, {} per rank ({} total over {} ranks on {} device(s))\n",
+                       format_tflops(tflops_per_device(run)), format_tflops(s.achieved_tflops_per_gpu()),
+                       format_flops(s.total_flops), s.ranks.size(), run.sharing.devices(static_cast<std::int64_t>(s.ranks.size())));
+  else
+    out += fmt::format("throughput     {} TFLOP/s per GPU ({} total over {} ranks)\n",
+                       format_tflops(s.achieved_tflops_per_gpu()), format_flops(s.total_flops), s.ranks.size());
   out += fmt::format("exposed comm   {} max over ranks ({} of step)\n", format_nanos(s.max_exposed_comm_ns()),
                      percent_of(s.max_exposed_comm_ns(), step));
   out += fmt::format("peak memory    {} max per GPU\n", format_bytes(s.max_peak_memory_bytes()));

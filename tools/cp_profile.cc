@@ -86,19 +86,23 @@ nlohmann::json check_json(const Checked& c) {
   return j;
 }
 
-void print_iterations(const Workload& w, const std::vector<double>& ms) {
+// Per GPU when each rank had one; per device (the one GPU of loopback, the CPU of the host backend) when the
+// ranks shared it: N ranks' work on one GPU divided by N would understate what the GPU did N times.
+void print_iterations(const Workload& w, const std::vector<double>& ms, const DeviceSharing& sharing) {
   const double flops = static_cast<double>(w.total_flops());
+  const double devices = static_cast<double>(sharing.devices(w.cp));
+  const std::string per = sharing.shared() ? "device" : "GPU";
   for (std::size_t i = 0; i < ms.size(); ++i)
-    std::cout << fmt::format("iteration {:>3}: {:>12.3f} ms   {:>10.4f} TFLOP/s per GPU\n", i + 1, ms[i],
-                             flops / static_cast<double>(w.cp) / (ms[i] * 1e-3) / 1e12);
+    std::cout << fmt::format("iteration {:>3}: {:>12.3f} ms   {:>10.4f} TFLOP/s per {}\n", i + 1, ms[i],
+                             flops / devices / (ms[i] * 1e-3) / 1e12, per);
   if (ms.empty()) return;
   std::vector<double> sorted = ms;
   std::sort(sorted.begin(), sorted.end());
   const double median = sorted[sorted.size() / 2];
   std::cout << fmt::format("median {:.3f} ms, min {:.3f} ms, max {:.3f} ms over {} iterations; {:.4f} TFLOP/s per "
-                           "GPU at the median\n",
-                           median, sorted.front(), sorted.back(), ms.size(),
-                           flops / static_cast<double>(w.cp) / (median * 1e-3) / 1e12);
+                           "{} at the median{}\n",
+                           median, sorted.front(), sorted.back(), ms.size(), flops / devices / (median * 1e-3) / 1e12, per,
+                           sharing.shared() ? fmt::format(" ({} ranks on it)", sharing.ranks_per_device) : "");
 }
 
 void print_check(const Checked& c) {
@@ -163,7 +167,7 @@ int run_host(const Args& a, const Workload& w, const Schedule& s) {
   // one device among them to predict this run (cp-sim validate), not give each rank a GPU of its own.
   run.sharing = {static_cast<std::int32_t>(w.cp), static_cast<double>(std::max(1u, std::thread::hardware_concurrency()))};
 
-  print_iterations(w, ms);
+  print_iterations(w, ms, run.sharing);
   print_check(c);
   std::cout << "\nlast iteration, per rank (host clocks):\n" << summary_table(run);
 
@@ -226,7 +230,11 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
   std::cout << fmt::format("{} ({} SMs), driver {}, CUDA {}, NCCL {}; {} transport, {} of device memory\n",
                            r.device_name, r.sm_count, r.driver_version, r.cuda_version, r.nccl_version, a.transport,
                            format_bytes(r.device_bytes));
-  print_iterations(w, r.iteration_ms);
+  // Loopback: all N virtual ranks on this one GPU, their kernels sharing its SMs and their transfers its
+  // copy bandwidth; validate simulates them so (replay and nccl: one rank per GPU, the default).
+  const DeviceSharing sharing =
+      opt.transport == rt::Transport::Loopback ? DeviceSharing{static_cast<std::int32_t>(w.cp), 1.0} : DeviceSharing{};
+  print_iterations(w, r.iteration_ms, sharing);
   print_check(c);
   nlohmann::json overhead;
   if (a.tracing_overhead) {
@@ -248,9 +256,7 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
   run.workload = w;
   run.hardware = r.device_name;
   run.source = "measured";
-  // Loopback: all N virtual ranks on this one GPU, their kernels sharing its SMs and their transfers its
-  // copy bandwidth; validate simulates them so (replay and nccl: one rank per GPU, the default).
-  if (opt.transport == rt::Transport::Loopback) run.sharing = {static_cast<std::int32_t>(w.cp), 1.0};
+  run.sharing = sharing;
   if (r.traced) {
     run.summary = summarize(r.timeline, &s);
     // Replay: the other ranks did not run. The summary (table and JSON) has the one that did, and its FLOPs are
@@ -285,8 +291,12 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
          {"achieved_tflops_per_gpu",
           median > 0 ? static_cast<double>(w.total_flops()) / static_cast<double>(w.cp) / (median * 1e-3) / 1e12 : 0.0},
          {"ranks", nlohmann::json::array()}};
-    if (run.sharing.shared())
+    if (run.sharing.shared()) {
       j["device_sharing"] = {{"ranks_per_device", run.sharing.ranks_per_device}, {"compute_slots", run.sharing.compute_slots}};
+      j["achieved_tflops_per_device"] =
+          median > 0 ? static_cast<double>(w.total_flops()) / static_cast<double>(run.sharing.devices(w.cp)) / (median * 1e-3) / 1e12
+                     : 0.0;
+    }
   }
   j["backend"] = "cuda";
   j["transport"] = a.transport;

@@ -106,8 +106,13 @@ TEST(Profile, DeviceSharingRoundTrips) {
   EXPECT_EQ(j["device_sharing"], (nlohmann::json{{"ranks_per_device", 4}, {"compute_slots", 2.0}}));
   EXPECT_EQ(profile_from_json(nlohmann::json::parse(j.dump()), "p.json").run.sharing, (DeviceSharing{4, 2.0}));
   EXPECT_NE(summary_table(shared.result).find("4 rank(s) per device, 2 compute slot(s) each"), std::string::npos);
+  // Four ranks on one device: it did four ranks' work, and the table says per device, not per GPU.
+  EXPECT_DOUBLE_EQ(j["achieved_tflops_per_device"].get<double>(), 4 * j["achieved_tflops_per_gpu"].get<double>());
+  EXPECT_NE(summary_table(shared.result).find("TFLOP/s per device"), std::string::npos);
+  EXPECT_EQ(summary_table(shared.result).find("per GPU ("), std::string::npos);
   const SimulatedRun own = small_run();
   EXPECT_FALSE(profile_json(own.result, &own.timeline).contains("device_sharing"));
+  EXPECT_FALSE(profile_json(own.result, &own.timeline).contains("achieved_tflops_per_device"));
   EXPECT_EQ(profile_from_json(summary_json(own.result), "s.json").run.sharing, DeviceSharing{});
 }
 

@@ -34,6 +34,8 @@ TEST_F(CpProfile, CheckedHostRunWritesTheProfileJson) {
   // All four ranks ran on this CPU: the simulator must share one device among them to predict the run.
   EXPECT_EQ(j["device_sharing"]["ranks_per_device"], 4);
   EXPECT_GE(j["device_sharing"]["compute_slots"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(j["achieved_tflops_per_device"].get<double>(), 4 * j["achieved_tflops_per_gpu"].get<double>());
+  EXPECT_NE(r.out.find("TFLOP/s per device at the median (4 ranks on it)"), std::string::npos) << r.out;
   EXPECT_TRUE(j["check"]["passed"].get<bool>());
   for (const char* out : {"o", "lse", "dq", "dk", "dv"}) EXPECT_LE(j["check"]["relative_error"][out].get<double>(), 1e-10);
   ASSERT_EQ(j["ranks"].size(), 4u);
