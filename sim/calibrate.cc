@@ -38,9 +38,13 @@ struct ComputeSample {
   std::string category;
 };
 
+// What a transfer went over: a link between GPUs of a node, the network, or no link at all (a copy within one
+// GPU: loopback's virtual ranks, replay's NCCL sending to itself, a bench's self-transfer).
+enum class Path { NvLink, Network, DeviceCopy };
+
 struct LinkSample {
   double duration = 0, bytes = 0;
-  bool inter_node = false;
+  Path path = Path::NvLink;
 };
 
 struct Samples {
@@ -194,7 +198,7 @@ void collect(const NamedProfile& np, Samples& s) {
       if (op.kind == OpKind::SendRecv) {
         Nanos start = iv ? iv->start : 0;
         bool usable = iv && clean[static_cast<std::size_t>(r)][static_cast<std::size_t>(op.id)];
-        bool inter = false;
+        bool inter = false, local = true;
         for (const auto* peers : {&send_peer_op, &recv_peer_op}) {
           const auto it = peers->find({r, op.id});
           if (it == peers->end()) continue;
@@ -204,10 +208,12 @@ void collect(const NamedProfile& np, Samples& s) {
             usable = usable && clean[static_cast<std::size_t>(pr)][static_cast<std::size_t>(pop)];
           }
           inter = inter || w.node_of(r) != w.node_of(pr);
+          local = local && p.run.sharing.local(r, pr);
         }
         const Bytes bytes = std::max(op.send.peer >= 0 ? op.send.bytes : 0, op.recv.peer >= 0 ? op.recv.bytes : 0);
         if (usable && bytes > 0 && iv->end > start)
-          s.links.push_back({static_cast<double>(iv->end - start), static_cast<double>(bytes), inter});
+          s.links.push_back({static_cast<double>(iv->end - start), static_cast<double>(bytes),
+                             local ? Path::DeviceCopy : inter ? Path::Network : Path::NvLink});
         continue;
       }
       if (!iv || is_comm(op.kind) || iv->end <= iv->start) continue;
@@ -266,9 +272,9 @@ void collect_bench(const NamedBench& nb, Samples& s) {
     const std::string kind = bench_string(row, "kind", where, {"attention", "transfer", "interference"});
     if (kind == "transfer") {
       const std::string link = bench_string(row, "link", where, {"nvlink", "network", "self"});
-      if (link == "self") continue;  // one GPU sending to itself: the transport's cost, not a link's
+      // One GPU sending to itself is a copy within it, never a link's sample.
       s.links.push_back({static_cast<double>(bench_int(row, "ns", where)), static_cast<double>(bench_int(row, "bytes", where)),
-                         link == "network"});
+                         link == "self" ? Path::DeviceCopy : link == "network" ? Path::Network : Path::NvLink});
       continue;
     }
     const std::string pass = bench_string(row, "pass", where, {"fwd", "bwd"});
@@ -566,20 +572,24 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
 
   // ---- links ----
   nlohmann::json links = nlohmann::json::object();
-  for (const bool inter : {false, true}) {
-    LinkClass& lc = inter ? hw.network : hw.nvlink;
-    const char* label = inter ? "network" : "nvlink";
+  for (const Path path : {Path::NvLink, Path::Network, Path::DeviceCopy}) {
+    const char* label = path == Path::Network ? "network" : path == Path::NvLink ? "nvlink" : "device_copy";
     std::vector<const LinkSample*> ls;
     std::set<double> sizes;
     for (const LinkSample& l : s.links)
-      if (l.inter_node == inter) {
+      if (l.path == path) {
         ls.push_back(&l);
         sizes.insert(l.bytes);
       }
     if (ls.empty()) {
-      kept.push_back({{"field", label}, {"why", "no point-to-point transfer on this link class was measured"}});
+      kept.push_back({{"field", label},
+                      {"why", path == Path::DeviceCopy ? "no transfer within one GPU was measured"
+                                                       : "no point-to-point transfer on this link class was measured"}});
       continue;
     }
+    // An unset device_copy starts from what the engine would use for it (from the fitted memory bandwidth).
+    LinkClass fit = path == Path::Network ? hw.network : path == Path::NvLink ? hw.nvlink : hw.device_copy_link();
+    LinkClass& lc = fit;
     Eigen::MatrixXd a(static_cast<Eigen::Index>(ls.size()), sizes.size() > 1 ? 2 : 1);
     Eigen::VectorXd b(static_cast<Eigen::Index>(ls.size()));
     const double lat0 = static_cast<double>(lc.latency_ns);
@@ -621,6 +631,7 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
       const double pred = static_cast<double>(lc.latency_ns) + l->bytes / lc.bandwidth_GBps;
       res.add((pred - l->duration) / l->duration);
     }
+    (path == Path::Network ? hw.network : path == Path::NvLink ? hw.nvlink : hw.device_copy) = fit;
     links[label] = {{"bandwidth_GBps", lc.bandwidth_GBps}, {"latency_ns", lc.latency_ns}, {"samples", ls.size()}};
     by_cat[std::string("transfer ") + label] = res;
   }
@@ -639,7 +650,8 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
                 {"kept_from_base", std::move(kept)},
                 {"model", "compute: latency + flops/rate(shape) or bytes/memory_bandwidth, + (1-1/interference) x comm "
                           "overlap, with durations and overlaps weighted by the op's share of its device (ops "
-                          "running at once on a device share it); transfers: latency + bytes/bandwidth from the last endpoint's start"}};
+                          "running at once on a device share it); transfers: latency + bytes/bandwidth per path (nvlink, network, device_copy: within one GPU) from the "
+                          "last endpoint's start"}};
   return cal;
 }
 

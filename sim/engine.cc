@@ -13,7 +13,8 @@
 //    compute ops is brought up to date and their completions re-scheduled; stale completion events are
 //    recognised by a per-slot version counter. With SimOptions::sharing, "a rank" above is "a device":
 //    the compute ops of all the ranks on one device share it (each at min(1, compute_slots / k)) and any
-//    of their communication ops slows all of them; transfers between them are copies on the device.
+//    of their communication ops slows all of them; transfers between them (all transfers, with
+//    local_transfers) are copies on the device: HardwareProfile::device_copy_link(), fairly shared.
 //  - SendRecv: the k-th send from a to b on channel c matches the k-th receive on b from a on c (issue
 //    order, matched once before the run). A transfer starts when both the sending op and the receiving
 //    op have started. It takes the link latency (fixed, occupies no bandwidth), then its bytes flow at
@@ -262,15 +263,16 @@ void Simulation::begin_transfer(std::int32_t src, std::int32_t send_sid, std::in
   Flow& fl = flows_[f];
   const RankNet& a = net_[src];
   const RankNet& b = net_[dst];
-  const bool intra = a.node == b.node || a.device == b.device;
+  const bool local = opt_.sharing.local(src, dst);  // a copy within one GPU, not a link
+  const bool intra = a.node == b.node;
   fl.remaining = static_cast<double>(works_[work]);
   fl.src_rank = src;
   fl.dst_rank = dst;
   fl.send_sid = send_sid;
   fl.recv_sid = recv_sid;
-  fl.res[0] = intra ? a.link_out : a.nic_out;
-  fl.res[1] = intra ? b.link_in : b.nic_in;
-  const Nanos latency = intra ? hw_.nvlink.latency_ns : hw_.network.latency_ns;
+  fl.res[0] = local ? a.copy_out : intra ? a.link_out : a.nic_out;
+  fl.res[1] = local ? b.copy_in : intra ? b.link_in : b.nic_in;
+  const Nanos latency = local ? hw_.device_copy_link().latency_ns : intra ? hw_.nvlink.latency_ns : hw_.network.latency_ns;
   fl.solo = 0;
   if (latency > 0 && fl.remaining > 0 && resources_[fl.res[0]].flows.empty() && resources_[fl.res[1]].flows.empty()) {
     // No other flow on its resources: unless one arrives first, it will flow alone from the end of its

@@ -15,13 +15,20 @@ namespace cpscope {
 // every rank of the group on one GPU, the host backend every rank on the CPU. Ranks r with equal
 // r / ranks_per_device share the device: its compute ops share it (processor sharing: k of them each
 // advance at min(1, compute_slots / k)), a communication op of any of its ranks slows all of them
-// (comm_compute_interference), and transfers between its ranks are copies within it: intra-node
-// whatever the node layout says, sharing one egress and one ingress of nvlink bandwidth. The default
-// (one rank per device) is a real cluster: one GPU per rank.
+// (comm_compute_interference), and transfers between its ranks are copies within it
+// (HardwareProfile::device_copy_link(), through one egress and one ingress per device, whatever the node
+// layout says). local_transfers: every transfer is such a copy, as in replay, where the one rank that
+// runs sends to itself through NCCL. The default (one rank per device, transfers over the links) is a
+// real cluster: one GPU per rank.
 struct DeviceSharing {
   std::int32_t ranks_per_device = 1;
   double compute_slots = 1;  // compute ops the device runs at full rate at once: 1 for a GPU, its cores for a CPU
-  bool shared() const { return ranks_per_device > 1 || compute_slots != 1; }
+  bool local_transfers = false;
+  bool shared() const { return ranks_per_device > 1 || compute_slots != 1; }  // ranks share compute
+  bool recorded() const { return shared() || local_transfers; }              // differs from a real cluster
+  bool local(std::int32_t a, std::int32_t b) const {  // does a transfer from rank a to rank b stay on a GPU?
+    return local_transfers || (ranks_per_device > 1 && a / ranks_per_device == b / ranks_per_device);
+  }
   std::int64_t devices(std::int64_t ranks) const { return (ranks + ranks_per_device - 1) / ranks_per_device; }
   bool operator==(const DeviceSharing&) const = default;
 };

@@ -571,10 +571,9 @@ void Simulation::setup_resources() {
     const std::int64_t global = w_.global_rank(r);
     rs.node = global / gpn;
     nic[r] = cost_.nic_of_local_gpu(global % gpn);
-    // Ranks sharing a device copy through its one egress and ingress (device d: resources 2d, 2d + 1).
     rs.device = r / opt_.sharing.ranks_per_device;
-    rs.link_out = 2 * rs.device;
-    rs.link_in = 2 * rs.device + 1;
+    rs.link_out = 2 * r;
+    rs.link_in = 2 * r + 1;
     auto [it, inserted] = nic_ids.try_emplace(rs.node * stride + nic[r], static_cast<std::int32_t>(resources_.size()));
     if (inserted) {
       resources_.push_back(Resource{0, 0, {}});  // egress
@@ -599,6 +598,16 @@ void Simulation::setup_resources() {
     resources_[2 * n + 2 * k].bandwidth = bw;
     resources_[2 * n + 2 * k + 1].bandwidth = bw;
   }
+  // Copies within a device (DeviceSharing): one egress and one ingress per device, after the NICs.
+  const auto copy_base = static_cast<std::int32_t>(resources_.size());
+  const double copy_bw = hw_.device_copy_link().bandwidth_GBps;
+  for (std::int32_t r = 0; r < n; ++r) {
+    RankNet& rs = net_[r];
+    rs.copy_out = copy_base + 2 * rs.device;
+    rs.copy_in = rs.copy_out + 1;
+  }
+  resources_.resize(static_cast<std::size_t>(copy_base) + 2 * static_cast<std::size_t>(opt_.sharing.devices(n)),
+                    Resource{copy_bw, 0, {}});
   // Placement of every collective group: nodes spanned, busiest node, NICs reachable per node, and the
   // largest NIC sharing factor among its members (the bottleneck NIC).
   placements_.resize(s_.groups.size());

@@ -154,7 +154,8 @@ struct alignas(64) RankState {
 // Where a rank sits on the links (read when a transfer begins).
 struct RankNet {
   std::int64_t node = 0;
-  std::int32_t device = 0;                 // ranks on one device (DeviceSharing) copy within it
+  std::int32_t device = 0;                 // DeviceSharing: rank / ranks_per_device
+  std::int32_t copy_out = 0, copy_in = 0;  // the device's copy resources (transfers within it)
   std::int32_t link_out = 0, link_in = 0;  // NVLink resources
   std::int32_t nic_out = 0, nic_in = 0;    // NIC resources
 };

@@ -247,8 +247,8 @@ HardwareProfile hardware_from_json(const json& j) {
   if (!j.is_object()) throw InputError("hardware", "a hardware profile must be a JSON object, got " + type_name(j));
   reject_unknown(j, "",
                  {"name", "description", "gpus_per_node", "memory_bytes", "peak_tflops_bf16", "memory_bandwidth_GBps",
-                  "launch_latency_ns", "nvlink", "network", "nics_per_node", "comm_compute_interference", "attention",
-                  "sources", "calibration"});
+                  "launch_latency_ns", "nvlink", "network", "device_copy", "nics_per_node", "comm_compute_interference",
+                  "attention", "sources", "calibration"});
   HardwareProfile hw;
   hw.name = as_string(need(j, "", "name"), "name");
   if (hw.name.empty()) throw InputError("name", "must not be empty");
@@ -273,6 +273,7 @@ HardwareProfile hardware_from_json(const json& j) {
                                   "launch_latency_ns", "a latency cannot be negative");
   hw.nvlink = parse_link(need_object(j, "", "nvlink"), "nvlink");
   hw.network = parse_link(need_object(j, "", "network"), "network");
+  if (j.contains("device_copy")) hw.device_copy = parse_link(need_object(j, "", "device_copy"), "device_copy");
   hw.nics_per_node = at_least(as_int(need(j, "", "nics_per_node"), "nics_per_node"), 1, "nics_per_node",
                               "inter-node traffic needs at least one NIC");
   hw.comm_compute_interference = as_number(need(j, "", "comm_compute_interference"), "comm_compute_interference");
@@ -304,18 +305,20 @@ json to_json(const HardwareProfile& hw) {
                           {"q_tokens", t.q_tokens},
                           {"kv_tokens", t.kv_tokens},
                           {"tflops", t.tflops}});
-  return json{{"name", hw.name},
-              {"description", hw.description},
-              {"gpus_per_node", hw.gpus_per_node},
-              {"memory_bytes", hw.memory_bytes},
-              {"peak_tflops_bf16", hw.peak_tflops_bf16},
-              {"memory_bandwidth_GBps", hw.memory_bandwidth_GBps},
-              {"launch_latency_ns", hw.launch_latency_ns},
-              {"nvlink", link(hw.nvlink)},
-              {"network", link(hw.network)},
-              {"nics_per_node", hw.nics_per_node},
-              {"comm_compute_interference", hw.comm_compute_interference},
-              {"attention", tables}};
+  json j{{"name", hw.name},
+         {"description", hw.description},
+         {"gpus_per_node", hw.gpus_per_node},
+         {"memory_bytes", hw.memory_bytes},
+         {"peak_tflops_bf16", hw.peak_tflops_bf16},
+         {"memory_bandwidth_GBps", hw.memory_bandwidth_GBps},
+         {"launch_latency_ns", hw.launch_latency_ns},
+         {"nvlink", link(hw.nvlink)},
+         {"network", link(hw.network)},
+         {"nics_per_node", hw.nics_per_node},
+         {"comm_compute_interference", hw.comm_compute_interference},
+         {"attention", tables}};
+  if (hw.device_copy.bandwidth_GBps > 0) j["device_copy"] = link(hw.device_copy);
+  return j;
 }
 
 std::vector<std::string> builtin_hardware_names() {

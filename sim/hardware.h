@@ -43,10 +43,20 @@ struct HardwareProfile {
   Nanos launch_latency_ns = 0; // per attention / elementwise kernel
   LinkClass nvlink;            // intra-node, through NVSwitch (full bisection)
   LinkClass network;           // inter-node, per NIC
+  // A transfer that stays on one GPU: the loopback transport's copies between virtual ranks, NCCL sending
+  // to itself in replay. Not a link: calibration fits it from such runs so that nvlink and network keep
+  // describing real links. Unset (bandwidth 0): device_copy_link() derives it.
+  LinkClass device_copy;
   std::int64_t nics_per_node = 8;
   // A communication kernel running beside an attention kernel slows it by this factor (in [1, kMaxInterference]).
   double comm_compute_interference = 1.0;
   std::vector<RateTable> attention;
+
+  // device_copy when set; otherwise a copy that reads and writes each byte once at the achieved HBM bandwidth
+  // (memory_bandwidth_GBps / 2), started like a kernel (launch_latency_ns).
+  LinkClass device_copy_link() const {
+    return device_copy.bandwidth_GBps > 0 ? device_copy : LinkClass{memory_bandwidth_GBps / 2, launch_latency_ns};
+  }
 
   // Achieved TFLOP/s for a block; throws InputError if no table covers pass/mask/head_dim.
   double attention_tflops(bool backward, bool causal, std::int64_t head_dim, std::int64_t q_len,

@@ -333,11 +333,12 @@ nlohmann::json summary_json(const RunResult& run) {
   j["achieved_tflops_per_gpu"] = s.achieved_tflops_per_gpu();
   j["max_exposed_comm_ns"] = s.max_exposed_comm_ns();
   j["max_peak_memory_bytes"] = s.max_peak_memory_bytes();
-  if (run.sharing.shared()) {
+  if (run.sharing.recorded()) {
     j["device_sharing"] = {{"ranks_per_device", run.sharing.ranks_per_device},
                            {"compute_slots", run.sharing.compute_slots}};
-    j["achieved_tflops_per_device"] = tflops_per_device(run);
+    if (run.sharing.local_transfers) j["device_sharing"]["local_transfers"] = true;
   }
+  if (run.sharing.shared()) j["achieved_tflops_per_device"] = tflops_per_device(run);
   nlohmann::json ranks = nlohmann::json::array();
   for (const RankMetrics& r : s.ranks) {
     ranks.push_back({{"rank", r.rank},
@@ -363,6 +364,7 @@ std::string summary_table(const RunResult& run, int max_rows) {
   if (run.sharing.shared())
     out += fmt::format("devices        {} rank(s) per device, {:g} compute slot(s) each\n", run.sharing.ranks_per_device,
                        run.sharing.compute_slots);
+  if (run.sharing.local_transfers) out += "transfers      copies within one GPU (as replay's NCCL sends to itself)\n";
   out += fmt::format("step time      {}\n", format_nanos(step));
   if (run.sharing.shared())  // "per GPU" would be per rank: several ranks ran on each device
     out += fmt::format("throughput     {} TFLOP/s per device, {} per rank ({} total over {} ranks on {} device(s))\n",

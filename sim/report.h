@@ -29,8 +29,9 @@ struct RunResult {
 
 // {"schema": kProfileSchema, "source", "workload": {...}, "hardware", "step_time_ns", "total_flops",
 //  "achieved_tflops_per_gpu", "max_exposed_comm_ns", "max_peak_memory_bytes",
-//  "device_sharing": {"ranks_per_device", "compute_slots"} and "achieved_tflops_per_device" (only when ranks
-//  shared devices; achieved_tflops_per_gpu is then per rank),
+//  "device_sharing": {"ranks_per_device", "compute_slots", "local_transfers" (when true)} (only when the run
+//  was not one GPU per rank over real links), "achieved_tflops_per_device" (only when ranks shared devices:
+//  achieved_tflops_per_gpu is then per rank),
 //  "ranks": [{"rank","compute_ns","comm_ns","exposed_comm_ns","idle_ns","peak_memory_bytes",
 //             "bytes_sent","flops","span_ns"}...]}
 nlohmann::json summary_json(const RunResult&);

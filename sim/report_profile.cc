@@ -86,7 +86,9 @@ Profile profile_from_json(const nlohmann::json& j, const std::string& where) {
     if (rpd < 1 || rpd > (std::int64_t{1} << 30)) throw InputError(df + ".ranks_per_device", fmt::format("{} must be >= 1", rpd));
     if (!(slots > 0 && slots <= 65536))
       throw InputError(df + ".compute_slots", fmt::format("{} must be in (0, 65536]", slots));
-    p.run.sharing = {static_cast<std::int32_t>(rpd), slots};
+    bool local = false;
+    if (d.contains("local_transfers")) local = get<bool>(d, "local_transfers", df);
+    p.run.sharing = {static_cast<std::int32_t>(rpd), slots, local};
   }
   if (j.contains("ranks")) {
     const auto& ranks = j.at("ranks");

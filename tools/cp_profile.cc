@@ -230,10 +230,13 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
   std::cout << fmt::format("{} ({} SMs), driver {}, CUDA {}, NCCL {}; {} transport, {} of device memory\n",
                            r.device_name, r.sm_count, r.driver_version, r.cuda_version, r.nccl_version, a.transport,
                            format_bytes(r.device_bytes));
-  // Loopback: all N virtual ranks on this one GPU, their kernels sharing its SMs and their transfers its
-  // copy bandwidth; validate simulates them so (replay and nccl: one rank per GPU, the default).
-  const DeviceSharing sharing =
-      opt.transport == rt::Transport::Loopback ? DeviceSharing{static_cast<std::int32_t>(w.cp), 1.0} : DeviceSharing{};
+  // How the run sat on the hardware, so that validate simulates it as it ran. Loopback: all N virtual ranks on
+  // this one GPU, their kernels sharing its SMs and their transfers copies within it. Replay: one rank alone
+  // on the GPU, every transfer NCCL sending to itself (a copy within the GPU, not a link). nccl: a GPU per
+  // rank over real links (the default).
+  const DeviceSharing sharing = opt.transport == rt::Transport::Loopback ? DeviceSharing{static_cast<std::int32_t>(w.cp), 1.0}
+                                : opt.transport == rt::Transport::Replay ? DeviceSharing{1, 1.0, true}
+                                                                         : DeviceSharing{};
   print_iterations(w, r.iteration_ms, sharing);
   print_check(c);
   nlohmann::json overhead;
@@ -291,8 +294,11 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
          {"achieved_tflops_per_gpu",
           median > 0 ? static_cast<double>(w.total_flops()) / static_cast<double>(w.cp) / (median * 1e-3) / 1e12 : 0.0},
          {"ranks", nlohmann::json::array()}};
-    if (run.sharing.shared()) {
+    if (run.sharing.recorded()) {
       j["device_sharing"] = {{"ranks_per_device", run.sharing.ranks_per_device}, {"compute_slots", run.sharing.compute_slots}};
+      if (run.sharing.local_transfers) j["device_sharing"]["local_transfers"] = true;
+    }
+    if (run.sharing.shared()) {
       j["achieved_tflops_per_device"] =
           median > 0 ? static_cast<double>(w.total_flops()) / static_cast<double>(run.sharing.devices(w.cp)) / (median * 1e-3) / 1e12
                      : 0.0;

@@ -351,6 +351,9 @@ int main_impl(int argc, char** argv) {
                   "compute ops one device runs at full rate at once (1 for a GPU; a CPU's core count for the host "
                   "backend)")
       ->type_name("C");
+  run->add_flag("--local-transfers", run_args.sharing.local_transfers,
+                "every transfer is a copy within one GPU (the hardware profile's device_copy), as cp-profile's replay "
+                "transport runs them: the one rank that runs sends to itself");
 
   SweepArgs sweep_args;
   CLI::App* sweep = app.add_subcommand("sweep", "simulate every valid combination of lists/ranges of flags");

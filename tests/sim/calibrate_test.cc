@@ -177,14 +177,18 @@ TEST(Calibrate, BenchRowsRecoverPlantedParameters) {
   for (std::int64_t bytes = 1 << 20; bytes <= (256 << 20); bytes *= 4)
     rows.push_back({{"kind", "transfer"}, {"link", "nvlink"}, {"bytes", bytes},
                     {"ns", std::llround(15000 + static_cast<double>(bytes) / 310.0)}});
-  // One GPU sending to itself says nothing about a link: calibration must leave it out.
-  rows.push_back({{"kind", "transfer"}, {"link", "self"}, {"bytes", 1 << 30}, {"ns", 1000}});
+  // One GPU sending to itself says nothing about a link: it is a copy within the GPU, fitted as device_copy.
+  for (std::int64_t bytes : {std::int64_t{1} << 20, std::int64_t{64} << 20})
+    rows.push_back({{"kind", "transfer"}, {"link", "self"}, {"bytes", bytes},
+                    {"ns", std::llround(8000 + static_cast<double>(bytes) / 1500.0)}});
   const NamedBench bench{"bench.json", {{"schema", "cpscope.bench/1"}, {"backend", "synthetic"}, {"rows", rows}}};
   const Calibration cal = calibrate({}, default_hardware(), "", {bench});
   expect_near_rel(static_cast<double>(cal.hardware.launch_latency_ns), 9000, 0.01, "launch latency");
   expect_near_rel(cal.hardware.comm_compute_interference, 1.25, 0.01, "interference");
   expect_near_rel(cal.hardware.nvlink.bandwidth_GBps, 310, 0.01, "nvlink bandwidth");
   expect_near_rel(static_cast<double>(cal.hardware.nvlink.latency_ns), 15000, 0.01, "nvlink latency");
+  expect_near_rel(cal.hardware.device_copy.bandwidth_GBps, 1500, 0.01, "device copy bandwidth");
+  expect_near_rel(static_cast<double>(cal.hardware.device_copy.latency_ns), 8000, 0.01, "device copy latency");
   expect_near_rel(cal.hardware.attention_tflops(true, false, 128, 4096, 1024),
                   truth.attention_tflops(true, false, 128, 4096, 1024), 0.01, "bwd rate");
   // Malformed rows name the file and the row.
@@ -342,6 +346,40 @@ TEST(Validate, SharedDeviceProfileIsSimulatedShared) {
   NamedProfile own = p;
   own.profile.run.sharing = {};
   EXPECT_LT(validate({own}, default_hardware()).rows[0].error, -0.5);
+}
+
+}  // namespace
+}  // namespace cpscope
+
+namespace cpscope {
+namespace {
+
+// Replay profiles: every transfer was NCCL sending to itself on one GPU. They fit device_copy, and nvlink keeps
+// the base profile's numbers, so a profile calibrated on one GPU still plans an 8-GPU node with real links.
+TEST(Calibrate, CopiesWithinAGpuFitDeviceCopyNotNvlink) {
+  HardwareProfile truth = planted();
+  truth.device_copy = {1500, 8000};
+  std::vector<NamedProfile> set;
+  for (const std::int64_t batch : {1, 2}) {
+    Workload w;
+    w.schedule = ScheduleKind::Ring;
+    w.cp = 8;
+    w.seq = 65536;
+    w.batch = batch;
+    w.pass = PassSet::Fwd;
+    set.push_back(simulated(w, truth, "replay" + std::to_string(batch) + ".json", {1, 1.0, true}));
+  }
+  ASSERT_TRUE(set.front().profile.run.sharing.local_transfers);  // read back from the file
+  const Calibration cal = calibrate(set, default_hardware());
+  expect_near_rel(cal.hardware.device_copy.bandwidth_GBps, 1500, 0.01, "device copy bandwidth");
+  expect_near_rel(static_cast<double>(cal.hardware.device_copy.latency_ns), 8000, 0.01, "device copy latency");
+  EXPECT_EQ(cal.hardware.nvlink.bandwidth_GBps, default_hardware().nvlink.bandwidth_GBps);
+  EXPECT_EQ(cal.hardware.nvlink.latency_ns, default_hardware().nvlink.latency_ns);
+  // Validated as it ran (copies within the GPU), the calibrated profile predicts the runs.
+  EXPECT_LE(validate(set, cal.hardware).mean_abs_error, 0.01);
+  // The fitted file carries device_copy, and reads back.
+  const HardwareProfile back = hardware_from_json(nlohmann::json::parse(calibration_json(cal).dump()));
+  EXPECT_EQ(back.device_copy.bandwidth_GBps, cal.hardware.device_copy.bandwidth_GBps);
 }
 
 }  // namespace

@@ -332,6 +332,7 @@ TEST(Engine, CommunicationOfAnotherRankOnTheDeviceSlowsItsCompute) {
   b.sendrecv(1, 1, 1, 3000);  // rank 1 copies to itself: 1 us + 3 us of communication on the device
   HardwareProfile hw = unit_hw();
   hw.comm_compute_interference = 2.0;
+  hw.device_copy = {1.0, 1000};
   SimOptions opt;
   EXPECT_EQ(find(simulate(b.s, hw, opt), 0, 0).end, 10'000);  // rank 1's own GPU
   opt.sharing = {2, 1.0};
@@ -348,10 +349,32 @@ TEST(Engine, TransfersWithinADeviceShareItsCopyBandwidth) {
   b.sendrecv(3, -1, 1, 1'000'000);
   SimOptions opt;
   EXPECT_EQ(simulate(b.s, unit_hw(), opt).stats.makespan, 2000 + 2'000'000);  // 0.5 GB/s each, in parallel
-  // On one device the same two transfers are copies within it: NVLink-class latency and bandwidth (the
-  // device's copy rate), one egress for both, so each flows at half of it.
+  // On one device the same two transfers are copies within it: the device_copy link's latency and
+  // bandwidth, one egress for both, so each flows at half of it.
+  HardwareProfile hw = unit_hw();
+  hw.device_copy = {2.0, 500};
   opt.sharing = {4, 1.0};
-  EXPECT_EQ(simulate(b.s, unit_hw(), opt).stats.makespan, 1000 + 2'000'000);
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 500 + 1'000'000);
+  // Unset, device_copy is a copy at the HBM bandwidth (1 GB/s here: each byte read and written, 0.5 GB/s)
+  // started like a kernel (no launch latency here).
+  EXPECT_EQ(simulate(b.s, unit_hw(), opt).stats.makespan, 4'000'000);
+  // Two devices of two ranks: 0 -> 2 and 1 -> 3 cross devices, over the links as before.
+  opt.sharing = {2, 1.0};
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 2000 + 2'000'000);
+}
+
+// Replay: the one rank that runs sends to itself, so every transfer is a copy within a GPU, each rank's
+// through its own device.
+TEST(Engine, LocalTransfersAreDeviceCopies) {
+  Builder b(2, 1);  // one GPU per node: over the network unless local
+  b.sendrecv(0, 1, -1, 1'000'000);
+  b.sendrecv(1, -1, 0, 1'000'000);
+  HardwareProfile hw = unit_hw();
+  hw.device_copy = {4.0, 300};
+  SimOptions opt;
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 2000 + 2'000'000);
+  opt.sharing.local_transfers = true;
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 300 + 250'000);
 }
 
 TEST(Engine, DeviceSharingOutOfRangeIsAnInputError) {

@@ -117,6 +117,12 @@ TEST(Hardware, RangesAreValidated) {
   j["network"]["latency_ns"] = -1;
   expect_input_error([&] { hardware_from_json(j); }, "network.latency_ns", ">= 0");
   j = base_json();
+  j["device_copy"] = {{"bandwidth_GBps", 0}, {"latency_ns", 100}};
+  expect_input_error([&] { hardware_from_json(j); }, "device_copy.bandwidth_GBps", "> 0");
+  j = base_json();
+  j["device_copy"] = 5;
+  expect_input_error([&] { hardware_from_json(j); }, "device_copy");
+  j = base_json();
   j["comm_compute_interference"] = 0.9;
   expect_input_error([&] { hardware_from_json(j); }, "comm_compute_interference", "in [1, 100]");
   j = base_json();
@@ -255,6 +261,27 @@ TEST(Hardware, FileErrorsNameTheFile) {
 
 TEST(Hardware, UnknownNameListsTheBuiltins) {
   expect_input_error([] { load_hardware("h100-sxm5-typo"); }, "hardware", "h100-sxm, h200-sxm");
+}
+
+}  // namespace
+}  // namespace cpscope
+
+namespace cpscope {
+namespace {
+
+// device_copy (a transfer within one GPU) is optional: unset, it is a copy at the HBM bandwidth (each byte
+// read and written) started like a kernel; set, it is written back and read again.
+TEST(Hardware, DeviceCopyDefaultsFromMemoryBandwidth) {
+  const HardwareProfile& h100 = default_hardware();
+  EXPECT_EQ(h100.device_copy.bandwidth_GBps, 0.0);
+  EXPECT_EQ(h100.device_copy_link().bandwidth_GBps, h100.memory_bandwidth_GBps / 2);
+  EXPECT_EQ(h100.device_copy_link().latency_ns, h100.launch_latency_ns);
+  EXPECT_FALSE(to_json(h100).contains("device_copy"));
+  HardwareProfile hw = h100;
+  hw.device_copy = {1234.5, 6789};
+  const HardwareProfile back = hardware_from_json(to_json(hw));
+  EXPECT_EQ(back.device_copy_link().bandwidth_GBps, 1234.5);
+  EXPECT_EQ(back.device_copy_link().latency_ns, 6789);
 }
 
 }  // namespace

@@ -88,7 +88,9 @@ TEST(Profile, RejectsBrokenFilesNamingTheField) {
            {{{"compute_slots", 1.0}}, "device_sharing.ranks_per_device: missing"},
            {{{"ranks_per_device", 0}, {"compute_slots", 1.0}}, "device_sharing.ranks_per_device: 0 must be >= 1"},
            {{{"ranks_per_device", 4}, {"compute_slots", -2.0}}, "device_sharing.compute_slots: -2 must be in (0, 65536]"},
-           {{{"ranks_per_device", 4}, {"compute_slots", "two"}}, "device_sharing.compute_slots: has the wrong type"}}) {
+           {{{"ranks_per_device", 4}, {"compute_slots", "two"}}, "device_sharing.compute_slots: has the wrong type"},
+           {{{"ranks_per_device", 1}, {"compute_slots", 1}, {"local_transfers", "yes"}},
+            "device_sharing.local_transfers: has the wrong type"}}) {
     j = good;
     j["device_sharing"] = sharing;
     EXPECT_NE(error_of(j).find(field), std::string::npos) << error_of(j);
@@ -113,6 +115,13 @@ TEST(Profile, DeviceSharingRoundTrips) {
   const SimulatedRun own = small_run();
   EXPECT_FALSE(profile_json(own.result, &own.timeline).contains("device_sharing"));
   EXPECT_FALSE(profile_json(own.result, &own.timeline).contains("achieved_tflops_per_device"));
+  // Replay: a GPU per rank, transfers that stay on it.
+  const SimulatedRun replay = simulate_workload(w, default_hardware(), true, {1, 1.0, true});
+  const nlohmann::json r = profile_json(replay.result, &replay.timeline);
+  EXPECT_EQ(r["device_sharing"]["local_transfers"], true);
+  EXPECT_FALSE(r.contains("achieved_tflops_per_device"));
+  EXPECT_EQ(profile_from_json(nlohmann::json::parse(r.dump()), "r.json").run.sharing, (DeviceSharing{1, 1.0, true}));
+  EXPECT_NE(summary_table(replay.result).find("copies within one GPU"), std::string::npos);
   EXPECT_EQ(profile_from_json(summary_json(own.result), "s.json").run.sharing, DeviceSharing{});
 }
 

@@ -76,7 +76,10 @@ TEST_F(CpProfileEmu, ReplayRunsOneRankOnTheStandInNccl) {
   ASSERT_EQ(r.code, 0) << r.err << r.out;
   const nlohmann::json j = nlohmann::json::parse(ReadFile(Path("p.json")));
   EXPECT_EQ(j["transport"], "replay");
-  EXPECT_FALSE(j.contains("device_sharing"));  // one rank alone on the GPU, as on a cluster
+  // One rank alone on the GPU, as on a cluster, but its transfers NCCL sending to itself: copies within the GPU.
+  EXPECT_EQ(j["device_sharing"],
+            (nlohmann::json{{"ranks_per_device", 1}, {"compute_slots", 1.0}, {"local_transfers", true}}));
+  EXPECT_FALSE(j.contains("achieved_tflops_per_device"));
   EXPECT_EQ(j["trace"]["ops_without_records"], 0);
   std::set<std::int64_t> ranks;
   for (const auto& iv : j["timeline"]["intervals"]) ranks.insert(iv[0].get<std::int64_t>());
