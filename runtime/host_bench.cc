@@ -136,7 +136,9 @@ nlohmann::json run_host_bench(const BenchOptions& o) {
 
   HostWorld world(2, std::chrono::seconds(60));
   for (std::int64_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 4)
-    rows.push_back({{"kind", "transfer"}, {"link", "nvlink"}, {"bytes", bytes},
+    // Two host ranks are threads of one process on one CPU: the message is a copy within that device (as a
+    // GPU sending to itself), which calibrate fits as device_copy, never as a link between GPUs.
+    rows.push_back({{"kind", "transfer"}, {"link", "self"}, {"bytes", bytes},
                     {"ns", median_ns(o.repeats, [&] { transfer_ns(world, bytes); })}});
 
   // Interference: the largest square blocks, alone and while another thread keeps transferring.

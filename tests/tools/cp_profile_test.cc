@@ -109,6 +109,15 @@ TEST_F(CpProfile, BenchWritesRowsThatCalibrationReads) {
                           Path("fitted.json").string() + " >/dev/null";
   EXPECT_EQ(std::system(cmd.c_str()), 0);
   EXPECT_TRUE(fs::exists(Path("fitted.json")));
+  // Host ranks are threads on one CPU: their messages are copies within a device, fitted as device_copy.
+  for (const auto& row : j["rows"]) {
+    if (row["kind"] == "transfer") {
+      EXPECT_EQ(row["link"], "self") << row.dump();
+    }
+  }
+  const nlohmann::json fitted = nlohmann::json::parse(ReadFile(Path("fitted.json")));
+  EXPECT_TRUE(fitted["calibration"]["fitted"]["links"].contains("device_copy")) << fitted["calibration"].dump();
+  EXPECT_FALSE(fitted["calibration"]["fitted"]["links"].contains("nvlink")) << fitted["calibration"].dump();
   r = Run("bench --backend host --repeats 0 --json b2.json");
   EXPECT_EQ(r.code, 2);
   EXPECT_FALSE(fs::exists(Path("b2.json")));
