@@ -54,6 +54,7 @@ constexpr const char* kRunFooter = R"(Examples:
   cp-sim run --schedule allgather --kv-head-groups 4 --balance zigzag --json run.json
   cp-sim run --config layer.json --cp 16 --trace trace.json   (flags override the file)
   cp-sim run --hardware h200-sxm --gpus-per-node 8 --seq 1M --cp 32
+  cp-sim run --cp 8 --ranks-per-device 8                (all 8 ranks on one GPU, as cp-profile loopback)
 
 --config takes a JSON object of workload fields (batch, seq, heads, kv_heads, head_dim, dtype, mask,
 pass, schedule, cp, ulysses, balance, dkv, kv_head_groups, gpus_per_node, tp, dp, placement); unknown
