@@ -581,10 +581,15 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
         ls.push_back(&l);
         sizes.insert(l.bytes);
       }
+    // The base's device_copy when it has one; otherwise none, and the engine derives it from the fitted profile.
+    const char* unset_copy = path == Path::DeviceCopy && !(base.device_copy.bandwidth_GBps > 0)
+                                 ? " (left unset: half the fitted memory bandwidth, the launch latency)"
+                                 : "";
     if (ls.empty()) {
       kept.push_back({{"field", label},
-                      {"why", path == Path::DeviceCopy ? "no transfer within one GPU was measured"
-                                                       : "no point-to-point transfer on this link class was measured"}});
+                      {"why", path == Path::DeviceCopy
+                                  ? std::string("no transfer within one GPU was measured") + unset_copy
+                                  : std::string("no point-to-point transfer on this link class was measured")}});
       continue;
     }
     // An unset device_copy starts from what the engine would use for it (from the fitted memory bandwidth).
@@ -624,14 +629,14 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
       lc.bandwidth_GBps = 1.0 / npb;
       lc.latency_ns = static_cast<Nanos>(std::llround(lat));
     } else {
-      kept.push_back({{"field", label}, {"why", "the fit gave a non-positive time per byte"}});
+      kept.push_back({{"field", label}, {"why", std::string("the fit gave a non-positive time per byte") + unset_copy}});
     }
     Residual res;
     for (const LinkSample* l : ls) {
       const double pred = static_cast<double>(lc.latency_ns) + l->bytes / lc.bandwidth_GBps;
       res.add((pred - l->duration) / l->duration);
     }
-    (path == Path::Network ? hw.network : path == Path::NvLink ? hw.nvlink : hw.device_copy) = fit;
+    if (npb > 0) (path == Path::Network ? hw.network : path == Path::NvLink ? hw.nvlink : hw.device_copy) = fit;
     links[label] = {{"bandwidth_GBps", lc.bandwidth_GBps}, {"latency_ns", lc.latency_ns}, {"samples", ls.size()}};
     by_cat[std::string("transfer ") + label] = res;
   }

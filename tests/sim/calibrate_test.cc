@@ -90,6 +90,12 @@ TEST(Calibrate, RecoversPlantedParametersWithinOnePercent) {
                     want, 0.01, "table lookup");
   }
   for (const auto& r : cal.report["residuals"]) EXPECT_LE(r["max_relative"].get<double>(), 0.01) << r.dump();
+  // No transfer stayed on one GPU: device_copy is not fitted and stays unset (derived from the fitted profile).
+  EXPECT_EQ(hw.device_copy.bandwidth_GBps, 0.0);
+  bool said = false;
+  for (const auto& k : cal.report["kept_from_base"])
+    said = said || (k["field"] == "device_copy" && k["why"].get<std::string>().find("left unset") != std::string::npos);
+  EXPECT_TRUE(said) << cal.report["kept_from_base"].dump();
   // The written file is a hardware profile again.
   const HardwareProfile back = hardware_from_json(nlohmann::json::parse(calibration_json(cal).dump()));
   EXPECT_EQ(back.launch_latency_ns, hw.launch_latency_ns);
