@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "sim/hardware.h"
 #include "sim/schedule.h"
@@ -32,6 +33,10 @@ struct DeviceSharing {
   std::int64_t devices(std::int64_t ranks) const { return (ranks + ranks_per_device - 1) / ranks_per_device; }
   bool operator==(const DeviceSharing&) const = default;
 };
+
+// Throws InputError naming `ranks_field` or `slots_field` when ranks_per_device < 1 or compute_slots is not in
+// (0, 65536] (the engine, the profile reader and cp-sim's flags share this rule, each with its own field names).
+void check_sharing(const DeviceSharing&, const std::string& ranks_field, const std::string& slots_field);
 
 struct SimOptions {
   bool record_timeline = true;   // false: only statistics (faster for sweeps and plan)

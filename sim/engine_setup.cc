@@ -22,6 +22,16 @@
 #include "sim/engine_sim.h"
 #include "sim/error.h"
 
+namespace cpscope {
+
+void check_sharing(const DeviceSharing& s, const std::string& ranks_field, const std::string& slots_field) {
+  if (s.ranks_per_device < 1) throw InputError(ranks_field, fmt::format("{} must be >= 1", s.ranks_per_device));
+  if (!(s.compute_slots > 0 && s.compute_slots <= 65536))
+    throw InputError(slots_field, fmt::format("{} must be in (0, 65536]", s.compute_slots));
+}
+
+}  // namespace cpscope
+
 namespace cpscope::engine_detail {
 
 namespace {
@@ -267,10 +277,7 @@ void Simulation::setup() {
   const auto n = static_cast<std::int32_t>(s_.ranks.size());
   const auto num_streams = static_cast<std::int32_t>(s_.streams.size());
   const auto num_groups = static_cast<std::int32_t>(s_.groups.size());
-  if (opt_.sharing.ranks_per_device < 1)
-    throw InputError("ranks_per_device", fmt::format("{} must be >= 1", opt_.sharing.ranks_per_device));
-  if (!(opt_.sharing.compute_slots > 0 && opt_.sharing.compute_slots <= 65536))
-    throw InputError("compute_slots", fmt::format("{} must be in (0, 65536]", opt_.sharing.compute_slots));
+  check_sharing(opt_.sharing, "ranks_per_device", "compute_slots");
   CPSCOPE_CHECK(num_streams <= 256, "a schedule has at most 256 streams (Op::stream is 8 bits)");
   num_streams_ = num_streams;
   ranks_.resize(static_cast<std::size_t>(n));

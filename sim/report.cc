@@ -321,6 +321,12 @@ double tflops_per_device(const RunResult& run) {
 }
 }  // namespace
 
+nlohmann::json sharing_json(const DeviceSharing& sh) {
+  nlohmann::json j = {{"ranks_per_device", sh.ranks_per_device}, {"compute_slots", sh.compute_slots}};
+  if (sh.local_transfers) j["local_transfers"] = true;
+  return j;
+}
+
 nlohmann::json summary_json(const RunResult& run) {
   const Summary& s = run.summary;
   nlohmann::json j;
@@ -333,11 +339,7 @@ nlohmann::json summary_json(const RunResult& run) {
   j["achieved_tflops_per_gpu"] = s.achieved_tflops_per_gpu();
   j["max_exposed_comm_ns"] = s.max_exposed_comm_ns();
   j["max_peak_memory_bytes"] = s.max_peak_memory_bytes();
-  if (run.sharing.recorded()) {
-    j["device_sharing"] = {{"ranks_per_device", run.sharing.ranks_per_device},
-                           {"compute_slots", run.sharing.compute_slots}};
-    if (run.sharing.local_transfers) j["device_sharing"]["local_transfers"] = true;
-  }
+  if (run.sharing.recorded()) j["device_sharing"] = sharing_json(run.sharing);
   if (run.sharing.shared()) j["achieved_tflops_per_device"] = tflops_per_device(run);
   nlohmann::json ranks = nlohmann::json::array();
   for (const RankMetrics& r : s.ranks) {

@@ -35,6 +35,8 @@ struct RunResult {
 //  "ranks": [{"rank","compute_ns","comm_ns","exposed_comm_ns","idle_ns","peak_memory_bytes",
 //             "bytes_sent","flops","span_ns"}...]}
 nlohmann::json summary_json(const RunResult&);
+// The "device_sharing" object of a profile (summary_json writes it when sharing.recorded()).
+nlohmann::json sharing_json(const DeviceSharing&);
 // A readable multi-line table: the config line, step time, TFLOP/s per GPU, then one row per rank
 // (ranks beyond `max_rows` are summarised by min/median/max).
 std::string summary_table(const RunResult&, int max_rows = 16);

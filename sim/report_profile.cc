@@ -1,5 +1,6 @@
 #include "sim/profile.h"
 
+#include <algorithm>
 #include <array>
 #include <fstream>
 
@@ -83,12 +84,11 @@ Profile profile_from_json(const nlohmann::json& j, const std::string& where) {
     if (!d.is_object()) throw InputError(df, "is not an object");
     const auto rpd = get<std::int64_t>(d, "ranks_per_device", df);
     const auto slots = get<double>(d, "compute_slots", df);
-    if (rpd < 1 || rpd > (std::int64_t{1} << 30)) throw InputError(df + ".ranks_per_device", fmt::format("{} must be >= 1", rpd));
-    if (!(slots > 0 && slots <= 65536))
-      throw InputError(df + ".compute_slots", fmt::format("{} must be in (0, 65536]", slots));
+    if (rpd > (std::int64_t{1} << 30)) throw InputError(df + ".ranks_per_device", fmt::format("{} is absurd", rpd));
     bool local = false;
     if (d.contains("local_transfers")) local = get<bool>(d, "local_transfers", df);
-    p.run.sharing = {static_cast<std::int32_t>(rpd), slots, local};
+    p.run.sharing = {static_cast<std::int32_t>(std::max<std::int64_t>(rpd, 0)), slots, local};
+    check_sharing(p.run.sharing, df + ".ranks_per_device", df + ".compute_slots");
   }
   if (j.contains("ranks")) {
     const auto& ranks = j.at("ranks");

@@ -294,10 +294,7 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
          {"achieved_tflops_per_gpu",
           median > 0 ? static_cast<double>(w.total_flops()) / static_cast<double>(w.cp) / (median * 1e-3) / 1e12 : 0.0},
          {"ranks", nlohmann::json::array()}};
-    if (run.sharing.recorded()) {
-      j["device_sharing"] = {{"ranks_per_device", run.sharing.ranks_per_device}, {"compute_slots", run.sharing.compute_slots}};
-      if (run.sharing.local_transfers) j["device_sharing"]["local_transfers"] = true;
-    }
+    if (run.sharing.recorded()) j["device_sharing"] = sharing_json(run.sharing);
     if (run.sharing.shared()) {
       j["achieved_tflops_per_device"] =
           median > 0 ? static_cast<double>(w.total_flops()) / static_cast<double>(run.sharing.devices(w.cp)) / (median * 1e-3) / 1e12

@@ -112,10 +112,7 @@ int cmd_run(const RunArgs& a) {
   gpn_set = apply_workload_flags(a.flags, w) || gpn_set;
   if (!gpn_set) w.gpus_per_node = hw.gpus_per_node;
   validate(w);
-  if (a.sharing.ranks_per_device < 1)
-    throw InputError("ranks-per-device", fmt::format("{} must be >= 1", a.sharing.ranks_per_device));
-  if (!(a.sharing.compute_slots > 0 && a.sharing.compute_slots <= 65536))
-    throw InputError("compute-slots", fmt::format("{} must be in (0, 65536]", a.sharing.compute_slots));
+  check_sharing(a.sharing, "ranks-per-device", "compute-slots");
   check_output_path(a.json, "json");
   check_output_path(a.trace, "trace");
   check_output_path(a.profile, "profile");
