@@ -476,8 +476,11 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
   if (any_memory && ns_per_byte > 0) hw.memory_bandwidth_GBps = 1.0 / ns_per_byte;
   hw.comm_compute_interference = 1.0 / (1.0 - beta);
   // Rates: TFLOP/s = 1e-3 / (ns per FLOP). One table per measured (pass, mask, head_dim) over the
-  // measured q and kv lengths; a grid point nobody measured takes the base rate scaled by the
-  // geometric mean of measured/base over that table's measured cells.
+  // measured q and kv lengths, widened by the base table's lengths beyond them. A grid point nobody
+  // measured takes the base rate scaled as at the nearest measured cell (fitted/base there; distance in
+  // log2 of q plus log2 of kv, ties averaged geometrically): inside the measured range it follows the
+  // base's shape between measurements, and beyond it the base's trend from the edge, where clamping at
+  // the edge would hold a causal or small block at its neighbour's rate (a GPU's rate still moves there).
   nlohmann::json cells = nlohmann::json::array();
   std::map<std::tuple<std::string, std::string, std::int64_t>, std::vector<int>> tables;
   for (int c = 0; c < n_cells; ++c) {
@@ -490,53 +493,77 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
     t.pass = pass;
     t.mask = mask;
     t.head_dim = d;
+    auto base_rate = [&](std::int64_t q, std::int64_t kv) {
+      try {
+        return base.attention_tflops(pass == "bwd", mask == "causal", d, q, kv);
+      } catch (const InputError&) {
+        return 0.0;  // the base has no table for this pass, mask and head_dim
+      }
+    };
+    struct Measured {
+      std::int64_t q, kv;
+      double tflops, ratio;  // ratio: fitted / base (0 without a base rate)
+    };
+    std::vector<Measured> measured;
     std::set<std::int64_t> qs, kvs;
-    std::map<std::pair<std::int64_t, std::int64_t>, double> fitted;
-    double log_ratio = 0;
-    int ratio_n = 0;
     for (int c : members) {
       const auto& key = s.cells[static_cast<std::size_t>(c)];
+      const std::int64_t q = std::get<3>(key), kv = std::get<4>(key);
       const double npf = ns_per_flop[static_cast<std::size_t>(c)];
       if (!(npf > 0)) {
-        kept.push_back({{"field", fmt::format("attention {}/{} q={} kv={}", pass, mask, std::get<3>(key), std::get<4>(key))},
+        kept.push_back({{"field", fmt::format("attention {}/{} q={} kv={}", pass, mask, q, kv)},
                         {"why", "the fit gave a non-positive time per FLOP"}});
         continue;
       }
       const double tf = 1e-3 / npf;
-      qs.insert(std::get<3>(key));
-      kvs.insert(std::get<4>(key));
-      fitted[{std::get<3>(key), std::get<4>(key)}] = tf;
-      double base_tf = 0;
-      try {
-        base_tf = base.attention_tflops(pass == "bwd", mask == "causal", d, std::get<3>(key), std::get<4>(key));
-      } catch (const InputError&) {
-      }
-      if (base_tf > 0) {
-        log_ratio += std::log(tf / base_tf);
-        ++ratio_n;
-      }
-      cells.push_back({{"pass", pass}, {"mask", mask}, {"head_dim", d}, {"q_tokens", std::get<3>(key)},
-                       {"kv_tokens", std::get<4>(key)}, {"tflops", tf}});
+      const double b = base_rate(q, kv);
+      measured.push_back({q, kv, tf, b > 0 ? tf / b : 0.0});
+      qs.insert(q);
+      kvs.insert(kv);
+      cells.push_back({{"pass", pass}, {"mask", mask}, {"head_dim", d}, {"q_tokens", q}, {"kv_tokens", kv}, {"tflops", tf}});
     }
-    if (fitted.empty()) continue;
-    const double scale = ratio_n ? std::exp(log_ratio / ratio_n) : 1.0;
+    if (measured.empty()) continue;
+    // The base table's lengths outside the measured range, so that lookups there follow its trend.
+    auto base_table = std::find_if(base.attention.begin(), base.attention.end(), [&](const RateTable& r) {
+      return r.pass == pass && r.mask == mask && r.head_dim == d;
+    });
+    if (base_table != base.attention.end()) {
+      const auto [q_lo, q_hi] = std::pair{*qs.begin(), *qs.rbegin()};
+      const auto [kv_lo, kv_hi] = std::pair{*kvs.begin(), *kvs.rbegin()};
+      for (std::int64_t q : base_table->q_tokens)
+        if (q < q_lo || q > q_hi) qs.insert(q);
+      for (std::int64_t kv : base_table->kv_tokens)
+        if (kv < kv_lo || kv > kv_hi) kvs.insert(kv);
+    }
+    auto fill = [&](std::int64_t q, std::int64_t kv) {
+      double best = std::numeric_limits<double>::infinity(), log_sum = 0;
+      int n = 0;
+      const bool scale = base_rate(q, kv) > 0 && measured.front().ratio > 0;
+      for (const Measured& m : measured) {
+        const double dist = std::abs(std::log2(static_cast<double>(q) / static_cast<double>(m.q))) +
+                            std::abs(std::log2(static_cast<double>(kv) / static_cast<double>(m.kv)));
+        const double v = std::log(scale ? m.ratio : m.tflops);
+        if (dist < best - 1e-9) {
+          best = dist;
+          log_sum = v;
+          n = 1;
+        } else if (dist <= best + 1e-9) {
+          log_sum += v;
+          ++n;
+        }
+      }
+      const double nearest = std::exp(log_sum / n);
+      return scale ? base_rate(q, kv) * nearest : nearest;
+    };
+    std::map<std::pair<std::int64_t, std::int64_t>, double> fitted;
+    for (const Measured& m : measured) fitted[{m.q, m.kv}] = m.tflops;
     t.q_tokens.assign(qs.begin(), qs.end());
     t.kv_tokens.assign(kvs.begin(), kvs.end());
     for (std::int64_t q : t.q_tokens) {
       std::vector<double> row;
       for (std::int64_t kv : t.kv_tokens) {
         auto it = fitted.find({q, kv});
-        if (it != fitted.end()) {
-          row.push_back(it->second);
-          continue;
-        }
-        double fill = 0;
-        try {
-          fill = base.attention_tflops(pass == "bwd", mask == "causal", d, q, kv) * scale;
-        } catch (const InputError&) {
-          fill = 1e-3 / ns_per_flop[static_cast<std::size_t>(members.front())];
-        }
-        row.push_back(fill);
+        row.push_back(it != fitted.end() ? it->second : fill(q, kv));
       }
       t.tflops.push_back(std::move(row));
     }

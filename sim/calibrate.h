@@ -8,7 +8,9 @@
 //               + beta · (time the op overlapped communication on its rank)
 //    which is the engine's model exactly (a compute op progresses at 1/interference while the rank
 //    communicates, so beta = 1 - 1/interference). One rate per measured block shape; rows are weighted
-//    by 1/duration so the fit minimises relative error.
+//    by 1/duration so the fit minimises relative error. The fitted table spans the measured lengths and
+//    the base table's beyond them; a shape nobody measured takes the base rate scaled as at the nearest
+//    measured shape (so it follows the base's trend rather than being clamped at the measured edge).
 //  - point-to-point transfers, per link class (NVLink within a node, network across nodes):
 //      duration from the last of {this op, the peer it sends to, the peer it receives from} starting
 //      to this op's end = latency + bytes / bandwidth, from transfers that no other communication of
