@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="skip the SDPA block-shape grid")
+    ap.add_argument("--copy-mib", type=int, default=1024, help="size of the device copy that times the bandwidth")
     a = ap.parse_args()
 
     import torch
@@ -138,8 +139,9 @@ def main():
                     with sdpa_kernel(backend):
                         try:
                             F.scaled_dot_product_attention(qt, kk, vv, is_causal=causal, **gqa)
-                        except RuntimeError:
-                            # this backend has no GQA: give it the expanded K/V (same FLOPs)
+                        except (RuntimeError, TypeError):
+                            # this backend has no GQA (TypeError: a PyTorch before 2.5, without enable_gqa):
+                            # give it the expanded K/V (same FLOPs)
                             gqa = {}
                             kk = kt.repeat_interleave(H // HKV, dim=1)
                             vv = vt.repeat_interleave(H // HKV, dim=1)
@@ -206,8 +208,8 @@ def main():
                 grid.append({"kernel": "sdpa_flash", "q": qlen, "kv": klen, "mask": "causal" if causal else "full",
                              "pass": "fwd", "ms": ms,
                              "tflops": flops(B, H, D, qlen, klen, causal, "fwd") / (ms * 1e-3) / 1e12})
-    # Device copy bandwidth (read + write bytes per second), 1 GiB.
-    x = torch.empty(1 << 29, device=dev, dtype=torch.float16)
+    # Device copy bandwidth (read + write bytes per second), 1 GiB unless --copy-mib says otherwise.
+    x = torch.empty(a.copy_mib << 19, device=dev, dtype=torch.float16)
     y = torch.empty_like(x)
     ms = time_ms(torch, lambda: y.copy_(x), 3, 10)
     copy_gbps = 2 * x.numel() * 2 / (ms * 1e-3) / 1e9
