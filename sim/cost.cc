@@ -85,6 +85,11 @@ Nanos CostModel::collective_ns(const Op& op, const GroupPlacement& p, double nic
   if (n <= 1) return hw_.launch_latency_ns;  // NCCL with one rank: a local copy
   const double chunk = op.bytes_per_peer > 0 ? static_cast<double>(op.bytes_per_peer)
                                              : static_cast<double>(op.bytes) / static_cast<double>(n - 1);
+  if (p.on_device > 0) {
+    const LinkClass copy = hw_.device_copy_link();
+    const double volume = static_cast<double>(p.on_device) * static_cast<double>(n - 1) * chunk;
+    return (p.on_device > 1 ? n - 1 : 1) * copy.latency_ns + ceil_ns(volume / copy.bandwidth_GBps);
+  }
   const bool inter = p.nodes > 1;
   const double nvl = hw_.nvlink.bandwidth_GBps;
   const double node_nic = static_cast<double>(std::max<std::int64_t>(1, p.nics_per_node)) *

@@ -12,6 +12,9 @@ struct GroupPlacement {
   std::int64_t nodes = 1;         // distinct nodes the members span
   std::int64_t max_per_node = 1;  // most members on one node
   std::int64_t nics_per_node = 1; // distinct NICs the members use on a node (minimum over the nodes)
+  // Added: > 0 when no byte of the collective leaves a GPU (DeviceSharing: the members share one device,
+  // or every transfer is local, as in replay): the most members on one device, whose copies share it.
+  std::int64_t on_device = 0;
 };
 
 class CostModel {
@@ -26,7 +29,11 @@ class CostModel {
   // all-to-all direct: (n-1) messages sharing the sender's egress), on the slowest link class the
   // group spans, with `nic_sharing` groups loading the NICs.
   Nanos collective_ns(const Op&, std::int64_t group_size, bool inter_node, double nic_sharing) const;
-  // Added: the same formulas for a known placement (the engine computes it from the group's ranks).
+  // Added: the same formulas for a known placement (the engine computes it from the group's ranks). With
+  // p.on_device, copies within a GPU instead (device_copy_link()): each member moves its (n-1) chunks, the
+  // on_device members of a device one after another through its copy bandwidth; one copy latency when a
+  // member is alone on its device (replay: one NCCL send to itself of all its bytes), n-1 when members
+  // share one (loopback: a copy per peer).
   // The overload above assumes members packed onto nodes (CpInner): min(size, gpus_per_node) per node.
   Nanos collective_ns(const Op&, const GroupPlacement&, double nic_sharing) const;
   // Added: the NIC a GPU uses, from its index inside the node. Adjacent GPUs share a NIC when a node

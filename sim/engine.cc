@@ -31,8 +31,9 @@
 //    absent).
 //  - Collectives: the k-th collective on a group starts when every member has started its k-th
 //    collective on that group; all members complete together CostModel::collective_ns later (inter-node
-//    when the group spans nodes). A simplification: collectives count as communication for
-//    interference but do not share link bandwidth with concurrent point-to-point flows.
+//    when the group spans nodes; copies within a GPU when no byte leaves one, see GroupPlacement::on_device).
+//    A simplification: collectives count as communication for interference but do not share link (or
+//    device copy) bandwidth with concurrent point-to-point flows.
 //  - Deadlock: when no event is left and ops remain, InternalError names each rank's first blocked op
 //    and what it waits for.
 // Time is integer ns; events at equal times run in insertion order (sim/engine_queue.h), so a run is

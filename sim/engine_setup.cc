@@ -638,6 +638,14 @@ void Simulation::setup_resources() {
       const auto distinct = std::unique(nics.begin(), nics.end()) - nics.begin();
       p.nics_per_node = std::min<std::int64_t>(p.nics_per_node, distinct);
     }
+    // A group whose every pair of members stays on a GPU copies within it (DeviceSharing::local).
+    const bool on_device = !grp.empty() && std::all_of(grp.begin(), grp.end(), [&](auto m) {
+      return opt_.sharing.local(static_cast<std::int32_t>(grp.front()), static_cast<std::int32_t>(m));
+    });
+    if (on_device) {
+      std::unordered_map<std::int32_t, std::int64_t> per_device;
+      for (auto m : grp) p.on_device = std::max(p.on_device, ++per_device[net_[m].device]);
+    }
   }
 }
 

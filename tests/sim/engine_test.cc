@@ -377,6 +377,25 @@ TEST(Engine, LocalTransfersAreDeviceCopies) {
   EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 300 + 250'000);
 }
 
+// A collective none of whose bytes leave a GPU is copies within it: replay's one NCCL send to itself of the
+// (n-1) chunks a rank moves, or loopback's copy per peer with every member's copies through the one device.
+TEST(Engine, CollectivesThatStayOnAGpuAreDeviceCopies) {
+  Builder b(3, 1);  // one GPU per node: over the network otherwise
+  const std::int32_t g = b.group({0, 1, 2});
+  for (std::int32_t r = 0; r < 3; ++r) b.collective(r, OpKind::AllGather, g, 1'000'000);
+  HardwareProfile hw = unit_hw();
+  hw.device_copy = {4.0, 300};
+  SimOptions opt;
+  const Nanos network = simulate(b.s, hw, opt).stats.makespan;
+  EXPECT_GT(network, 2'000'000);
+  opt.sharing.local_transfers = true;  // each rank on its own GPU, sending to itself: 2 MB at 4 GB/s
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 300 + 500'000);
+  opt.sharing = {3, 1.0};  // all three on one GPU: 2 copies of 1 MB each, three ranks' worth through it
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 2 * 300 + 1'500'000);
+  opt.sharing = {2, 1.0};  // ranks 0 and 1 on one GPU, rank 2 on another: the group crosses a link
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, network);
+}
+
 TEST(Engine, DeviceSharingOutOfRangeIsAnInputError) {
   Builder b(2);
   b.attend(0, 1000);
