@@ -376,16 +376,6 @@ class NcclTransport final : public CudaTransport {
     return it->second;
   }
 
-  // The base of the regions when region i is one contiguous span at base + i·P of type dt, else null.
-  static void* adjacent_spans(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt, std::int64_t P) {
-    if (rs.empty()) return nullptr;
-    char* base = static_cast<char*>(contiguous_span(b, {rs[0]}, dt));
-    if (base == nullptr) return nullptr;
-    for (std::size_t i = 1; i < rs.size(); ++i)
-      if (contiguous_span(b, {rs[i]}, dt) != base + static_cast<std::int64_t>(i) * P) return nullptr;
-    return base;
-  }
-
   const Schedule& schedule_;
   ProcessGroup& pg_;
   std::int32_t rank_;

@@ -87,6 +87,15 @@ void* contiguous_span(const CudaBackend& b, const std::vector<Region>& rs, kerne
   return static_cast<char*>(t.plane(r.plane)) + r.row * t.heads * t.dim * element_bytes(dt);
 }
 
+void* adjacent_spans(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt, std::int64_t P) {
+  if (rs.empty()) return nullptr;
+  char* base = static_cast<char*>(contiguous_span(b, {rs[0]}, dt));
+  if (base == nullptr) return nullptr;
+  for (std::size_t i = 1; i < rs.size(); ++i)
+    if (contiguous_span(b, {rs[i]}, dt) != base + static_cast<std::int64_t>(i) * P) return nullptr;
+  return base;
+}
+
 namespace {
 // A message slice viewed as a dense tensor with the region's shape.
 DeviceRegion message_view(const CudaBackend& b, const Region& r, void* at, kernels::DType dt) {

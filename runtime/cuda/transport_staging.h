@@ -81,6 +81,9 @@ kernels::DType message_dtype(const CudaBackend& b, const std::vector<Region>& rs
                              const std::string& what);
 // The device address of the regions when they are one contiguous span of element type `dt`, else null.
 void* contiguous_span(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt);
+// The base of the regions when region i is one contiguous span at base + i·P of type dt, else null: a
+// collective's per-member buffers that NCCL can read or write in place.
+void* adjacent_spans(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt, std::int64_t P);
 // Packs the regions (converted to `dt`) into msg; unpacks (converting, adding when `add`) msg into them.
 void pack(const CudaBackend& b, const std::vector<Region>& rs, void* msg, kernels::DType dt, cudaStream_t s,
           const std::string& what);
