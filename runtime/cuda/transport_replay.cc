@@ -13,6 +13,7 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -87,7 +88,19 @@ class ReplayTransport final : public CudaTransport {
       for (const Msg& m : sends) pack(b, m.part->regions, so.take(m.bytes, what), m.dt, s, what);
     }
     void* rptr = nullptr;
-    if (recvs.size() == 1 && recvs[0].bytes == wire) rptr = contiguous_span(b, recvs[0].part->regions, recvs[0].dt);
+    if (recvs.size() == 1 && recvs[0].bytes == wire) {
+      rptr = contiguous_span(b, recvs[0].part->regions, recvs[0].dt);
+    } else if (!recvs.empty()) {
+      // An all-to-all's parts lying end to end (the nccl transport receives each in place, unpacking nothing).
+      std::vector<Region> parts;
+      bool uniform = true;
+      for (const Msg& m : recvs) {
+        uniform = uniform && m.part->regions.size() == 1 && m.dt == recvs[0].dt && m.bytes == recvs[0].bytes;
+        if (uniform) parts.push_back(m.part->regions[0]);
+      }
+      if (uniform && static_cast<std::int64_t>(recvs.size()) * recvs[0].bytes >= wire)
+        rptr = adjacent_spans(b, parts, recvs[0].dt, recvs[0].bytes);
+    }
     const bool staged = rptr == nullptr;
     if (staged) rptr = si.base();
     CPSCOPE_CHECK(wire <= so.bytes() && wire <= si.bytes(), what + ": replay staging too small");
