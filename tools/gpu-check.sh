@@ -19,6 +19,8 @@
 #        N in {2,4,8}; 2K-32K tokens per rank; causal and full; fwd and fwd+bwd) plus 3 loopback runs,
 #        each a CUPTI-traced cp-profile --json, and cp-profile bench --backend cuda (kernel grid);
 #        then cp-sim calibrate (-o calibrated.json) and cp-sim validate --leave-one-out on them.
+#   GPU_CHECK_STEPS="3 7" runs step 1 and only those (default all): a second call, while the machine is still
+#   warm, for a step the first run lost to a crash or to the budget.
 #   It writes gpu-check.json (everything, with card and versions), gpu-check.log, sdpa_compare.json,
 #   calibration.tar.gz (profiles/*.json, calibrated.json, validation.json/.txt, overhead.json) and the
 #   gtest results under OUTDIR/tests/, and must finish in 8 minutes on an H100 (each step has its own
@@ -53,6 +55,10 @@ SLOW=1  # factor on the per-run time limits
 HEADS="--heads 32 --kv-heads 8 --head-dim 128"
 BENCH_REPEATS="--repeats 5"  # and the bench's largest transfer: its default 256 MiB
 
+# Is step $1 selected? GPU_CHECK_STEPS lists the steps after the first (default all: "2 3 4 5 6 7"), so that a
+# session whose first run lost a step to a crash or the budget can run that step alone while the machine is warm.
+want() { [[ " ${GPU_CHECK_STEPS:-2 3 4 5 6 7} " == *" $1 "* ]]; }
+pick() { want "$1" || { echo "not selected (GPU_CHECK_STEPS)"; return 1; }; }
 # Token count $1 at this run's scale.
 tok() { echo $(($1 / SCALE)); }
 # "--warmup W --iters I" (a rehearsal caps them at 1 and 2).
@@ -156,9 +162,17 @@ run() {
   export LD_LIBRARY_PATH
   local bin=$BIN
   ldd "$bin/cp-profile" | grep -i "not found" && echo "WARNING: unresolved libraries above"
+  # What the steps leave for the summary, present even when a step is not selected.
+  : >"$out/.checks.tsv"
+  : >"$out/.timings.tsv"
+  local cal=$out/.calibration
+  rm -rf "$cal"
+  mkdir -p "$cal/profiles"
+  local tests_ok="" i=0
 
   echo "== 2. gpu tests"
-  local tests_ok=1
+  if pick 2; then
+  tests_ok=1
   mkdir -p "$out/tests"
   for t in "$bin"/*_test; do
     [ -x "$t" ] || continue
@@ -166,14 +180,14 @@ run() {
     [ $SECONDS -ge $deadline ] && { echo "skipped $(basename "$t"): time budget"; continue; }
     timeout 150 "$t" --gtest_output="json:$out/tests/$(basename "$t").json" || tests_ok=0
   done
+  fi
 
   echo "== 3. loopback --check of every schedule"
+  if pick 3; then
   # Each run's profile is kept as .check_<i>.json and listed in .checks.tsv; the summary at the end reads
   # them from there (not from the command line: seventeen profiles are more than one argument list holds).
   local rc
-  : >"$out/.checks.tsv"
   local common="--transport loopback --seq $(tok 4096) $HEADS $(reps 1 3) --check"
-  local i=0
   # Every schedule forward+backward with both masks, and the backward-only path (its inputs come from
   # the GPU reference forward) for three of them: 17 runs.
   local runs=()
@@ -192,19 +206,22 @@ run() {
     echo "cp-profile --schedule $sched --pass $pass --mask $mask: exit $rc $(grep -E 'check|median' "$out/.check_$i.txt" | tr '\n' ' ')"
     printf '%s\t%s\t%s\t%s\t%s\n' "$sched" "$pass" "$mask" "$rc" ".check_$i.json" >>"$out/.checks.tsv"
   done
+  fi
 
   echo "== 4. kernels vs PyTorch SDPA (same process)"
-  if [ "$REHEARSAL" = 1 ]; then
+  if ! pick 4; then
+    :
+  elif [ "$REHEARSAL" = 1 ]; then
     echo "rehearsal: SDPA needs PyTorch on a GPU; checking that the script parses its arguments"
     python3 "$ROOT/tools/gpu/sdpa_compare.py" --help >/dev/null
   else
     [ $SECONDS -lt $deadline ] && timeout 180 python3 "$ROOT/tools/gpu/sdpa_compare.py" \
       --lib "$BUNDLE/lib/libcpscope_kernels_capi.so" --out "$out/sdpa_compare.json"
   fi
-  echo "exit $?"
+  want 4 && echo "exit $?"
 
   echo "== 5. ring timings"
-  : >"$out/.timings.tsv"
+  pick 5 &&
   for args in "--transport loopback --schedule zigzag-ring --cp 8 --seq $(tok 32768)" \
               "--transport replay --replay-rank 3 --schedule zigzag-ring --cp 8 --seq $(tok 131072)" \
               "--transport replay --replay-rank 3 --schedule zigzag-ring --cp 8 --seq $(tok 131072) --pass fwd"; do
@@ -216,16 +233,16 @@ run() {
   done
 
   echo "== 6. CUPTI tracing overhead (alternating untraced / traced iterations)"
-  local cal=$out/.calibration
-  rm -rf "$cal"
-  mkdir -p "$cal/profiles"
+  if pick 6; then
   timeout $((60 * SLOW)) "$bin/cp-profile" --backend cuda --transport loopback --schedule zigzag-ring --cp 8 \
     --seq "$(tok 65536)" $HEADS $(reps 2 20) --tracing-overhead --json "$cal/overhead.json" 2>&1 | grep -E "tracing overhead|median|error"
   timeout $((60 * SLOW)) "$bin/cp-profile" --backend cuda --transport replay --replay-rank 3 \
     --schedule zigzag-ring --cp 8 --seq "$(tok 131072)" $HEADS $(reps 2 10) --tracing-overhead --json "$cal/overhead_replay.json" 2>&1 |
     grep -E "tracing overhead|median|error"
+  fi
 
   echo "== 7. calibration and validation set (CUPTI-traced profiles)"
+  if pick 7; then
   # Per-rank work grows as N x local^2, so the longest blocks go with the fewest ranks; every run is
   # small enough for ~1-4 s including CUDA and NCCL start-up. Hybrid needs N >= 4 (ulysses 2).
   local cal_t0=$SECONDS cal_budget=${GPU_CHECK_CAL_BUDGET_S:-150} ran=0 skipped=0 failed=0 k=0
@@ -278,6 +295,7 @@ run() {
     tail -40 "$cal/validation.txt"
   fi
   tar -C "$cal" -czf "$out/calibration.tar.gz" . && rm -rf "$cal/profiles"
+  fi
 
   echo "== done in $((SECONDS - t0)) s"
   python3 - "$out" "$tests_ok" $((SECONDS - t0)) <<'EOF'
@@ -300,7 +318,8 @@ def brief_overhead(p):
     j = load(os.path.join(".calibration", p))
     return j.get("tracing_overhead", j)
 val = load(os.path.join(".calibration", "validation.json"))
-res = {"schema": "cpscope.gpu_check/1", "seconds": int(secs), "tests_passed": tests_ok == "1",
+res = {"schema": "cpscope.gpu_check/1", "seconds": int(secs), "tests_passed": None if tests_ok == "" else tests_ok == "1",
+       "steps": os.environ.get("GPU_CHECK_STEPS", "2 3 4 5 6 7"),
        "checks": checks, "timings": timings,
        "sdpa_compare": load("sdpa_compare.json"),
        "tracing_overhead": {"loopback": brief_overhead("overhead.json"), "replay": brief_overhead("overhead_replay.json")},
@@ -342,5 +361,5 @@ case "${1:-}" in
   all) shift; prepare && run "$@" ;;
   rehearse) shift; rehearse "$@" ;;
   plan) cal_configs; echo "bench $(bench_blocks)"; echo "heads $HEADS" ;;
-  *) sed -n '2,42p' "$0"; exit 2 ;;
+  *) sed -n '2,44p' "$0"; exit 2 ;;
 esac

@@ -89,4 +89,27 @@ TEST_F(GpuCheckRehearsal, EveryStepRunsAndTheSummaryIsWritten) {
     EXPECT_NE(e.path().filename().string()[0], '.') << "left behind: " << e.path();
 }
 
+// A second call for one step (GPU_CHECK_STEPS): step 1 and that step run, the others say they were not selected,
+// and the summary leaves what did not run empty (tests_passed null) rather than failed.
+TEST_F(GpuCheckRehearsal, SelectedStepsRunAlone) {
+  const fs::path build = fs::path(CP_SIM_PATH).parent_path().parent_path();
+  ASSERT_EQ(::setenv("GPU_CHECK_STEPS", "5", 1), 0);
+  const Result r = Run(Quote(std::string(CPSCOPE_SOURCE_DIR) + "/tools/gpu-check.sh") + " rehearse " +
+                       Quote(build.string()) + " out");
+  ::unsetenv("GPU_CHECK_STEPS");
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  const std::string log = ReadFile(Path("out/gpu-check.log"));
+  std::size_t skipped = 0;
+  for (std::size_t at = log.find("not selected"); at != std::string::npos; at = log.find("not selected", at + 1))
+    ++skipped;
+  EXPECT_EQ(skipped, 5u) << log;  // steps 2, 3, 4, 6 and 7
+  const nlohmann::json j = nlohmann::json::parse(ReadFile(Path("out/gpu-check.json")));
+  EXPECT_EQ(j["steps"], "5");
+  EXPECT_TRUE(j["tests_passed"].is_null()) << j["tests_passed"];
+  EXPECT_TRUE(j["checks"].empty());
+  ASSERT_EQ(j["timings"].size(), 3u);
+  for (const auto& t : j["timings"]) EXPECT_EQ(t["exit"], 0) << t.dump().substr(0, 600);
+  EXPECT_FALSE(fs::exists(Path("out/calibration.tar.gz")));
+}
+
 }  // namespace
