@@ -87,6 +87,27 @@ TEST_F(GpuCheckRehearsal, EveryStepRunsAndTheSummaryIsWritten) {
   // Nothing of the run's scratch is left beside the results.
   for (const auto& e : fs::directory_iterator(Path("out")))
     EXPECT_NE(e.path().filename().string()[0], '.') << "left behind: " << e.path();
+
+  // tools/gpu/collect.py files the results as a device session commits them: the profiles and the bench as
+  // calibration inputs, the rest under check/, the fitted profile, and a README with the tables.
+  const Result c = RunBinary("python3", Quote(std::string(CPSCOPE_SOURCE_DIR) + "/tools/gpu/collect.py") +
+                                            " out --repo repo --commit 0123abc");
+  ASSERT_EQ(c.code, 0) << c.err << c.out;
+  const fs::path card = Path("repo/profiles/measured/cpscope-simt-emulation-cpu");
+  std::size_t inputs = 0;
+  for (const auto& e : fs::directory_iterator(card))
+    if (e.path().extension() == ".json") ++inputs;
+  EXPECT_EQ(inputs, 29u) << "28 profiles and bench.json";
+  for (const char* f : {"check/gpu-check.json", "check/gpu-check.log", "check/validation.json", "check/overhead.json"})
+    EXPECT_TRUE(fs::exists(card / f)) << f;
+  EXPECT_TRUE(fs::exists(Path("repo/profiles/calibrated/cpscope-simt-emulation-cpu.json")));
+  const std::string readme = ReadFile(card / "README.md");
+  for (const char* s : {"cpscope commit 0123abc", "| 28-loopback-ulysses-cp4-64-causal-fwd+bwd.json | ulysses | 4 | 64 |",
+                        "Mean absolute error", "17 of 17 exit 0", "tracing overhead, loopback: traced/untraced"})
+    EXPECT_NE(readme.find(s), std::string::npos) << s << " missing from the README:\n" << readme;
+  // Without a run's results it says what is missing and exits 2.
+  EXPECT_EQ(RunBinary("python3", Quote(std::string(CPSCOPE_SOURCE_DIR) + "/tools/gpu/collect.py") +
+                                     " nowhere --repo repo").code, 2);
 }
 
 // A second call for one step (GPU_CHECK_STEPS): step 1 and that step run, the others say they were not selected,
