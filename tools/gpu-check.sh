@@ -162,6 +162,13 @@ run() {
   export LD_LIBRARY_PATH
   local bin=$BIN
   ldd "$bin/cp-profile" | grep -i "not found" && echo "WARNING: unresolved libraries above"
+  # A bundle built on another image can fail to start (a newer glibc or libstdc++ than this machine's): say so
+  # once, plainly, before every step fails with the same loader message.
+  if ! "$bin/cp-profile" --help >/dev/null 2>"$out/.start.txt"; then
+    echo "ERROR: $bin/cp-profile does not start on this machine:"
+    head -5 "$out/.start.txt"
+  fi
+  rm -f "$out/.start.txt"
   # What the steps leave for the summary, present even when a step is not selected.
   : >"$out/.checks.tsv"
   : >"$out/.timings.tsv"

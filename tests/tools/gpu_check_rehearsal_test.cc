@@ -33,6 +33,7 @@ TEST_F(GpuCheckRehearsal, EveryStepRunsAndTheSummaryIsWritten) {
   for (const char* step : {"== 1.", "== 2.", "== 3.", "== 4.", "== 5.", "== 6.", "== 7.", "== done"})
     EXPECT_NE(log.find(step), std::string::npos) << step << " missing from the log:\n" << log;
   EXPECT_EQ(log.find("unresolved libraries"), std::string::npos) << log;
+  EXPECT_EQ(log.find("does not start"), std::string::npos) << log;
   EXPECT_EQ(log.find("time budget"), std::string::npos) << "a rehearsal has no overall budget:\n" << log;
 
   const nlohmann::json j = nlohmann::json::parse(ReadFile(Path("out/gpu-check.json")));
