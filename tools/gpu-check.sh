@@ -225,7 +225,8 @@ run() {
     [ $SECONDS -lt $deadline ] && timeout 180 python3 "$ROOT/tools/gpu/sdpa_compare.py" \
       --lib "$BUNDLE/lib/libcpscope_kernels_capi.so" --out "$out/sdpa_compare.json"
   fi
-  want 4 && echo "exit $?"
+  local sdpa_rc=$?
+  want 4 && echo "exit $sdpa_rc"
 
   echo "== 5. ring timings"
   pick 5 &&
