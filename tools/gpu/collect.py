@@ -53,9 +53,16 @@ def pct(x):
     return "n/a" if x is None else f"{100 * x:+.1f}%"
 
 
-def tables(results, profiles, validation, gpu_check, sdpa, device, commit, base):
+def tables(results, profiles, validation, gpu_check, sdpa, device, card, commit, base):
     out = io.StringIO()
     w = lambda s="": print(s, file=out)  # noqa: E731
+
+    def table(header, rows):  # a Markdown table: header cells, then one list of cells per row
+        w("| " + " | ".join(header) + " |")
+        w("|" + "---|" * len(header))
+        for r in rows:
+            w("| " + " | ".join(str(c) for c in r) + " |")
+        w()
     info = sdpa.get("device", {}) if "error" not in sdpa else {}
     log_date = ""
     log_path = os.path.join(results, "gpu-check.log")
@@ -75,19 +82,16 @@ def tables(results, profiles, validation, gpu_check, sdpa, device, commit, base)
     w("  `notebooks/sim-vs-measured.ipynb`;")
     w("- `check/`: the run's summary (`gpu-check.json`), its log, `sdpa_compare.json`, the tracing-overhead runs")
     w("  and the validation as the run computed it;")
-    w("- the fitted profile: `profiles/calibrated/" + slug(device.get("name", "")) + ".json`.")
+    w(f"- the fitted profile: `profiles/calibrated/{card}.json`.")
     w()
     w(f"## Leave-one-out validation (`cp-sim validate --leave-one-out`, base {base}, with the bench)")
     w()
     rows = validation.get("rows", [])
     if rows:
-        w("| run | schedule | N | tokens per rank | mask | pass | measured | predicted | error |")
-        w("|---|---|---|---|---|---|---|---|---|")
-        for r in rows:
-            wl = r["workload"]
-            w(f"| {os.path.basename(r['profile'])} | {wl['schedule']} | {wl['cp']} | {wl['seq'] // wl['cp']} | "
-              f"{wl['mask']} | {wl['pass']} | {ms(r['measured_ns'])} | {ms(r['predicted_ns'])} | {pct(r['error'])} |")
-        w()
+        table(["run", "schedule", "N", "tokens per rank", "mask", "pass", "measured", "predicted", "error"],
+              [[os.path.basename(r["profile"]), r["workload"]["schedule"], r["workload"]["cp"],
+                r["workload"]["seq"] // r["workload"]["cp"], r["workload"]["mask"], r["workload"]["pass"],
+                ms(r["measured_ns"]), ms(r["predicted_ns"]), pct(r["error"])] for r in rows])
         w(f"Mean absolute error {100 * validation['mean_abs_error']:.2f}%, max {100 * validation['max_abs_error']:.2f}% "
           f"({os.path.basename(validation.get('worst', ''))}); target 5%, goal 2%.")
     else:
@@ -97,12 +101,9 @@ def tables(results, profiles, validation, gpu_check, sdpa, device, commit, base)
     w()
     ratios = sdpa.get("ratios", [])
     if ratios:
-        w("| tokens | mask | pass | vs SDPA flash | vs SDPA cuDNN |")
-        w("|---|---|---|---|---|")
-        for r in ratios:
-            f = lambda k: f"{r[k]:.2f}x" if k in r else "n/a"  # noqa: E731
-            w(f"| {r['seq']} | {r['mask']} | {r['pass']} | {f('vs_sdpa_flash')} | {f('vs_sdpa_cudnn')} |")
-        w()
+        ratio = lambda r, k: f"{r[k]:.2f}x" if k in r else "n/a"  # noqa: E731
+        table(["tokens", "mask", "pass", "vs SDPA flash", "vs SDPA cuDNN"],
+              [[r["seq"], r["mask"], r["pass"], ratio(r, "vs_sdpa_flash"), ratio(r, "vs_sdpa_cudnn")] for r in ratios])
         w("Targets: forward >= 0.5x and backward >= 0.4x flash; goal 0.9x.")
         for f_ in sdpa.get("failures", []):
             w(f"- FAILURE: {f_}")
@@ -175,7 +176,7 @@ def main():
             if os.path.exists(os.path.join(a.results, f)):
                 shutil.copy(os.path.join(a.results, f), os.path.join(staging, "check"))
         with open(os.path.join(staging, "README.md"), "w") as f:
-            f.write(tables(a.results, profiles, validation, gpu_check, sdpa, device, commit, base))
+            f.write(tables(a.results, profiles, validation, gpu_check, sdpa, device, card, commit, base))
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(staging, dest)
 
