@@ -9,7 +9,7 @@ packages=(
   cmake ninja-build g++ pkg-config
   libeigen3-dev libcli11-dev libfmt-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev zlib1g-dev
-  python3 jupyter-nbconvert python3-nbformat python3-ipykernel python3-matplotlib
+  python3 python3-numpy jupyter-nbconvert python3-nbformat python3-ipykernel python3-matplotlib
 )
 # OpenMPI bootstraps the NCCL transport of the CUDA backend (mpirun/srun launches); only a machine with
 # the CUDA toolkit builds that backend, so only there is it installed.

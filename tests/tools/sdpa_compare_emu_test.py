@@ -28,6 +28,13 @@ def run(lib, script, out, extra_env):
 
 def main():
     lib, script = sys.argv[1], sys.argv[2]
+    try:
+        import numpy  # noqa: F401  (the stand-in's arrays; the script itself runs under this interpreter too)
+    except ImportError:
+        print(f"sdpa_compare on the emulation: {sys.executable} cannot import numpy, which the PyTorch stand-in "
+              "needs: apt-get install python3-numpy (tools/setup-debian.sh does), or reconfigure with a python3 that "
+              "has it first on PATH", file=sys.stderr)
+        return 1
     problems = []
 
     def expect(cond, what):
