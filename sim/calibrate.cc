@@ -261,7 +261,7 @@ std::string bench_string(const nlohmann::json& row, const char* key, const std::
 
 void collect_bench(const NamedBench& nb, Samples& s) {
   const nlohmann::json& j = nb.bench;
-  if (!j.is_object() || j.value("schema", "") != "cpscope.bench/1")
+  if (!j.is_object() || !j.contains("schema") || j["schema"] != "cpscope.bench/1")
     throw InputError(nb.name + ".schema", "is not cpscope.bench/1");
   const auto rows = j.find("rows");
   if (rows == j.end() || !rows->is_array()) throw InputError(nb.name + ".rows", "missing or not an array");
@@ -362,11 +362,17 @@ void read_calibration_inputs(const std::vector<std::string>& paths, std::vector<
     } catch (const nlohmann::json::parse_error& e) {
       throw InputError(path, fmt::format("is not valid JSON (byte {}): {}", e.byte, e.what()));
     }
-    if (j.is_object() && j.value("schema", "") == "cpscope.bench/1")
-      benches.push_back({path, std::move(j)});
-    else
-      profiles.push_back({path, profile_from_json(j, path)});
+    classify_calibration_input(path, std::move(j), profiles, benches);
   }
+}
+
+void classify_calibration_input(const std::string& name, nlohmann::json j, std::vector<NamedProfile>& profiles,
+                                std::vector<NamedBench>& benches) {
+  const auto schema = j.is_object() ? j.find("schema") : j.end();
+  if (schema != j.end() && schema->is_string() && schema->get<std::string>() == "cpscope.bench/1")
+    benches.push_back({name, std::move(j)});
+  else
+    profiles.push_back({name, profile_from_json(j, name)});
 }
 
 Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareProfile& base, const std::string& name,
@@ -488,7 +494,11 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
     tables[{pass, mask, d}].push_back(c);
   }
   for (const auto& [tkey, members] : tables) {
-    const auto& [pass, mask, d] = tkey;
+    // Named copies, not a structured binding: the lambdas below capture them, which clang before 16 refuses
+    // (tests/fuzz/run.sh builds this file with Debian's clang 14).
+    const std::string& pass = std::get<0>(tkey);
+    const std::string& mask = std::get<1>(tkey);
+    const std::int64_t d = std::get<2>(tkey);
     RateTable t;
     t.pass = pass;
     t.mask = mask;
@@ -669,7 +679,11 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
   }
   for (const auto& [cat, r] : by_cat) residuals.push_back(r.json(cat));
 
-  for (const NamedBench& nb : benches) inputs.push_back({{"file", nb.name}, {"bench", nb.bench.value("backend", "")}});
+  for (const NamedBench& nb : benches) {
+    const auto backend = nb.bench.find("backend");  // informative only: kept when it is a string
+    inputs.push_back({{"file", nb.name},
+                      {"bench", backend != nb.bench.end() && backend->is_string() ? backend->get<std::string>() : ""}});
+  }
   cal.report = {{"base", base.name},
                 {"inputs", std::move(inputs)},
                 {"fitted",

@@ -46,6 +46,10 @@ struct NamedBench {
 // Reads each path as a profile or, when its schema is cpscope.bench/1, as a bench file.
 void read_calibration_inputs(const std::vector<std::string>& paths, std::vector<NamedProfile>& profiles,
                              std::vector<NamedBench>& benches);
+// The same for one parsed document named `name`: a bench file by its schema, else a profile
+// (profile_from_json, which throws InputError when it is not one).
+void classify_calibration_input(const std::string& name, nlohmann::json j, std::vector<NamedProfile>& profiles,
+                                std::vector<NamedBench>& benches);
 
 struct Calibration {
   HardwareProfile hardware;  // the base with the fitted values

@@ -2,7 +2,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
+#include <cstdint>
 #include <fstream>
+#include <limits>
+#include <type_traits>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -27,11 +31,31 @@ IntervalKind parse_kind(const nlohmann::json& v, const std::string& field) {
 
 template <class T>
 T get(const nlohmann::json& j, const char* key, const std::string& field) {
-  if (!j.contains(key)) throw InputError(field + "." + key, "missing");
-  try {
-    return j.at(key).get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw InputError(field + "." + key, fmt::format("has the wrong type ({})", j.at(key).dump().substr(0, 40)));
+  if (!j.is_object() || !j.contains(key)) throw InputError(field + "." + key, "missing");
+  const nlohmann::json& v = j.at(key);
+  // nlohmann converts any number to any arithmetic type with a plain cast: 1.5 would read as 1, and a float
+  // beyond the integer's range is undefined behaviour (found by tests/fuzz/fuzz_profile.cc). So integers must
+  // be JSON integers within T's range, and floating values finite.
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    const bool fits = v.is_number_unsigned()  ? v.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<T>::max())
+                      : v.is_number_integer() ? v.get<std::int64_t>() >= static_cast<std::int64_t>(std::numeric_limits<T>::min()) &&
+                                                    v.get<std::int64_t>() <= static_cast<std::int64_t>(std::numeric_limits<T>::max())
+                                              : false;
+    if (!fits)
+      throw InputError(field + "." + key, fmt::format("{} is not an integer in [{}, {}]", v.dump().substr(0, 40),
+                                                      std::numeric_limits<T>::min(), std::numeric_limits<T>::max()));
+    return v.get<T>();
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number())
+      throw InputError(field + "." + key, fmt::format("has the wrong type ({})", v.dump().substr(0, 40)));
+    if (!std::isfinite(v.get<double>())) throw InputError(field + "." + key, "is not finite");
+    return v.get<T>();
+  } else {
+    try {
+      return v.get<T>();
+    } catch (const nlohmann::json::exception&) {
+      throw InputError(field + "." + key, fmt::format("has the wrong type ({})", v.dump().substr(0, 40)));
+    }
   }
 }
 

@@ -151,6 +151,30 @@ TEST(Calibrate, RefusesProfilesWithoutTimelineOrForeignOps) {
   EXPECT_THROW(calibrate({}, default_hardware()), InputError);
 }
 
+// A document is a bench file by its schema, else read as a profile; a schema of the wrong type is an input error
+// naming the field (it was nlohmann's type_error, exit 1, until tests/fuzz/fuzz_profile.cc).
+TEST(Calibrate, InputsAreClassifiedByASchemaOfAnyType) {
+  std::vector<NamedProfile> profiles;
+  std::vector<NamedBench> benches;
+  for (const nlohmann::json& j : {nlohmann::json{{"schema", 5}}, nlohmann::json::array(), nlohmann::json{{"rows", 1}}}) {
+    try {
+      classify_calibration_input("in.json", j, profiles, benches);
+      FAIL() << j.dump();
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("in.json", 0), 0u) << e.what();
+    }
+  }
+  classify_calibration_input("b.json", {{"schema", "cpscope.bench/1"}, {"backend", 7}, {"rows", nlohmann::json::array()}},
+                             profiles, benches);
+  ASSERT_EQ(benches.size(), 1u);
+  EXPECT_TRUE(profiles.empty());
+  // A backend that is not a string is only left out of the report.
+  benches[0].bench["rows"] = {{{"kind", "transfer"}, {"link", "self"}, {"bytes", 1 << 20}, {"ns", 9000}},
+                              {{"kind", "transfer"}, {"link", "self"}, {"bytes", 1 << 24}, {"ns", 90000}}};
+  const Calibration cal = calibrate({}, default_hardware(), "", benches);
+  EXPECT_EQ(cal.report["inputs"][0]["bench"], "");
+}
+
 }  // namespace
 }  // namespace cpscope
 

@@ -2,6 +2,9 @@
 // files are rejected naming the field.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <limits>
+
 #include <nlohmann/json.hpp>
 
 #include "sim/error.h"
@@ -83,6 +86,21 @@ TEST(Profile, RejectsBrokenFilesNamingTheField) {
   j["workload"]["cp"] = "eight";
   EXPECT_NE(error_of(j).find("workload"), std::string::npos);
   EXPECT_THROW(read_profile("/nonexistent/p.json"), InputError);
+  // Numbers that nlohmann would cast silently (or, beyond the range, with undefined behaviour): found by
+  // tests/fuzz/fuzz_profile.cc, whose crasher is kept under tests/fuzz/crashers/profile/.
+  j = good;
+  j["ranks"][0]["flops"] = 1.38889e76;
+  EXPECT_NE(error_of(j).find("bad.json.ranks[0].flops: 1.38889e+76 is not an integer"), std::string::npos) << error_of(j);
+  j = good;
+  j["step_time_ns"] = 2.5;
+  EXPECT_NE(error_of(j).find("step_time_ns: 2.5 is not an integer"), std::string::npos) << error_of(j);
+  j = good;
+  j["ranks"][1]["rank"] = std::int64_t{1} << 40;
+  EXPECT_NE(error_of(j).find("ranks[1].rank: 1099511627776 is not an integer in [-2147483648, 2147483647]"),
+            std::string::npos) << error_of(j);
+  j = good;
+  j["total_flops"] = std::numeric_limits<std::uint64_t>::max();
+  EXPECT_NE(error_of(j).find("total_flops: 18446744073709551615 is not an integer"), std::string::npos) << error_of(j);
   for (const auto& [sharing, field] : std::vector<std::pair<nlohmann::json, std::string>>{
            {nlohmann::json::array(), "device_sharing: is not an object"},
            {{{"compute_slots", 1.0}}, "device_sharing.ranks_per_device: missing"},
