@@ -349,6 +349,15 @@ std::string kind_of(const std::string& name) {
   return slash == std::string::npos ? name : name.substr(slash + 1);
 }
 
+// A measured file's device.name (cp-profile and cp-profile bench on CUDA write it); empty when absent.
+std::string device_name_of(const nlohmann::json& j) {
+  if (!j.is_object()) return "";
+  const auto d = j.find("device");
+  if (d == j.end() || !d->is_object()) return "";
+  const auto n = d->find("name");
+  return n != d->end() && n->is_string() ? n->get<std::string>() : "";
+}
+
 }  // namespace
 
 void read_calibration_inputs(const std::vector<std::string>& paths, std::vector<NamedProfile>& profiles,
@@ -369,10 +378,46 @@ void read_calibration_inputs(const std::vector<std::string>& paths, std::vector<
 void classify_calibration_input(const std::string& name, nlohmann::json j, std::vector<NamedProfile>& profiles,
                                 std::vector<NamedBench>& benches) {
   const auto schema = j.is_object() ? j.find("schema") : j.end();
-  if (schema != j.end() && schema->is_string() && schema->get<std::string>() == "cpscope.bench/1")
+  if (schema != j.end() && schema->is_string() && schema->get<std::string>() == "cpscope.bench/1") {
     benches.push_back({name, std::move(j)});
-  else
-    profiles.push_back({name, profile_from_json(j, name)});
+  } else {
+    Profile p = profile_from_json(j, name);
+    profiles.push_back({name, std::move(p), device_name_of(j)});
+  }
+}
+
+AutoBase auto_base(const std::vector<NamedProfile>& profiles, const std::vector<NamedBench>& benches) {
+  std::vector<std::pair<std::string, std::string>> devices;  // (file, device name)
+  for (const NamedProfile& p : profiles) devices.emplace_back(p.name, p.device);
+  for (const NamedBench& b : benches) devices.emplace_back(b.name, device_name_of(b.bench));
+  std::map<std::string, std::set<std::string>> cards;  // built-in profile ("" for none) -> device names
+  std::map<std::string, std::vector<std::string>> files;
+  std::vector<std::string> unnamed;  // host-backend and simulated runs: no card
+  for (const auto& [file, device] : devices) {
+    if (device.empty()) {
+      unnamed.push_back(file);
+      continue;
+    }
+    const std::string base = builtin_hardware_for_device(device);
+    cards[base].insert(device);
+    files[base].push_back(fmt::format("{} ({})", file, device));
+  }
+  if (cards.size() > 1 || (!cards.empty() && !unnamed.empty())) {
+    std::vector<std::string> parts;
+    for (const auto& [base, list] : files)
+      parts.push_back(fmt::format("{}: {}", base.empty() ? "no built-in profile" : base, fmt::join(list, ", ")));
+    if (!unnamed.empty()) parts.push_back(fmt::format("no card named: {}", fmt::join(unnamed, ", ")));
+    throw InputError("base", fmt::format("auto: the inputs come from different cards ({}); one fit describes one "
+                                         "card, so calibrate each card's runs separately",
+                                         fmt::join(parts, "; ")));
+  }
+  const std::string fallback = default_hardware().name;
+  if (cards.empty()) return {fallback, "no input names the card it ran on: host-backend or simulated runs"};
+  const auto& [base, names] = *cards.begin();
+  if (base.empty())
+    return {fallback, fmt::format("no built-in profile describes {} ({}); pass --base to choose one",
+                                  fmt::join(names, ", "), fmt::join(builtin_hardware_names(), ", "))};
+  return {base, fmt::format("the card the inputs were measured on: {}", fmt::join(names, ", "))};
 }
 
 Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareProfile& base, const std::string& name,
@@ -743,6 +788,8 @@ Validation validate(const std::vector<NamedProfile>& profiles, const HardwarePro
   if (leave_one_out && profiles.size() < 2 && benches.empty())
     throw InputError("leave-one-out", "needs at least two profiles, or one and a bench file, to fit on the others");
   Validation v;
+  v.hardware = hardware.name;
+  v.leave_one_out = leave_one_out;
   for (const NamedBench& nb : benches) v.bench_files.push_back(nb.name);
   double sum = 0;
   for (std::size_t i = 0; i < profiles.size(); ++i) {
@@ -818,6 +865,8 @@ nlohmann::json validation_json(const Validation& v) {
                     {"op_kinds", std::move(kinds)}});
   }
   return {{"schema", "cpscope.validation/1"},
+          {"hardware", v.hardware},
+          {"leave_one_out", v.leave_one_out},
           {"rows", std::move(rows)},
           {"mean_abs_error", v.mean_abs_error},
           {"max_abs_error", v.max_abs_error},

@@ -33,6 +33,7 @@ namespace cpscope {
 struct NamedProfile {
   std::string name;  // file name, for reports and errors
   Profile profile;
+  std::string device;  // the measured card's name (the file's device.name); empty when it names none
 };
 
 // A cpscope.bench/1 file (cp-profile bench): isolated attention timings over block shapes, transfer
@@ -58,6 +59,17 @@ struct Calibration {
 
 // Throws InputError naming the profile when one has no timeline or its intervals do not match the
 // schedule of its workload (op ids, streams, ranks).
+// `--base auto` / `--hardware auto`: the built-in profile of the card the inputs were measured on (each profile's
+// and bench file's device.name, through builtin_hardware_for_device). Inputs that name no card (host backend,
+// simulated) give the default (h100-sxm), as does a card with no built-in profile, and `why` says so. Throws
+// InputError (field "base") naming the files when they come from cards of different profiles, or when some name
+// a card and others none: one fit describes one card.
+struct AutoBase {
+  std::string name;
+  std::string why;
+};
+AutoBase auto_base(const std::vector<NamedProfile>& profiles, const std::vector<NamedBench>& benches);
+
 Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareProfile& base,
                       const std::string& name = "", const std::vector<NamedBench>& benches = {});
 
@@ -79,6 +91,8 @@ struct Comparison {
 };
 
 struct Validation {
+  std::string hardware;       // the profile predicted with (with leave_one_out: each fit's base)
+  bool leave_one_out = false;
   std::vector<Comparison> rows;
   double mean_abs_error = 0;  // over rows' step-time errors
   double max_abs_error = 0;

@@ -8,6 +8,7 @@
 #include "sim/hardware.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <initializer_list>
@@ -246,13 +247,21 @@ double HardwareProfile::attention_tflops(bool backward, bool causal, std::int64_
 HardwareProfile hardware_from_json(const json& j) {
   if (!j.is_object()) throw InputError("hardware", "a hardware profile must be a JSON object, got " + type_name(j));
   reject_unknown(j, "",
-                 {"name", "description", "gpus_per_node", "memory_bytes", "peak_tflops_bf16", "memory_bandwidth_GBps",
+                 {"name", "description", "device_names", "gpus_per_node", "memory_bytes", "peak_tflops_bf16", "memory_bandwidth_GBps",
                   "launch_latency_ns", "nvlink", "network", "device_copy", "nics_per_node", "comm_compute_interference",
                   "attention", "sources", "calibration"});
   HardwareProfile hw;
   hw.name = as_string(need(j, "", "name"), "name");
   if (hw.name.empty()) throw InputError("name", "must not be empty");
   if (auto it = j.find("description"); it != j.end()) hw.description = as_string(*it, "description");
+  if (auto it = j.find("device_names"); it != j.end()) {
+    if (!it->is_array()) throw InputError("device_names", "expected an array of strings, got " + type_name(*it));
+    for (std::size_t i = 0; i < it->size(); ++i) {
+      const std::string field = fmt::format("device_names[{}]", i);
+      hw.device_names.push_back(as_string((*it)[i], field));
+      if (hw.device_names.back().empty()) throw InputError(field, "must not be empty (it would match every device)");
+    }
+  }
   if (auto it = j.find("calibration"); it != j.end() && !it->is_object())
     throw InputError("calibration", "expected the object cp-sim calibrate writes, got " + type_name(*it));
   if (auto it = j.find("sources"); it != j.end()) {
@@ -307,6 +316,7 @@ json to_json(const HardwareProfile& hw) {
                           {"tflops", t.tflops}});
   json j{{"name", hw.name},
          {"description", hw.description},
+         {"device_names", hw.device_names},
          {"gpus_per_node", hw.gpus_per_node},
          {"memory_bytes", hw.memory_bytes},
          {"peak_tflops_bf16", hw.peak_tflops_bf16},
@@ -325,6 +335,23 @@ std::vector<std::string> builtin_hardware_names() {
   std::vector<std::string> names;
   for (const auto& [stem, text] : builtin_profile_texts()) names.emplace_back(stem);
   return names;
+}
+
+std::string builtin_hardware_for_device(const std::string& device_name) {
+  auto lower = [](std::string t) {
+    for (char& c : t) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return t;
+  };
+  const std::string device = lower(device_name);
+  std::string best;
+  std::size_t best_len = 0;
+  for (const auto& [stem, text] : builtin_profile_texts())
+    for (const std::string& n : load_hardware(std::string(stem)).device_names)
+      if (n.size() > best_len && device.find(lower(n)) != std::string::npos) {
+        best = stem;
+        best_len = n.size();
+      }
+  return best;
 }
 
 HardwareProfile load_hardware(const std::string& name_or_path) {

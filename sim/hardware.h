@@ -36,6 +36,9 @@ inline constexpr double kMaxInterference = 100.0;
 struct HardwareProfile {
   std::string name;            // "h100-sxm"
   std::string description;
+  // Substrings of the CUDA device name (cudaDeviceProp::name, e.g. "NVIDIA H200") of the cards this profile
+  // describes: how `--base auto` picks a built-in profile for measured runs (builtin_hardware_for_device).
+  std::vector<std::string> device_names;
   std::int64_t gpus_per_node = 8;
   Bytes memory_bytes = 0;      // HBM capacity per GPU
   double peak_tflops_bf16 = 0; // dense, for reference and as an upper bound
@@ -71,6 +74,9 @@ HardwareProfile load_hardware(const std::string& name_or_path);
 // The compiled-in default (H100 SXM, 8 per node, NVLink 4 + 8x400G InfiniBand).
 const HardwareProfile& default_hardware();
 std::vector<std::string> builtin_hardware_names();
+// The built-in profile for a measured device name: the one with the longest device_names entry inside `device_name`
+// (case-insensitive), so "NVIDIA H200" gives h200-sxm. Empty when none matches.
+std::string builtin_hardware_for_device(const std::string& device_name);
 nlohmann::json to_json(const HardwareProfile&);
 
 }  // namespace cpscope

@@ -258,16 +258,19 @@ int cmd_plan(const PlanArgs& a) {
 constexpr const char* kCalibrateFooter = R"(Fits the hardware profile's attention rates (one per measured block shape), launch latency, memory
 bandwidth, comm/compute interference and link latency/bandwidth to the op intervals of measured
 profiles (cp-profile --json) and the rows of microbenchmark files (cp-profile bench), by least squares; what the profiles cannot determine keeps the base
-profile's value, and the output's "calibration" object says which and why, with the residuals.
+profile's value, and the output's "calibration" object says which and why, with the residuals. The base
+is by default the built-in profile of the card the runs name (cp-profile records the device): runs of
+cards of different profiles are refused, since one fit describes one card.
 
 Examples:
-  cp-sim calibrate profiles/measured/*.json -o profiles/calibrated/h100-sxm.json
+  cp-sim calibrate profiles/measured/h200/*.json -o profiles/calibrated/h200.json
   cp-sim calibrate --base h200-sxm run1.json run2.json bench.json -o h200-fitted.json
 )";
 
 constexpr const char* kValidateFooter = R"(Simulates each profile's workload on --hardware and prints measured against predicted step time,
 per pass and per op kind, with the mean absolute and the maximum error. --leave-one-out predicts
-each profile from a calibration on all the others (starting from --hardware): the honest figure.
+each profile from a calibration on all the others (starting from --hardware, by default the built-in
+profile of the card the runs name): the honest figure.
 Bench files (cp-profile bench) given with --leave-one-out join every fit, as in cp-sim calibrate.
 
 Examples:
@@ -277,15 +280,25 @@ Examples:
 
 struct CalibrateArgs {
   std::vector<std::string> profiles;
-  std::string base, output, name;
+  std::string base = "auto", output, name;
 };
+
+// --base of calibrate, --hardware of validate: a built-in name or a file, or "auto" (the default): the built-in
+// profile of the card the inputs name (cp-profile records it), else h100-sxm. Says which, and why.
+HardwareProfile base_of(const std::string& arg, const std::vector<NamedProfile>& profiles,
+                        const std::vector<NamedBench>& benches, const char* option) {
+  if (arg != "auto") return load_hardware(arg);
+  const AutoBase base = auto_base(profiles, benches);
+  std::cout << fmt::format("{} auto: {} ({})\n", option, base.name, base.why);
+  return load_hardware(base.name);
+}
 
 int cmd_calibrate(const CalibrateArgs& a) {
   check_output_path(a.output, "output");
   std::vector<NamedProfile> profiles;
   std::vector<NamedBench> benches;
   read_calibration_inputs(a.profiles, profiles, benches);
-  const Calibration cal = calibrate(profiles, hardware_of(a.base), a.name, benches);
+  const Calibration cal = calibrate(profiles, base_of(a.base, profiles, benches, "--base"), a.name, benches);
   write_outputs({{a.output, "output", text_writer(calibration_json(cal).dump(2) + "\n")}});
   std::cout << fmt::format("{}: fitted to {} profile(s) and {} bench file(s)\n", cal.hardware.name, profiles.size(),
                            benches.size());
@@ -302,7 +315,7 @@ int cmd_calibrate(const CalibrateArgs& a) {
 
 struct ValidateArgs {
   std::vector<std::string> profiles;
-  std::string hardware, json;
+  std::string hardware = "auto", json;
   bool leave_one_out = false;
 };
 
@@ -311,7 +324,7 @@ int cmd_validate(const ValidateArgs& a) {
   std::vector<NamedProfile> profiles;
   std::vector<NamedBench> benches;
   read_calibration_inputs(a.profiles, profiles, benches);
-  const Validation v = validate(profiles, hardware_of(a.hardware), a.leave_one_out, benches);
+  const Validation v = validate(profiles, base_of(a.hardware, profiles, benches, "--hardware"), a.leave_one_out, benches);
   write_outputs({{a.json, "json", text_writer(validation_json(v).dump(2) + "\n")}});
   std::cout << validation_table(v);
   return 0;
@@ -412,7 +425,11 @@ int main_impl(int argc, char** argv) {
       ->check(CLI::ExistingFile)
       ->type_name("PROFILE...");
   cal->add_option("-o,--output", cal_args.output, "the calibrated hardware profile to write")->required()->type_name("FILE");
-  cal->add_option("--base", cal_args.base, "profile to start from (default h100-sxm)")->type_name("NAME|FILE");
+  cal->add_option("--base", cal_args.base,
+                  "profile to start from: a built-in name, a file, or auto: the built-in profile of the card the "
+                  "inputs were measured on (h100-sxm for host-backend runs)")
+      ->type_name("NAME|FILE|auto")
+      ->default_str("auto");
   cal->add_option("--name", cal_args.name, "name of the fitted profile (default <base>-calibrated)");
 
   ValidateArgs val_args;
@@ -423,7 +440,11 @@ int main_impl(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingFile)
       ->type_name("PROFILE...");
-  val->add_option("--hardware", val_args.hardware, "profile to validate (default h100-sxm)")->type_name("NAME|FILE");
+  val->add_option("--hardware", val_args.hardware,
+                  "profile to validate (with --leave-one-out, to start each fit from): a built-in name, a file, or "
+                  "auto, as calibrate's --base")
+      ->type_name("NAME|FILE|auto")
+      ->default_str("auto");
   val->add_flag("--leave-one-out", val_args.leave_one_out, "predict each profile from a fit to all the others");
   val->add_option("--json", val_args.json, "write the comparison (cpscope.validation/1)")->type_name("FILE");
 

@@ -142,6 +142,19 @@ profiles = [
              "memory_bytes": "nvidia-smi memory.total of B200 in HGX/DGX B200 (180 GB usable of 192 GB HBM3e): 183359 MiB"}),
 ]
 
+# What the CUDA runtime calls each card (cudaDeviceProp::name, as cp-profile records under "device"): `cp-sim
+# calibrate --base auto` takes the built-in profile with the longest of these inside the measured name.
+DEVICE_NAMES = {"h100-sxm": ["H100"], "h200-sxm": ["H200"], "h800-sxm": ["H800"], "a100-sxm-80gb": ["A100"],
+                "b200": ["B200"]}
+for i, p in enumerate(profiles):
+    items = list(p.items())
+    items.insert(2, ("device_names", DEVICE_NAMES[p["name"]]))
+    p = profiles[i] = dict(items)
+    p["sources"]["device_names"] = ("substrings of the CUDA device name (cudaDeviceProp::name, e.g. 'NVIDIA "
+                                    + {"h100-sxm": "H100 80GB HBM3", "h200-sxm": "H200", "h800-sxm": "H800",
+                                       "a100-sxm-80gb": "A100-SXM4-80GB", "b200": "B200"}[p["name"]]
+                                    + "') that cp-sim calibrate/validate --base auto map to this profile")
+
 for p in profiles:
     with open(os.path.join(OUT, p["name"] + ".json"), "w") as f:
         text = json.dumps(p, indent=2)

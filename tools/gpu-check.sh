@@ -289,15 +289,14 @@ run() {
   else
     echo "bench: skipped or failed"; tail -3 "$cal/bench.txt" 2>/dev/null
   fi
-  # The fit starts from the built-in profile of this card (what the runs cannot determine keeps its value).
-  local base=h100-sxm
-  nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | grep -q H200 && base=h200-sxm
+  # The fit starts from the built-in profile of this card (what the runs cannot determine keeps its value):
+  # `auto` takes it from the device name the runs record.
   if [ "$ran" -ge 2 ]; then
-    timeout 60 "$bin/cp-sim" calibrate --base "$base" "${profiles[@]}" "${bench[@]}" -o "$cal/calibrated.json" 2>&1 |
-      tail -15
+    timeout 60 "$bin/cp-sim" calibrate --base auto "${profiles[@]}" "${bench[@]}" -o "$cal/calibrated.json" 2>&1 |
+      tail -30
     echo "calibrate: exit ${PIPESTATUS[0]}"
     # Each profile predicted from a fit to all the others and the bench rows, as calibrate fitted.
-    timeout 120 "$bin/cp-sim" validate --hardware "$base" --leave-one-out --json "$cal/validation.json" \
+    timeout 120 "$bin/cp-sim" validate --hardware auto --leave-one-out --json "$cal/validation.json" \
       "${profiles[@]}" "${bench[@]}" >"$cal/validation.txt" 2>&1
     echo "validate: exit $?"
     tail -40 "$cal/validation.txt"
@@ -331,7 +330,7 @@ res = {"schema": "cpscope.gpu_check/1", "seconds": int(secs), "tests_passed": No
        "checks": checks, "timings": timings,
        "sdpa_compare": load("sdpa_compare.json"),
        "tracing_overhead": {"loopback": brief_overhead("overhead.json"), "replay": brief_overhead("overhead_replay.json")},
-       "validation": {k: val.get(k) for k in ("mean_abs_error", "max_abs_error", "worst")} if "rows" in val else val}
+       "validation": {k: val.get(k) for k in ("hardware", "mean_abs_error", "max_abs_error", "worst")} if "rows" in val else val}
 tmp = os.path.join(out, "gpu-check.json.tmp")
 with open(tmp, "w") as f: json.dump(res, f, indent=2)
 os.replace(tmp, os.path.join(out, "gpu-check.json"))

@@ -151,6 +151,52 @@ TEST(Calibrate, RefusesProfilesWithoutTimelineOrForeignOps) {
   EXPECT_THROW(calibrate({}, default_hardware()), InputError);
 }
 
+// --base auto: the card the inputs name; runs without one (host backend) and unknown cards start from h100-sxm
+// and say why; inputs from cards of different profiles are refused, naming the files.
+TEST(Calibrate, AutoBaseIsTheCardTheInputsName) {
+  std::vector<NamedProfile> profiles;
+  std::vector<NamedBench> benches;
+  const nlohmann::json j = profile_json(simulate_workload(Workload{}, default_hardware(), false).result, nullptr);
+  auto add = [&](const std::string& file, const std::string& device) {
+    nlohmann::json k = j;
+    if (!device.empty()) k["device"] = {{"name", device}, {"sm_count", 132}};
+    classify_calibration_input(file, k, profiles, benches);
+  };
+  add("host.json", "");
+  AutoBase b = auto_base(profiles, benches);
+  EXPECT_EQ(b.name, "h100-sxm");
+  EXPECT_NE(b.why.find("host-backend"), std::string::npos) << b.why;
+  add("a.json", "NVIDIA H200");
+  try {  // a host run among GPU runs
+    auto_base(profiles, benches);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("no card named: host.json"), std::string::npos) << e.what();
+  }
+  profiles.erase(profiles.begin());
+  benches.push_back({"bench.json", {{"schema", "cpscope.bench/1"}, {"device", {{"name", "NVIDIA H200"}}}}});
+  b = auto_base(profiles, benches);
+  EXPECT_EQ(b.name, "h200-sxm");
+  EXPECT_NE(b.why.find("NVIDIA H200"), std::string::npos) << b.why;
+  add("b.json", "NVIDIA H100 80GB HBM3");
+  try {
+    auto_base(profiles, benches);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.field(), "base");
+    for (const char* part : {"h100-sxm: b.json (NVIDIA H100 80GB HBM3)", "h200-sxm: a.json (NVIDIA H200), bench.json"})
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
+  profiles.clear();
+  benches.clear();
+  add("l.json", "NVIDIA L40S");
+  b = auto_base(profiles, benches);
+  EXPECT_EQ(b.name, "h100-sxm");
+  EXPECT_NE(b.why.find("no built-in profile describes NVIDIA L40S"), std::string::npos) << b.why;
+  add("a.json", "NVIDIA H200");
+  EXPECT_THROW(auto_base(profiles, benches), InputError);
+}
+
 // A document is a bench file by its schema, else read as a profile; a schema of the wrong type is an input error
 // naming the field (it was nlohmann's type_error, exit 1, until tests/fuzz/fuzz_profile.cc).
 TEST(Calibrate, InputsAreClassifiedByASchemaOfAnyType) {

@@ -84,6 +84,30 @@ TEST(Hardware, JsonRoundTrip) {
   }
 }
 
+// cp-sim calibrate --base auto: the card names cudaDeviceProp::name reports pick their built-in profile.
+TEST(Hardware, DeviceNamesPickTheBuiltinProfile) {
+  EXPECT_EQ(builtin_hardware_for_device("NVIDIA H200"), "h200-sxm");
+  EXPECT_EQ(builtin_hardware_for_device("nvidia h200 nvl"), "h200-sxm");
+  EXPECT_EQ(builtin_hardware_for_device("NVIDIA H100 80GB HBM3"), "h100-sxm");
+  EXPECT_EQ(builtin_hardware_for_device("NVIDIA H800"), "h800-sxm");
+  EXPECT_EQ(builtin_hardware_for_device("NVIDIA A100-SXM4-80GB"), "a100-sxm-80gb");
+  EXPECT_EQ(builtin_hardware_for_device("NVIDIA B200"), "b200");
+  EXPECT_EQ(builtin_hardware_for_device("NVIDIA L40S"), "");
+  EXPECT_EQ(builtin_hardware_for_device(""), "");
+  for (const auto& name : builtin_hardware_names()) EXPECT_FALSE(load_hardware(name).device_names.empty()) << name;
+  // The field is validated like the others and round-trips.
+  json j = base_json();
+  EXPECT_EQ(j["device_names"], json::array({"H100"}));
+  j["device_names"] = "H100";
+  expect_input_error([&] { hardware_from_json(j); }, "device_names", "array of strings");
+  j["device_names"] = {"H100", ""};
+  expect_input_error([&] { hardware_from_json(j); }, "device_names[1]", "would match every device");
+  j["device_names"] = {"H100", 7};
+  expect_input_error([&] { hardware_from_json(j); }, "device_names[1]");
+  j.erase("device_names");
+  EXPECT_TRUE(hardware_from_json(j).device_names.empty());
+}
+
 TEST(Hardware, SourcesAreAcceptedAndIgnored) {
   json j = base_json();
   j["sources"] = {{"nvlink.bandwidth_GBps", "datasheet"}};

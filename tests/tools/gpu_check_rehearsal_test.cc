@@ -65,6 +65,10 @@ TEST_F(GpuCheckRehearsal, EveryStepRunsAndTheSummaryIsWritten) {
   EXPECT_EQ(log.find("bench: skipped or failed"), std::string::npos) << log;
   EXPECT_NE(log.find("fitted to 28 profile(s) and 1 bench file(s)"), std::string::npos) << log;
   EXPECT_NE(log.find("calibrate: exit 0"), std::string::npos) << log;
+  // The fits start from the card's built-in profile (--base auto); the emulation is no card cp-sim knows.
+  EXPECT_NE(log.find("--base auto: h100-sxm (no built-in profile describes cpscope SIMT emulation (CPU)"),
+            std::string::npos) << log;
+  EXPECT_EQ(j["validation"]["hardware"], "h100-sxm") << j["validation"].dump();
   EXPECT_NE(log.find("validate: exit 0"), std::string::npos) << log;
   EXPECT_NE(log.find("over 28 profiles"), std::string::npos) << log;
   EXPECT_NE(log.find("every fit included 1 bench file(s)"), std::string::npos) << log;
@@ -104,7 +108,7 @@ TEST_F(GpuCheckRehearsal, EveryStepRunsAndTheSummaryIsWritten) {
   EXPECT_TRUE(fs::exists(Path("repo/profiles/calibrated/cpscope-simt-emulation-cpu.json")));
   const std::string readme = ReadFile(card / "README.md");
   for (const char* s : {"cpscope commit 0123abc", "| 28-loopback-ulysses-cp4-64-causal-fwd+bwd.json | ulysses | 4 | 64 |",
-                        "Mean absolute error", "17 of 17 exit 0", "tracing overhead, loopback: traced/untraced"})
+                        "Mean absolute error", "base h100-sxm", "17 of 17 exit 0", "tracing overhead, loopback: traced/untraced"})
     EXPECT_NE(readme.find(s), std::string::npos) << s << " missing from the README:\n" << readme;
   // Without a run's results it says what is missing and exits 2.
   EXPECT_EQ(RunBinary("python3", Quote(std::string(CPSCOPE_SOURCE_DIR) + "/tools/gpu/collect.py") +

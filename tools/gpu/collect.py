@@ -158,8 +158,8 @@ def main():
             fail(f"{archive}: no profiles")
         device = load(os.path.join(pdir, profiles[0])).get("device", {})
         card = slug(device.get("name", ""))
-        base = "h200-sxm" if "H200" in device.get("name", "") else "h100-sxm"
         validation = load(os.path.join(tmp, "validation.json"))
+        base = validation.get("hardware", "?")  # the card's built-in profile: cp-sim validate --hardware auto
 
         dest = os.path.join(a.repo, "profiles", "measured", card)
         staging = dest + ".collect-tmp"
