@@ -57,8 +57,6 @@ struct Calibration {
   nlohmann::json report;     // inputs, fitted values, residuals per category, what was kept and why
 };
 
-// Throws InputError naming the profile when one has no timeline or its intervals do not match the
-// schedule of its workload (op ids, streams, ranks).
 // `--base auto` / `--hardware auto`: the built-in profile of the card the inputs were measured on (each profile's
 // and bench file's device.name, through builtin_hardware_for_device). Inputs that name no card (host backend,
 // simulated) give the default (h100-sxm), as does a card with no built-in profile, and `why` says so. Throws
@@ -70,6 +68,8 @@ struct AutoBase {
 };
 AutoBase auto_base(const std::vector<NamedProfile>& profiles, const std::vector<NamedBench>& benches);
 
+// Throws InputError naming the profile when one has no timeline or its intervals do not match the
+// schedule of its workload (op ids, streams, ranks).
 Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareProfile& base,
                       const std::string& name = "", const std::vector<NamedBench>& benches = {});
 

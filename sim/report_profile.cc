@@ -37,13 +37,17 @@ T get(const nlohmann::json& j, const char* key, const std::string& field) {
   // beyond the integer's range is undefined behaviour (found by tests/fuzz/fuzz_profile.cc). So integers must
   // be JSON integers within T's range, and floating values finite.
   if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-    const bool fits = v.is_number_unsigned()  ? v.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<T>::max())
-                      : v.is_number_integer() ? v.get<std::int64_t>() >= static_cast<std::int64_t>(std::numeric_limits<T>::min()) &&
-                                                    v.get<std::int64_t>() <= static_cast<std::int64_t>(std::numeric_limits<T>::max())
-                                              : false;
+    static_assert(std::is_signed_v<T> && sizeof(T) <= sizeof(std::int64_t), "profile integers are signed, <= 64 bits");
+    using L = std::numeric_limits<T>;
+    bool fits = false;
+    if (v.is_number_unsigned())
+      fits = v.get<std::uint64_t>() <= static_cast<std::uint64_t>(L::max());
+    else if (v.is_number_integer())
+      fits = v.get<std::int64_t>() >= static_cast<std::int64_t>(L::min()) &&
+             v.get<std::int64_t>() <= static_cast<std::int64_t>(L::max());
     if (!fits)
-      throw InputError(field + "." + key, fmt::format("{} is not an integer in [{}, {}]", v.dump().substr(0, 40),
-                                                      std::numeric_limits<T>::min(), std::numeric_limits<T>::max()));
+      throw InputError(field + "." + key,
+                       fmt::format("{} is not an integer in [{}, {}]", v.dump().substr(0, 40), L::min(), L::max()));
     return v.get<T>();
   } else if constexpr (std::is_floating_point_v<T>) {
     if (!v.is_number())
