@@ -342,12 +342,22 @@ std::string builtin_hardware_for_device(const std::string& device_name) {
     for (char& c : t) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return t;
   };
+  // (profile name, lower-case device names) of every built-in profile: parsed once, as default_hardware() is.
+  static const std::vector<std::pair<std::string, std::vector<std::string>>> builtin = [&] {
+    std::vector<std::pair<std::string, std::vector<std::string>>> out;
+    for (const auto& [stem, text] : builtin_profile_texts()) {
+      std::vector<std::string> names;
+      for (const std::string& n : load_hardware(std::string(stem)).device_names) names.push_back(lower(n));
+      out.emplace_back(std::string(stem), std::move(names));
+    }
+    return out;
+  }();
   const std::string device = lower(device_name);
   std::string best;
   std::size_t best_len = 0;
-  for (const auto& [stem, text] : builtin_profile_texts())
-    for (const std::string& n : load_hardware(std::string(stem)).device_names)
-      if (n.size() > best_len && device.find(lower(n)) != std::string::npos) {
+  for (const auto& [stem, names] : builtin)
+    for (const std::string& n : names)
+      if (n.size() > best_len && device.find(n) != std::string::npos) {
         best = stem;
         best_len = n.size();
       }
