@@ -16,8 +16,9 @@
 // is zero-filled right before the first AttendBwd that writes it, and again after a collective has
 // consumed it, so a reused slot starts empty.
 // Every transfer's byte count is checked against the tensors it moves (element size: fp32 for Acc
-// tensors, the workload dtype otherwise), so the runtime cannot silently move other data than the
-// simulator times.
+// tensors, the workload dtype otherwise), and a collective's Op::staged against the messages that are
+// not one span of their tensor (RankLayout::one_span, the rule the CUDA transports pack and unpack by),
+// so the runtime cannot silently move or copy other data than the simulator times.
 #include "runtime/executor.h"
 
 #include <algorithm>
@@ -86,6 +87,33 @@ Region Executor::heads(TensorId t, std::int32_t head, std::int32_t count, std::i
   r.head = head;
   r.heads = count;
   return r;
+}
+
+void Executor::count_message(StagingCount& c, const std::vector<Region>& rs, std::int64_t bytes) const {
+  std::int64_t elements = 0;
+  for (const Region& r : rs) elements += r.elements(schedule_.workload.batch, layout_.desc(r.tensor).dim);
+  if (elements == 0 || layout_.one_span(rs, bytes / elements)) return;
+  c.bytes += bytes;
+  c.copies += static_cast<std::int32_t>(rs.size());
+}
+
+void Executor::count_members(StagingCount& c, const std::vector<Region>& rs, std::int64_t P) const {
+  if (rs.empty()) return;
+  const Region& first = rs[0];
+  const std::int64_t elements = first.elements(schedule_.workload.batch, layout_.desc(first.tensor).dim);
+  bool in_place = elements > 0;
+  for (std::size_t i = 0; i < rs.size() && in_place; ++i)
+    in_place = layout_.one_span({rs[i]}, P / elements) && rs[i].tensor == first.tensor &&
+               rs[i].plane == first.plane && rs[i].row == first.row + static_cast<std::int64_t>(i) * first.rows;
+  if (in_place) return;
+  c.bytes += static_cast<std::int64_t>(rs.size()) * P;
+  c.copies += static_cast<std::int32_t>(rs.size());
+}
+
+void Executor::check_staging(const Op& op, const StagingCount& c) const {
+  CPSCOPE_CHECK(c.bytes == op.staged && c.copies == op.staged_copies,
+                fmt::format("rank {} op {} ({}): the IR stages {} bytes in {} copies, the tensors need {} bytes in {}",
+                            rank_, op.id, op_name(op), op.staged, op.staged_copies, c.bytes, c.copies));
 }
 
 void Executor::fill_if_fresh(const Op& op, TensorId t, std::int32_t plane, std::int32_t planes) {
@@ -233,6 +261,10 @@ void Executor::issue_op(const Op& op) {
         x.recvs.push_back({op.recv.peer, regions(op.recv)});
         check(op.recv, x.recvs.back().regions);
       }
+      StagingCount staged;
+      for (const Part& p : x.sends) count_message(staged, p.regions, op.send.bytes);
+      for (const Part& p : x.recvs) count_message(staged, p.regions, op.recv.bytes);
+      check_staging(op, staged);
       backend_.exchange(op, st, x);
       return;
     }
@@ -251,6 +283,10 @@ void Executor::issue_op(const Op& op) {
       const std::int64_t per_peer = region_bytes(x.dst[0]);
       CPSCOPE_CHECK(per_peer == op.bytes_per_peer, fmt::format("{}: the IR gathers {} bytes per peer, the tensors {}",
                                                                where(), op.bytes_per_peer, per_peer));
+      StagingCount staged;
+      count_message(staged, {x.src}, per_peer);
+      count_members(staged, x.dst, per_peer);
+      check_staging(op, staged);
       backend_.all_gather(op, st, x);
       return;
     }
@@ -269,6 +305,10 @@ void Executor::issue_op(const Op& op) {
       const std::int64_t per_peer = region_bytes(x.src[0]);
       CPSCOPE_CHECK(per_peer == op.bytes_per_peer, fmt::format("{}: the IR reduces {} bytes per peer, the tensors {}",
                                                                where(), op.bytes_per_peer, per_peer));
+      StagingCount staged;
+      count_members(staged, x.src, per_peer);
+      count_message(staged, {x.dst}, per_peer);
+      check_staging(op, staged);
       backend_.reduce_scatter(op, st, x);
       fresh_[static_cast<int>(layout_.storage(src))] = true;
       return;
@@ -317,6 +357,10 @@ void Executor::issue_op(const Op& op) {
         x.sends.push_back(std::move(send));
         x.recvs.push_back(std::move(recv));
       }
+      StagingCount staged;
+      for (const Part& p : x.sends) count_message(staged, p.regions, op.bytes_per_peer);
+      for (const Part& p : x.recvs) count_message(staged, p.regions, op.bytes_per_peer);
+      check_staging(op, staged);
       backend_.exchange(op, st, x);
       if (op.buffer == BufferKind::DQKV) {
         fresh_[static_cast<int>(layout_.storage(layout_.operand(op.send.buffer, op.send.slot)))] = true;

@@ -37,6 +37,18 @@ class Executor {
   Region heads(TensorId t, std::int32_t head, std::int32_t count, std::int32_t plane = 0,
                std::int32_t planes = -1) const;
   AttendArgs attend_args(const Op& op) const;
+  // What the nccl transport copies through its staging buffers (RankLayout::one_span), added up per op
+  // and compared with the IR's Op::staged / staged_copies by check_staging().
+  struct StagingCount {
+    std::int64_t bytes = 0;
+    std::int32_t copies = 0;
+  };
+  // One message of `bytes` over `rs`: staged (a copy per region) unless it is one span of its tensor.
+  void count_message(StagingCount& c, const std::vector<Region>& rs, std::int64_t bytes) const;
+  // A collective's per-member buffers of P bytes each: read or written in place when they are spans
+  // lying end to end (consecutive rows of one tensor), else all staged, a copy each.
+  void count_members(StagingCount& c, const std::vector<Region>& rs, std::int64_t P) const;
+  void check_staging(const Op& op, const StagingCount& c) const;
   // Zero-fills `t` first when it must start empty (a gradient destination not yet written since the
   // pass began or a collective consumed it).
   void fill_if_fresh(const Op& op, TensorId t, std::int32_t plane, std::int32_t planes);

@@ -176,6 +176,17 @@ TensorId RankLayout::storage(TensorId t) const {
   return d.alias_of == TensorId::kCount ? t : d.alias_of;
 }
 
+bool RankLayout::one_span(const std::vector<Region>& rs, std::int64_t message_elem_bytes) const {
+  if (rs.size() != 1) return false;
+  const Region& r = rs[0];
+  const TensorDesc& d = desc(r.tensor);
+  const std::int64_t elem = d.precision == Precision::Acc ? 4 : w_.elem_bytes();
+  const bool all_heads = r.head == 0 && r.heads == d.heads;
+  const bool all_rows = r.row == 0 && r.rows == d.rows;
+  // Several planes or batch entries are one span only with every row.
+  return elem == message_elem_bytes && all_heads && (all_rows || (r.planes == 1 && w_.batch == 1));
+}
+
 TensorId RankLayout::operand(BufferKind kind, std::int32_t slot) const {
   auto pick = [&](TensorId first, std::int32_t count) {
     CPSCOPE_CHECK(slot >= 0 && slot < count, fmt::format("{} slot {} out of range", to_string(kind), slot));

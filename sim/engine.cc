@@ -31,7 +31,8 @@
 //    absent).
 //  - Collectives: the k-th collective on a group starts when every member has started its k-th
 //    collective on that group; all members complete together CostModel::collective_ns later (inter-node
-//    when the group spans nodes; copies within a GPU when no byte leaves one, see GroupPlacement::on_device).
+//    when the group spans nodes; copies within a GPU when no byte leaves one, see GroupPlacement::on_device),
+//    plus CostModel::staging_ns for the packing and unpacking copies when each rank has its GPU alone.
 //    A simplification: collectives count as communication for interference but do not share link (or
 //    device copy) bandwidth with concurrent point-to-point flows.
 //  - Deadlock: when no event is left and ops remain, InternalError names each rank's first blocked op
@@ -169,7 +170,11 @@ void Simulation::start_op(std::int32_t rank, std::int32_t sid, std::int32_t g, c
       members_[c.member_base + c.arrived] = {sid, rank};
       if (++c.arrived == static_cast<std::int32_t>(s_.groups[c.group].size())) {
         const Op& op = s_.ranks[rank].ops[rec.match_recv];
-        const Nanos dur = cost_.collective_ns(op, placements_[c.group], group_nic_sharing_[c.group]);
+        // A rank alone on its GPU (a cluster, replay) packs and unpacks non-contiguous messages on the
+        // collective's stream; members' staging is alike, so the last to arrive sets the pace. Loopback
+        // copies region to region, and the host backend's queues copy whatever the layout: no staging.
+        const Nanos staging = opt_.sharing.ranks_per_device == 1 ? cost_.staging_ns(op) : 0;
+        const Nanos dur = cost_.collective_ns(op, placements_[c.group], group_nic_sharing_[c.group]) + staging;
         push(now_ + dur, EvType::CollectiveDone, rec.match_send, 0);
       }
       break;

@@ -265,9 +265,13 @@ void check_schedule(const Schedule& s) {
         if (op.bytes != (size - 1) * op.bytes_per_peer)
           fail(s, r, i,
                fmt::format("bytes {} != (members-1)·bytes_per_peer = {}", op.bytes, (size - 1) * op.bytes_per_peer));
+        if (op.staged < 0 || op.staged_copies < 0 || (op.staged > 0) != (op.staged_copies > 0))
+          fail(s, r, i, fmt::format("staged {} bytes in {} copies", op.staged, op.staged_copies));
         coll[static_cast<std::size_t>(op.group)][static_cast<std::size_t>(it - members.begin())].push_back(gop);
       } else if (op.group != -1) {
         fail(s, r, i, "a group on an op that is not a collective");
+      } else if (op.staged != 0 || op.staged_copies != 0) {
+        fail(s, r, i, "staging on an op that is not a collective");
       }
     }
   }

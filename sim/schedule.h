@@ -96,6 +96,13 @@ struct Op {
   BufferKind buffer = BufferKind::None;  // collectives / Layout / DkvAdd: what is moved or touched
   Bytes bytes_per_peer = 0;  // collectives: bytes each member contributes per peer (AllToAll) or
                              // per rank (AllGather input, ReduceScatter output)
+  // Collectives: what this rank's transport copies around the transfer because a message is not one
+  // contiguous span of its tensor (rt::RankLayout::one_span): bytes packed into staging before sending
+  // plus bytes unpacked after receiving, and the copy kernels that do it (one per region). On the op's
+  // stream, where a rank has its GPU to itself (nccl, replay; loopback copies region to region). The
+  // runtime's executor checks these against the tensors. 0 for every other op.
+  Bytes staged = 0;
+  std::int32_t staged_copies = 0;
 };
 
 // A live buffer for peak-memory accounting.

@@ -76,14 +76,12 @@ kernels::DType message_dtype(const CudaBackend& b, const std::vector<Region>& rs
 }
 
 void* contiguous_span(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt) {
-  if (rs.size() != 1) return nullptr;
+  // The layout's rule (which the executor also checks the IR's Op::staged against), and LSE, which this
+  // backend keeps as [batch][heads][tokens], never.
+  if (!b.layout().one_span(rs, element_bytes(dt))) return nullptr;
   const Region& r = rs[0];
   const DeviceTensor t = b.tensor(r.tensor);
   if (t.dtype != dt || t.lse_layout) return nullptr;
-  const bool all_heads = r.head == 0 && r.heads == t.heads;
-  const bool all_rows = r.row == 0 && r.rows == t.tokens;
-  // [plane][batch][rows][heads][dim]: several planes or batch entries are one span only with every row.
-  if (!all_heads || !(all_rows || (r.planes == 1 && t.batch == 1))) return nullptr;
   return static_cast<char*>(t.plane(r.plane)) + r.row * t.heads * t.dim * element_bytes(dt);
 }
 

@@ -28,6 +28,12 @@
 //   With U = 1 there is no all-to-all (a group of one); hybrid is then the ring over N.
 //   The backward assumes the forward's head-layout Q/K/V, O and LSE are kept (as autograd saves them);
 //   in bwd-only schedules they are inputs.
+// Staging (Op::staged, what the runtime's nccl transport copies because a message is not one span of
+// its tensor), per all-to-all of P bytes per peer: the QKV and DQKV messages are two regions each way
+// (Q and K/V; dQ and dK/dV), so all U parts are packed and unpacked, 2·U·P bytes in 4U copies. O goes
+// out from the fp32 accumulator (packed, converting, unless the input dtype is fp32 and B = 1) and
+// lands in a head slice of the output (unpacked). dO is packed from a head slice and lands in rows of
+// the head-layout dO, unpacked only when B > 1 (its batch entries are then apart).
 // Per-rank bytes sent per pass: all-to-all (U-1)·B·s·D·b·((H+2·Hkv)/U + H/U) plus the ring's bytes for
 // R (ring_steps.cc) with M_kv = 2·B·L·(Hkv/U)·D·b.
 // Buffers: q, kv, o, lse (+ do, dq, dkv) in sequence layout; a2a_qkv and o_heads (fwd, kept for bwd),
@@ -60,6 +66,15 @@ Schedule make_a2a_ring(const Workload& w) {
   const Bytes qkv_per_peer = w.batch * s * (hq + 2 * hk) * w.head_dim * b;
   const Bytes o_per_peer = w.batch * s * hq * w.head_dim * b;
   const bool a2a = U > 1;
+  // The staging of one all-to-all: P bytes per peer, `send`/`recv` the parts' region counts (0: sent
+  // from / received into the tensor itself).
+  auto staged = [U](Op op, std::int32_t send, std::int32_t recv) {
+    op.staged = (send > 0 ? U : 0) * op.bytes_per_peer + (recv > 0 ? U : 0) * op.bytes_per_peer;
+    op.staged_copies = static_cast<std::int32_t>(U) * (send + recv);
+    return op;
+  };
+  const std::int32_t o_send = w.elem_bytes() == 4 && w.batch == 1 ? 0 : 1;
+  const std::int32_t do_recv = w.batch == 1 ? 0 : 1;
   const auto last = static_cast<std::int32_t>(R - 1);
 
   RankBuilder bld(w, static_cast<std::int64_t>(sched.streams.size()));
@@ -81,22 +96,26 @@ Schedule make_a2a_ring(const Workload& w) {
     bld.reset(prog, ring_ops_estimate(w, spec) + 4);
     if (has_fwd(w.pass)) {
       if (a2a) {
-        Op op = RankBuilder::collective(OpKind::AllToAll, OpPass::Fwd, 0, group, U, BufferKind::QKV, qkv_per_peer);
+        Op op = staged(RankBuilder::collective(OpKind::AllToAll, OpPass::Fwd, 0, group, U, BufferKind::QKV,
+                                               qkv_per_peer), 2, 2);
         op.recv = local_operand(BufferKind::KV, 0);  // K/V land in ring slot 0, Q in the head-layout Q
         bld.emit(op, {}, {Res::Q, kv_res(0)});
       }
       emit_ring_forward(bld, spec);
       if (a2a)
-        bld.emit(RankBuilder::collective(OpKind::AllToAll, OpPass::Fwd, last, group, U, BufferKind::O, o_per_peer),
+        bld.emit(staged(RankBuilder::collective(OpKind::AllToAll, OpPass::Fwd, last, group, U, BufferKind::O,
+                                                o_per_peer), o_send, 1),
                  {Res::O}, {Res::Out});
     }
     if (has_bwd(w.pass)) {
       if (a2a)
-        bld.emit(RankBuilder::collective(OpKind::AllToAll, OpPass::Bwd, 0, group, U, BufferKind::DO, o_per_peer), {},
-                 {Res::Do});
+        bld.emit(staged(RankBuilder::collective(OpKind::AllToAll, OpPass::Bwd, 0, group, U, BufferKind::DO,
+                                                o_per_peer), 1, do_recv),
+                 {}, {Res::Do});
       const DkvHome home = emit_ring_backward(bld, spec);
       if (a2a) {
-        Op op = RankBuilder::collective(OpKind::AllToAll, OpPass::Bwd, last, group, U, BufferKind::DQKV, qkv_per_peer);
+        Op op = staged(RankBuilder::collective(OpKind::AllToAll, OpPass::Bwd, last, group, U, BufferKind::DQKV,
+                                               qkv_per_peer), 2, 2);
         op.send = home.operand;  // dK/dV from where the ring left them, dQ from its accumulator
         bld.emit(op, {Res::Dq, home.res}, {Res::Out});
       }

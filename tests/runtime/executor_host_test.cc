@@ -284,6 +284,82 @@ TEST(ExecutorHost, TransferBytesMustMatchTheTensors) {
   EXPECT_THROW(run_on_host(s, in), InternalError);
 }
 
+// A backend that runs nothing: the executor's own checks (bytes, staging) are all that can fail.
+class NullBackend final : public Backend {
+ public:
+  void allocate(const RankLayout&, std::int32_t, std::int32_t) override {}
+  void upload(TensorId, const std::vector<double>&) override {}
+  std::vector<double> download(TensorId) override { return {}; }
+  void wait_event(const Op&, std::int32_t, std::int32_t) override {}
+  void record_event(const Op&, std::int32_t, std::int32_t) override {}
+  void fill(const Op&, std::int32_t, const Region&, double) override {}
+  void copy(const Op&, std::int32_t, const Region&, const Region&, bool, const std::vector<std::int64_t>&) override {}
+  void attend_fwd(const Op&, std::int32_t, const AttendArgs&, bool) override {}
+  void attend_bwd(const Op&, std::int32_t, const AttendArgs&) override {}
+  void exchange(const Op&, std::int32_t, const ExchangeArgs&) override {}
+  void all_gather(const Op&, std::int32_t, const AllGatherArgs&) override {}
+  void reduce_scatter(const Op&, std::int32_t, const ReduceScatterArgs&) override {}
+  void synchronize() override {}
+};
+
+// Issues every rank's program on NullBackend; returns the IR's staged bytes over all ranks.
+std::int64_t issue_all(const Schedule& s) {
+  std::int64_t staged = 0;
+  for (std::size_t r = 0; r < s.ranks.size(); ++r) {
+    NullBackend b;
+    Executor e(s, static_cast<std::int32_t>(r), b);
+    e.allocate();
+    e.issue();
+    for (const Op& op : s.ranks[r].ops) staged += op.staged;
+  }
+  return staged;
+}
+
+// The generators' Op::staged (what the simulator times as packing copies) must be what the runtime's
+// layout makes its transports copy, over the cases that change it: batch (spans across batch entries),
+// an fp32 input dtype (no conversion of the fp32 O), KV-head groups (head slices), the dK/dV dtype.
+TEST(ExecutorHost, StagingInTheIrMatchesTheTensors) {
+  int checked = 0, staging = 0;
+  for (ScheduleKind kind : all_schedules())
+    for (std::int64_t batch : {1, 2})
+      for (DType dt : {DType::BF16, DType::FP32})
+        for (std::int64_t groups : {1, 2})
+          for (DkvVariant dkv : {DkvVariant::Fp32, DkvVariant::Input}) {
+            if (groups > 1 && kind != ScheduleKind::AllGather) continue;
+            Workload w = base_workload(kind, 4, kind != ScheduleKind::Ulysses, Mask::Causal, PassSet::FwdBwd);
+            if (kind == ScheduleKind::Hybrid) w.ulysses = 2;
+            w.batch = batch;
+            w.dtype = dt;
+            w.kv_head_groups = groups;
+            w.dkv = dkv;
+            SCOPED_TRACE(describe(w));
+            const Schedule s = make_schedule(w);
+            std::int64_t staged = 0;
+            ASSERT_NO_THROW(staged = issue_all(s));
+            ++checked;
+            staging += staged > 0;
+            // The collectives' schedules stage; the rings' point-to-point slots are whole tensors.
+            const bool collectives = kind == ScheduleKind::AllGather || kind == ScheduleKind::Ulysses ||
+                                     kind == ScheduleKind::Hybrid;
+            EXPECT_EQ(staged > 0, collectives);
+          }
+  EXPECT_EQ(checked, 4 * 8 + 16);  // 8 cases per schedule, allgather's twice (two head groupings)
+  EXPECT_GT(staging, 0);
+
+  // And a wrong count is refused, naming both numbers.
+  const Workload w = base_workload(ScheduleKind::Ulysses, 4, false, Mask::Causal, PassSet::Fwd);
+  Schedule s = make_schedule(w);
+  for (auto& prog : s.ranks)
+    for (Op& op : prog.ops)
+      if (op.kind == OpKind::AllToAll && op.buffer == BufferKind::O) op.staged /= 2;
+  try {
+    issue_all(s);
+    ADD_FAILURE() << "a halved Op::staged was accepted";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("the IR stages"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ExecutorHost, RecordsOneIntervalPerOp) {
   const Workload w = base_workload(ScheduleKind::ZigzagRing, 4, true, Mask::Causal, PassSet::FwdBwd);
   const Schedule s = make_schedule(w);

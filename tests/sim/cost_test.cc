@@ -142,6 +142,20 @@ TEST(Cost, AllToAll) {
   EXPECT_EQ(cost.collective_ns(a2a, GroupPlacement{4, 2, 2, 2}, 1.0), 2000 + 4'000'000);
 }
 
+TEST(Cost, StagingIsACopyPerRegionAtHbmBandwidth) {
+  HardwareProfile hw = unit_hw();
+  hw.launch_latency_ns = 300;
+  Workload w;
+  const CostModel cost(hw, w);
+  Op a2a = collective(OpKind::AllToAll, 1'000'000);
+  EXPECT_EQ(cost.staging_ns(a2a), 0);
+  a2a.staged = 8'000'000;  // 4 parts packed and 4 unpacked, one region each
+  a2a.staged_copies = 8;
+  EXPECT_EQ(cost.staging_ns(a2a), 8 * 300 + 4'000'000);
+  // The transfer itself is unchanged: the engine adds the copies where a rank has its GPU alone.
+  EXPECT_EQ(cost.collective_ns(a2a, GroupPlacement{4, 1, 4, 4}, 1.0), 1000 + 3'000'000);
+}
+
 TEST(Cost, NicOfLocalGpu) {
   HardwareProfile hw = unit_hw();
   Workload w;

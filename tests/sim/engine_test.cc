@@ -396,6 +396,33 @@ TEST(Engine, CollectivesThatStayOnAGpuAreDeviceCopies) {
   EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, network);
 }
 
+// A collective's packing and unpacking copies (Op::staged) run on its stream where each rank has its GPU
+// (a cluster, replay); loopback's ranks on one GPU copy region to region, without staging.
+TEST(Engine, CollectivesPayTheirStagingCopiesWhereARankHasItsGpu) {
+  Builder b(3, 1);
+  const std::int32_t g = b.group({0, 1, 2});
+  for (std::int32_t r = 0; r < 3; ++r) {
+    Op& op = b.s.ranks[static_cast<std::size_t>(r)].ops[static_cast<std::size_t>(
+        b.collective(r, OpKind::AllToAll, g, 1'000'000))];
+    op.staged = 6'000'000;  // 3 parts each way
+    op.staged_copies = 6;
+  }
+  HardwareProfile hw = unit_hw();  // HBM 1 GB/s
+  hw.launch_latency_ns = 100;
+  hw.device_copy = {4.0, 300};
+  const Nanos staging = 6 * 100 + 6'000'000;
+  SimOptions opt;
+  const Nanos cluster = simulate(b.s, hw, opt).stats.makespan;
+  Schedule plain = b.s;
+  for (auto& prog : plain.ranks)
+    for (Op& op : prog.ops) op.staged = op.staged_copies = 0;
+  EXPECT_EQ(cluster, simulate(plain, hw, opt).stats.makespan + staging);
+  opt.sharing.local_transfers = true;  // replay: 2 MB to itself at 4 GB/s, plus the copies
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 300 + 500'000 + staging);
+  opt.sharing = {3, 1.0};  // loopback: no staging
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, simulate(plain, hw, opt).stats.makespan);
+}
+
 TEST(Engine, DeviceSharingOutOfRangeIsAnInputError) {
   Builder b(2);
   b.attend(0, 1000);

@@ -207,6 +207,26 @@ TEST(CheckSchedule, RejectsMismatchedCollectives) {
   expect_check_error(s, "(members-1)");
 }
 
+TEST(CheckSchedule, RejectsStagingOutsideCollectivesOrWithoutCopies) {
+  Workload w;
+  w.seq = 64;
+  w.heads = 4;
+  w.kv_heads = 2;
+  w.head_dim = 8;
+  w.cp = 4;
+  w.schedule = ScheduleKind::AllGather;
+  w.pass = PassSet::Fwd;
+  Schedule s = make_schedule(w);
+  const Op& gather = s.ranks[1].ops[find_op(s.ranks[1], OpKind::AllGather)];
+  EXPECT_GT(gather.staged, 0);  // the gathered [K, V] slot is unpacked
+  s.ranks[1].ops[find_op(s.ranks[1], OpKind::AllGather)].staged_copies = 0;
+  expect_check_error(s, "staged");
+
+  Schedule ring = small_ring();
+  ring.ranks[0].ops[find_op(ring.ranks[0], OpKind::SendRecv)].staged = 8;
+  expect_check_error(ring, "staging on an op that is not a collective");
+}
+
 TEST(CheckSchedule, DetectsCrossRankDeadlock) {
   // Rank 0 talks on channel 0 then 1, rank 1 on channel 1 then 0, each on one stream: every op
   // waits for a partner that is queued behind the other.
