@@ -89,15 +89,15 @@ Region Executor::heads(TensorId t, std::int32_t head, std::int32_t count, std::i
   return r;
 }
 
-void Executor::count_message(StagingCount& c, const std::vector<Region>& rs, std::int64_t bytes) const {
+void Executor::count_message(StagingCount& c, const std::vector<Region>& rs, std::int64_t bytes, bool send) const {
   std::int64_t elements = 0;
   for (const Region& r : rs) elements += r.elements(schedule_.workload.batch, layout_.desc(r.tensor).dim);
   if (elements == 0 || layout_.one_span(rs, bytes / elements)) return;
-  c.bytes += bytes;
+  (send ? c.send : c.recv) += bytes;
   c.copies += static_cast<std::int32_t>(rs.size());
 }
 
-void Executor::count_members(StagingCount& c, const std::vector<Region>& rs, std::int64_t P) const {
+void Executor::count_members(StagingCount& c, const std::vector<Region>& rs, std::int64_t P, bool send) const {
   if (rs.empty()) return;
   const Region& first = rs[0];
   const std::int64_t elements = first.elements(schedule_.workload.batch, layout_.desc(first.tensor).dim);
@@ -106,14 +106,16 @@ void Executor::count_members(StagingCount& c, const std::vector<Region>& rs, std
     in_place = layout_.one_span({rs[i]}, P / elements) && rs[i].tensor == first.tensor &&
                rs[i].plane == first.plane && rs[i].row == first.row + static_cast<std::int64_t>(i) * first.rows;
   if (in_place) return;
-  c.bytes += static_cast<std::int64_t>(rs.size()) * P;
+  (send ? c.send : c.recv) += static_cast<std::int64_t>(rs.size()) * P;
   c.copies += static_cast<std::int32_t>(rs.size());
 }
 
 void Executor::check_staging(const Op& op, const StagingCount& c) const {
-  CPSCOPE_CHECK(c.bytes == op.staged && c.copies == op.staged_copies,
-                fmt::format("rank {} op {} ({}): the IR stages {} bytes in {} copies, the tensors need {} bytes in {}",
-                            rank_, op.id, op_name(op), op.staged, op.staged_copies, c.bytes, c.copies));
+  CPSCOPE_CHECK(c.send == op.staged_send && c.recv == op.staged_recv && c.copies == op.staged_copies,
+                fmt::format("rank {} op {} ({}): the IR stages {} + {} bytes (send + receive) in {} copies, the "
+                            "tensors need {} + {} in {}",
+                            rank_, op.id, op_name(op), op.staged_send, op.staged_recv, op.staged_copies, c.send,
+                            c.recv, c.copies));
 }
 
 void Executor::fill_if_fresh(const Op& op, TensorId t, std::int32_t plane, std::int32_t planes) {
@@ -262,8 +264,8 @@ void Executor::issue_op(const Op& op) {
         check(op.recv, x.recvs.back().regions);
       }
       StagingCount staged;
-      for (const Part& p : x.sends) count_message(staged, p.regions, op.send.bytes);
-      for (const Part& p : x.recvs) count_message(staged, p.regions, op.recv.bytes);
+      for (const Part& p : x.sends) count_message(staged, p.regions, op.send.bytes, true);
+      for (const Part& p : x.recvs) count_message(staged, p.regions, op.recv.bytes, false);
       check_staging(op, staged);
       backend_.exchange(op, st, x);
       return;
@@ -284,8 +286,8 @@ void Executor::issue_op(const Op& op) {
       CPSCOPE_CHECK(per_peer == op.bytes_per_peer, fmt::format("{}: the IR gathers {} bytes per peer, the tensors {}",
                                                                where(), op.bytes_per_peer, per_peer));
       StagingCount staged;
-      count_message(staged, {x.src}, per_peer);
-      count_members(staged, x.dst, per_peer);
+      count_message(staged, {x.src}, per_peer, true);
+      count_members(staged, x.dst, per_peer, false);
       check_staging(op, staged);
       backend_.all_gather(op, st, x);
       return;
@@ -306,8 +308,8 @@ void Executor::issue_op(const Op& op) {
       CPSCOPE_CHECK(per_peer == op.bytes_per_peer, fmt::format("{}: the IR reduces {} bytes per peer, the tensors {}",
                                                                where(), op.bytes_per_peer, per_peer));
       StagingCount staged;
-      count_members(staged, x.src, per_peer);
-      count_message(staged, {x.dst}, per_peer);
+      count_members(staged, x.src, per_peer, true);
+      count_message(staged, {x.dst}, per_peer, false);
       check_staging(op, staged);
       backend_.reduce_scatter(op, st, x);
       fresh_[static_cast<int>(layout_.storage(src))] = true;
@@ -358,8 +360,8 @@ void Executor::issue_op(const Op& op) {
         x.recvs.push_back(std::move(recv));
       }
       StagingCount staged;
-      for (const Part& p : x.sends) count_message(staged, p.regions, op.bytes_per_peer);
-      for (const Part& p : x.recvs) count_message(staged, p.regions, op.bytes_per_peer);
+      for (const Part& p : x.sends) count_message(staged, p.regions, op.bytes_per_peer, true);
+      for (const Part& p : x.recvs) count_message(staged, p.regions, op.bytes_per_peer, false);
       check_staging(op, staged);
       backend_.exchange(op, st, x);
       if (op.buffer == BufferKind::DQKV) {

@@ -40,14 +40,14 @@ class Executor {
   // What the nccl transport copies through its staging buffers (RankLayout::one_span), added up per op
   // and compared with the IR's Op::staged / staged_copies by check_staging().
   struct StagingCount {
-    std::int64_t bytes = 0;
+    std::int64_t send = 0, recv = 0;  // bytes packed before sending, unpacked after receiving
     std::int32_t copies = 0;
   };
   // One message of `bytes` over `rs`: staged (a copy per region) unless it is one span of its tensor.
-  void count_message(StagingCount& c, const std::vector<Region>& rs, std::int64_t bytes) const;
+  void count_message(StagingCount& c, const std::vector<Region>& rs, std::int64_t bytes, bool send) const;
   // A collective's per-member buffers of P bytes each: read or written in place when they are spans
   // lying end to end (consecutive rows of one tensor), else all staged, a copy each.
-  void count_members(StagingCount& c, const std::vector<Region>& rs, std::int64_t P) const;
+  void count_members(StagingCount& c, const std::vector<Region>& rs, std::int64_t P, bool send) const;
   void check_staging(const Op& op, const StagingCount& c) const;
   // Zero-fills `t` first when it must start empty (a gradient destination not yet written since the
   // pass began or a collective consumed it).

@@ -265,12 +265,14 @@ void check_schedule(const Schedule& s) {
         if (op.bytes != (size - 1) * op.bytes_per_peer)
           fail(s, r, i,
                fmt::format("bytes {} != (members-1)·bytes_per_peer = {}", op.bytes, (size - 1) * op.bytes_per_peer));
-        if (op.staged < 0 || op.staged_copies < 0 || (op.staged > 0) != (op.staged_copies > 0))
-          fail(s, r, i, fmt::format("staged {} bytes in {} copies", op.staged, op.staged_copies));
+        if (op.staged_send < 0 || op.staged_recv < 0 || op.staged_copies < 0 ||
+            (op.staged() > 0) != (op.staged_copies > 0))
+          fail(s, r, i, fmt::format("staged {} + {} bytes in {} copies", op.staged_send, op.staged_recv,
+                                    op.staged_copies));
         coll[static_cast<std::size_t>(op.group)][static_cast<std::size_t>(it - members.begin())].push_back(gop);
       } else if (op.group != -1) {
         fail(s, r, i, "a group on an op that is not a collective");
-      } else if (op.staged != 0 || op.staged_copies != 0) {
+      } else if (op.staged() != 0 || op.staged_copies != 0) {
         fail(s, r, i, "staging on an op that is not a collective");
       }
     }
@@ -461,9 +463,58 @@ Bytes available_memory_bytes() {
   return pages > 0 && page > 0 ? static_cast<Bytes>(pages) * page : 0;
 }
 
-Schedule make_schedule(const Workload& w) {
-  validate(w);
-  check_schedule_size(w, available_memory_bytes());
+std::vector<StagingNeed> staging_needs(const Schedule& schedule, std::int32_t rank, bool replay) {
+  std::vector<StagingNeed> out(schedule.streams.size());
+  const auto a = staging_align;
+  for (const Op& op : schedule.ranks.at(static_cast<std::size_t>(rank)).ops) {
+    StagingNeed n;
+    const std::int64_t members =
+        op.group >= 0 ? static_cast<std::int64_t>(schedule.groups.at(static_cast<std::size_t>(op.group)).size()) : 0;
+    const std::int64_t P = op.bytes_per_peer;
+    if (!replay) {
+      // What the op packs and unpacks: an all-to-all a slice per staged part, the other collectives one
+      // slice for all their members' parts.
+      if (op.kind == OpKind::AllToAll && P > 0) {
+        n.send = op.staged_send / P * a(P);
+        n.recv = op.staged_recv / P * a(P);
+      } else {
+        n.send = op.staged_send > 0 ? a(op.staged_send) : 0;
+        n.recv = op.staged_recv > 0 ? a(op.staged_recv) : 0;
+      }
+    } else {
+      switch (op.kind) {
+        case OpKind::SendRecv: {  // one self-send of the larger side, from and into staging
+          const std::int64_t S = op.send.peer >= 0 ? op.send.bytes : 0;
+          const std::int64_t R = op.recv.peer >= 0 ? op.recv.bytes : 0;
+          n.send = n.recv = a(std::max(S, R));
+          break;
+        }
+        case OpKind::AllToAll:  // one slice per member each way; the (members-1)·P self-send fits in it
+          n.send = members * a(P);
+          n.recv = members * a(P);
+          break;
+        case OpKind::AllGather:
+          n.send = std::max(a(P), a((members - 1) * P));
+          n.recv = a(members * P);
+          break;
+        case OpKind::ReduceScatter:
+          n.send = a(members * P);
+          n.recv = std::max(a(P), a((members - 1) * P));
+          break;
+        default:
+          continue;
+      }
+    }
+    StagingNeed& s = out.at(op.stream);
+    s.send = std::max(s.send, n.send);
+    s.recv = std::max(s.recv, n.recv);
+  }
+  return out;
+}
+
+namespace {
+
+Schedule generate(const Workload& w) {
   switch (w.schedule) {
     case ScheduleKind::Ring:
     case ScheduleKind::ZigzagRing:
@@ -476,6 +527,24 @@ Schedule make_schedule(const Workload& w) {
       return gen::make_hybrid(w);
   }
   throw InternalError("unknown schedule kind");
+}
+
+}  // namespace
+
+Schedule make_schedule(const Workload& w) {
+  validate(w);
+  check_schedule_size(w, available_memory_bytes());
+  Schedule s = generate(w);
+  // The nccl transport's staging buffers, allocated for the whole run. Only collectives stage, and a
+  // schedule without groups has none (the rings: no pass over their millions of ops).
+  if (s.groups.empty()) return s;
+  for (RankProgram& prog : s.ranks) {
+    Bytes bytes = 0;
+    for (const StagingNeed& n : staging_needs(s, prog.rank, false)) bytes += n.send + n.recv;
+    const bool fwd = w.pass != PassSet::Bwd, bwd = w.pass != PassSet::Fwd;
+    if (bytes > 0) prog.buffers.push_back({"staging", bytes, fwd, bwd});
+  }
+  return s;
 }
 
 }  // namespace cpscope

@@ -97,12 +97,13 @@ struct Op {
   Bytes bytes_per_peer = 0;  // collectives: bytes each member contributes per peer (AllToAll) or
                              // per rank (AllGather input, ReduceScatter output)
   // Collectives: what this rank's transport copies around the transfer because a message is not one
-  // contiguous span of its tensor (rt::RankLayout::one_span): bytes packed into staging before sending
-  // plus bytes unpacked after receiving, and the copy kernels that do it (one per region). On the op's
-  // stream, where a rank has its GPU to itself (nccl, replay; loopback copies region to region). The
-  // runtime's executor checks these against the tensors. 0 for every other op.
-  Bytes staged = 0;
+  // contiguous span of its tensor (rt::RankLayout::one_span): bytes packed into staging before sending,
+  // bytes unpacked from it after receiving, and the copy kernels that do it (one per region). On the
+  // op's stream, where a rank has its GPU to itself (nccl, replay; loopback copies region to region).
+  // The runtime's executor checks these against the tensors. 0 for every other op.
+  Bytes staged_send = 0, staged_recv = 0;
   std::int32_t staged_copies = 0;
+  Bytes staged() const { return staged_send + staged_recv; }
 };
 
 // A live buffer for peak-memory accounting.
@@ -138,6 +139,18 @@ std::string op_name(const Op&);
 
 // Unmasked query-key pairs of a block (per batch and head).
 std::int64_t block_pairs(const AttnBlock&);
+
+// The staging buffers a rank's transport allocates per IR stream (the most any one op on it needs, each
+// message in its own 256-byte aligned slice). The nccl transport stages what Op::staged_send/recv say;
+// `replay` (one rank sending to itself) also needs room for the bytes its self-send moves: max(send,
+// receive) for a SendRecv, (members-1) parts for a collective, whatever the layout. Counted in the
+// simulator's peak memory (the nccl case) as the buffer "staging".
+inline constexpr Bytes kStagingAlign = 256;
+inline Bytes staging_align(Bytes n) { return (n + kStagingAlign - 1) / kStagingAlign * kStagingAlign; }
+struct StagingNeed {
+  Bytes send = 0, recv = 0;
+};
+std::vector<StagingNeed> staging_needs(const Schedule& schedule, std::int32_t rank, bool replay);
 
 // Structural checks: event ids recorded once and before their waits, send/receive pairs and
 // collectives match across ranks with equal bytes, streams in range. Throws InternalError.

@@ -11,44 +11,6 @@
 
 namespace cpscope::rt {
 
-std::vector<StagingNeed> staging_needs(const Schedule& schedule, std::int32_t rank, bool replay) {
-  std::vector<StagingNeed> out(schedule.streams.size());
-  const auto a = staging_align;
-  for (const Op& op : schedule.ranks.at(static_cast<std::size_t>(rank)).ops) {
-    StagingNeed n;
-    const std::int64_t members =
-        op.group >= 0 ? static_cast<std::int64_t>(schedule.groups.at(static_cast<std::size_t>(op.group)).size()) : 0;
-    const std::int64_t P = op.bytes_per_peer;
-    switch (op.kind) {
-      case OpKind::SendRecv: {
-        const std::int64_t S = op.send.peer >= 0 ? op.send.bytes : 0;
-        const std::int64_t R = op.recv.peer >= 0 ? op.recv.bytes : 0;
-        n.send = replay ? a(std::max(S, R)) : a(S);
-        n.recv = replay ? a(std::max(S, R)) : a(R);
-        break;
-      }
-      case OpKind::AllToAll:  // one slice per member each way; replay's (members-1)·P fits in it
-        n.send = members * a(P);
-        n.recv = members * a(P);
-        break;
-      case OpKind::AllGather:
-        n.send = replay ? std::max(a(P), a((members - 1) * P)) : a(P);
-        n.recv = a(members * P);
-        break;
-      case OpKind::ReduceScatter:
-        n.send = a(members * P);
-        n.recv = replay ? std::max(a(P), a((members - 1) * P)) : a(P);
-        break;
-      default:
-        continue;
-    }
-    StagingNeed& s = out.at(op.stream);
-    s.send = std::max(s.send, n.send);
-    s.recv = std::max(s.recv, n.recv);
-  }
-  return out;
-}
-
 void* Staging::take(std::int64_t bytes, const std::string& what) {
   const std::int64_t n = staging_align(bytes);
   if (used_ + n > bytes_)

@@ -19,16 +19,8 @@ namespace cpscope::rt {
 
 class CudaBackend;
 
-inline constexpr std::int64_t kStagingAlign = 256;
-inline std::int64_t staging_align(std::int64_t n) { return (n + kStagingAlign - 1) / kStagingAlign * kStagingAlign; }
-
-// Outgoing and incoming staging bytes one op needs.
-struct StagingNeed {
-  std::int64_t send = 0, recv = 0;
-};
-// Per IR stream of `rank`, the most staging any of its ops needs (every message packed). `replay` adds
-// what the self-send replay moves ((members-1) x bytes per peer, the larger of send and receive).
-std::vector<StagingNeed> staging_needs(const Schedule& schedule, std::int32_t rank, bool replay);
+// kStagingAlign, staging_align, StagingNeed and staging_needs() are the simulator's (sim/schedule.h),
+// which counts these buffers in its peak memory.
 
 // One stream's staging buffers, carved op by op: ops on a stream run in order, so the previous op's
 // messages are finished with when the next op's packing kernels run on the same stream.

@@ -116,7 +116,8 @@ Schedule make_allgather(const Workload& w) {
       Op op = RankBuilder::collective(OpKind::AllGather, pass, static_cast<std::int32_t>(g), 0, N, BufferKind::KV,
                                       ag_per_peer);
       op.recv = local_operand(BufferKind::KV, slot_of(g));  // reads the rank's K/V input
-      op.staged = N * ag_per_peer + (G > 1 ? ag_per_peer : 0);
+      op.staged_send = G > 1 ? ag_per_peer : 0;
+      op.staged_recv = N * ag_per_peer;
       op.staged_copies = static_cast<std::int32_t>(N + (G > 1 ? 1 : 0));
       bld.emit(op, {}, {gathered_res(slot_of(g))});
     };
@@ -154,7 +155,8 @@ Schedule make_allgather(const Workload& w) {
                                       BufferKind::DKV, rs_per_peer);
       op.send = local_operand(BufferKind::DKV, slot_of(g));  // writes the rank's dK/dV output
       const bool unpack = G > 1 || rs_elem != b;
-      op.staged = N * rs_per_peer + (unpack ? rs_per_peer : 0);
+      op.staged_send = N * rs_per_peer;
+      op.staged_recv = unpack ? rs_per_peer : 0;
       op.staged_copies = static_cast<std::int32_t>(N + (unpack ? 1 : 0));
       bld.emit(op, {dkv_gathered_res(slot_of(g))}, {Res::Out});
     };

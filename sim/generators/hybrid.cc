@@ -69,7 +69,8 @@ Schedule make_a2a_ring(const Workload& w) {
   // The staging of one all-to-all: P bytes per peer, `send`/`recv` the parts' region counts (0: sent
   // from / received into the tensor itself).
   auto staged = [U](Op op, std::int32_t send, std::int32_t recv) {
-    op.staged = (send > 0 ? U : 0) * op.bytes_per_peer + (recv > 0 ? U : 0) * op.bytes_per_peer;
+    op.staged_send = (send > 0 ? U : 0) * op.bytes_per_peer;
+    op.staged_recv = (recv > 0 ? U : 0) * op.bytes_per_peer;
     op.staged_copies = static_cast<std::int32_t>(U) * (send + recv);
     return op;
   };

@@ -310,7 +310,7 @@ std::int64_t issue_all(const Schedule& s) {
     Executor e(s, static_cast<std::int32_t>(r), b);
     e.allocate();
     e.issue();
-    for (const Op& op : s.ranks[r].ops) staged += op.staged;
+    for (const Op& op : s.ranks[r].ops) staged += op.staged();
   }
   return staged;
 }
@@ -351,10 +351,10 @@ TEST(ExecutorHost, StagingInTheIrMatchesTheTensors) {
   Schedule s = make_schedule(w);
   for (auto& prog : s.ranks)
     for (Op& op : prog.ops)
-      if (op.kind == OpKind::AllToAll && op.buffer == BufferKind::O) op.staged /= 2;
+      if (op.kind == OpKind::AllToAll && op.buffer == BufferKind::O) op.staged_recv /= 2;
   try {
     issue_all(s);
-    ADD_FAILURE() << "a halved Op::staged was accepted";
+    ADD_FAILURE() << "a halved Op::staged_recv was accepted";
   } catch (const InternalError& e) {
     EXPECT_NE(std::string(e.what()).find("the IR stages"), std::string::npos) << e.what();
   }

@@ -34,7 +34,7 @@ NamedProfile simulated(const Workload& w, const HardwareProfile& hw, const std::
   const SimulatedRun run = simulate_workload(w, hw, true, sharing);
   // Through the file format, as cp-sim calibrate reads it.
   const nlohmann::json j = nlohmann::json::parse(profile_json(run.result, &run.timeline).dump());
-  return {name, profile_from_json(j, name)};
+  return {name, profile_from_json(j, name), ""};
 }
 
 // `sharing`: ranks per device (0: all of a profile's cp ranks on one device, as the loopback transport
@@ -138,7 +138,7 @@ TEST(Calibrate, RefusesProfilesWithoutTimelineOrForeignOps) {
   w.seq = 16384;
   w.cp = 4;
   const SimulatedRun run = simulate_workload(w, default_hardware(), true);
-  NamedProfile bare{"bare.json", profile_from_json(summary_json(run.result), "bare.json")};
+  NamedProfile bare{"bare.json", profile_from_json(summary_json(run.result), "bare.json"), ""};
   try {
     calibrate({bare}, default_hardware());
     FAIL();

@@ -149,7 +149,7 @@ TEST(Cost, StagingIsACopyPerRegionAtHbmBandwidth) {
   const CostModel cost(hw, w);
   Op a2a = collective(OpKind::AllToAll, 1'000'000);
   EXPECT_EQ(cost.staging_ns(a2a), 0);
-  a2a.staged = 8'000'000;  // 4 parts packed and 4 unpacked, one region each
+  a2a.staged_send = a2a.staged_recv = 4'000'000;  // 4 parts packed and 4 unpacked, one region each
   a2a.staged_copies = 8;
   EXPECT_EQ(cost.staging_ns(a2a), 8 * 300 + 4'000'000);
   // The transfer itself is unchanged: the engine adds the copies where a rank has its GPU alone.

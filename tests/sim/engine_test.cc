@@ -404,7 +404,7 @@ TEST(Engine, CollectivesPayTheirStagingCopiesWhereARankHasItsGpu) {
   for (std::int32_t r = 0; r < 3; ++r) {
     Op& op = b.s.ranks[static_cast<std::size_t>(r)].ops[static_cast<std::size_t>(
         b.collective(r, OpKind::AllToAll, g, 1'000'000))];
-    op.staged = 6'000'000;  // 3 parts each way
+    op.staged_send = op.staged_recv = 3'000'000;  // 3 parts each way
     op.staged_copies = 6;
   }
   HardwareProfile hw = unit_hw();  // HBM 1 GB/s
@@ -415,7 +415,7 @@ TEST(Engine, CollectivesPayTheirStagingCopiesWhereARankHasItsGpu) {
   const Nanos cluster = simulate(b.s, hw, opt).stats.makespan;
   Schedule plain = b.s;
   for (auto& prog : plain.ranks)
-    for (Op& op : prog.ops) op.staged = op.staged_copies = 0;
+    for (Op& op : prog.ops) op.staged_send = op.staged_recv = op.staged_copies = 0;
   EXPECT_EQ(cluster, simulate(plain, hw, opt).stats.makespan + staging);
   opt.sharing.local_transfers = true;  // replay: 2 MB to itself at 4 GB/s, plus the copies
   EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 300 + 500'000 + staging);

@@ -368,6 +368,16 @@ TEST(Generators, EveryValidCombinationIsConsistentAndConserves) {
       ASSERT_FALSE(r.buffers.empty());
       EXPECT_EQ(r.buffers[0].name, "q");
       for (const auto& b : r.buffers) EXPECT_GT(b.bytes, 0) << b.name;
+      // The transport's staging buffers are counted exactly when some op stages, at the size the nccl
+      // transport allocates.
+      Bytes staging = 0, listed = 0;
+      for (const StagingNeed& n : staging_needs(s, r.rank, false)) staging += n.send + n.recv;
+      for (const auto& b : r.buffers)
+        if (b.name == "staging") listed += b.bytes;
+      EXPECT_EQ(listed, staging);
+      bool stages = false;
+      for (const Op& op : r.ops) stages = stages || op.staged() > 0;
+      EXPECT_EQ(staging > 0, stages);
     }
     hybrid_splits += w.schedule == ScheduleKind::Hybrid && w.ulysses > 1 && w.ulysses < w.cp;
     ulysses += w.schedule == ScheduleKind::Ulysses;

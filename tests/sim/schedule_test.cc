@@ -218,12 +218,12 @@ TEST(CheckSchedule, RejectsStagingOutsideCollectivesOrWithoutCopies) {
   w.pass = PassSet::Fwd;
   Schedule s = make_schedule(w);
   const Op& gather = s.ranks[1].ops[find_op(s.ranks[1], OpKind::AllGather)];
-  EXPECT_GT(gather.staged, 0);  // the gathered [K, V] slot is unpacked
+  EXPECT_GT(gather.staged_recv, 0);  // the gathered [K, V] slot is unpacked
   s.ranks[1].ops[find_op(s.ranks[1], OpKind::AllGather)].staged_copies = 0;
   expect_check_error(s, "staged");
 
   Schedule ring = small_ring();
-  ring.ranks[0].ops[find_op(ring.ranks[0], OpKind::SendRecv)].staged = 8;
+  ring.ranks[0].ops[find_op(ring.ranks[0], OpKind::SendRecv)].staged_send = 8;
   expect_check_error(ring, "staging on an op that is not a collective");
 }
 

@@ -108,7 +108,7 @@ NamedProfile measured(const PlannedRun& r, const Plan& plan, const HardwareProfi
   const DeviceSharing sharing = replay ? DeviceSharing{1, 1.0, true} : DeviceSharing{static_cast<std::int32_t>(r.cp), 1.0};
   SimulatedRun run = simulate_workload(w, hw, true, sharing);
   if (replay) run.timeline.keep_ranks({static_cast<std::int32_t>(r.cp - 1)});
-  return {name, profile_from_json(nlohmann::json::parse(profile_json(run.result, &run.timeline).dump()), name)};
+  return {name, profile_from_json(nlohmann::json::parse(profile_json(run.result, &run.timeline).dump()), name), ""};
 }
 
 // `cp-profile bench --backend cuda --transport replay` on `hw` over `blocks`: every q x kv pair full, the
