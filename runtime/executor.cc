@@ -16,7 +16,7 @@
 // is zero-filled right before the first AttendBwd that writes it, and again after a collective has
 // consumed it, so a reused slot starts empty.
 // Every transfer's byte count is checked against the tensors it moves (element size: fp32 for Acc
-// tensors, the workload dtype otherwise), and a collective's Op::staged against the messages that are
+// tensors, the workload dtype otherwise), and a collective's Op::staged_send/recv against the messages that are
 // not one span of their tensor (RankLayout::one_span, the rule the CUDA transports pack and unpack by),
 // so the runtime cannot silently move or copy other data than the simulator times.
 #include "runtime/executor.h"

@@ -38,7 +38,7 @@ class Executor {
                std::int32_t planes = -1) const;
   AttendArgs attend_args(const Op& op) const;
   // What the nccl transport copies through its staging buffers (RankLayout::one_span), added up per op
-  // and compared with the IR's Op::staged / staged_copies by check_staging().
+  // and compared with the IR's Op::staged_send, staged_recv and staged_copies by check_staging().
   struct StagingCount {
     std::int64_t send = 0, recv = 0;  // bytes packed before sending, unpacked after receiving
     std::int32_t copies = 0;

@@ -73,7 +73,8 @@ class RankLayout {
   // span of its tensor in [plane][batch][rows][heads][dim] order: one region, every head, every row unless
   // it is one plane of batch 1, and the tensor's own element size (Acc tensors: 4, else the workload
   // dtype's). A transport sends such a message from, or receives it into, the tensor itself; any other it
-  // packs into or unpacks from a staging buffer (Op::staged counts those copies for the simulator).
+  // packs into or unpacks from a staging buffer (Op::staged_send/recv count those copies for the
+  // simulator).
   bool one_span(const std::vector<Region>& rs, std::int64_t message_elem_bytes) const;
 
   // The tensor an IR operand names. Throws InternalError for an operand this schedule never uses.

@@ -47,7 +47,8 @@ Nanos CostModel::compute_ns(const Op& op) const {
 
 Nanos CostModel::staging_ns(const Op& op) const {
   if (op.staged_copies <= 0) return 0;
-  return op.staged_copies * hw_.launch_latency_ns + ceil_ns(static_cast<double>(op.staged()) / hw_.memory_bandwidth_GBps);
+  return op.staged_copies * hw_.launch_latency_ns +
+         ceil_ns(static_cast<double>(op.staged()) / hw_.memory_bandwidth_GBps);
 }
 
 Nanos CostModel::transfer_ns(Bytes bytes, bool inter_node, double bandwidth_share) const {

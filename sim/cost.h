@@ -36,8 +36,9 @@ class CostModel {
   // share one (loopback: a copy per peer).
   // The overload above assumes members packed onto nodes (CpInner): min(size, gpus_per_node) per node.
   Nanos collective_ns(const Op&, const GroupPlacement&, double nic_sharing) const;
-  // Added: the copies a collective's transport makes through its staging buffers (Op::staged): a launch
-  // latency per copy + staged bytes / memory bandwidth, as for a Layout op. 0 when it stages nothing.
+  // Added: the copies a collective's transport makes through its staging buffers (Op::staged_send/recv):
+  // a launch latency per copy + staged bytes / memory bandwidth, as for a Layout op. 0 when it stages
+  // nothing.
   Nanos staging_ns(const Op&) const;
   // Added: the NIC a GPU uses, from its index inside the node. Adjacent GPUs share a NIC when a node
   // has fewer NICs than GPUs (they sit under the same PCIe switch on DGX/HGX boards).

@@ -5,10 +5,11 @@
 //   AllGather      (members-1) x bytes per peer in, the same out;
 //   ReduceScatter  (members-1) x bytes per peer out, the same in.
 // Packing and unpacking of non-contiguous regions run as in the nccl transport, so the replay pays the
-// same copy kernels (Op::staged), with one exception: a reduce-scatter always unpacks its result (the
-// self-send brings back (members-1) parts, not the sum), a copy of bytes per peer more than Op::staged
-// counts when the rank's dK/dV output is one span. The data moved is not meaningful (a rank receives its own bytes); only the
-// timing is: it measures one rank's real compute/communication overlap without the other N-1 GPUs.
+// same copy kernels (Op::staged_send/recv), with one exception: a reduce-scatter always unpacks its
+// result (the self-send brings back (members-1) parts, not the sum), one copy of bytes per peer more
+// than the IR counts when the rank's dK/dV output is one span. The data moved is not meaningful (a
+// rank receives its own bytes); only the timing is: it measures one rank's real compute/communication
+// overlap without the other N-1 GPUs.
 // What it cannot show: the peers' skew, link contention and the real network's bandwidth (NCCL's
 // self-copy runs at device-memory speed).
 #include <cuda_runtime_api.h>

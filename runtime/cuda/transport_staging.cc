@@ -38,7 +38,7 @@ kernels::DType message_dtype(const CudaBackend& b, const std::vector<Region>& rs
 }
 
 void* contiguous_span(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt) {
-  // The layout's rule (which the executor also checks the IR's Op::staged against), and LSE, which this
+  // The layout's rule (which the executor also checks the IR's Op::staged_send/recv against), and LSE, which this
   // backend keeps as [batch][heads][tokens], never.
   if (!b.layout().one_span(rs, element_bytes(dt))) return nullptr;
   const Region& r = rs[0];

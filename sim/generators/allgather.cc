@@ -32,7 +32,7 @@
 // Issue order (G > 1): gather 0, gather 1, then per g: compute g, gather g+2, [reduce-scatter g]. The
 //   gather of g+1 overlaps the compute of g; gather g+2 reuses slot g%2 and so waits for compute g
 //   (derived by RankBuilder from the slots, like every wait). G = 1: gather, compute, [reduce-scatter].
-// Staging (Op::staged, what the runtime's nccl transport copies because a message is not one span of
+// Staging (Op::staged_send/recv, what the runtime's nccl transport copies because a message is not one span of
 //   its tensor): the gathered slot is [K, V][S rows], so member i's rows are two pieces and the gather
 //   lands in staging and is unpacked, N copies of bytes_per_peer; with G > 1 the rank's head group of
 //   the K/V input is packed first (one copy). The reduce-scatter packs every member's rows of the

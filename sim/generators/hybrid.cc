@@ -28,7 +28,7 @@
 //   With U = 1 there is no all-to-all (a group of one); hybrid is then the ring over N.
 //   The backward assumes the forward's head-layout Q/K/V, O and LSE are kept (as autograd saves them);
 //   in bwd-only schedules they are inputs.
-// Staging (Op::staged, what the runtime's nccl transport copies because a message is not one span of
+// Staging (Op::staged_send/recv, what the runtime's nccl transport copies because a message is not one span of
 // its tensor), per all-to-all of P bytes per peer: the QKV and DQKV messages are two regions each way
 // (Q and K/V; dQ and dK/dV), so all U parts are packed and unpacked, 2·U·P bytes in 4U copies. O goes
 // out from the fp32 accumulator (packed, converting, unless the input dtype is fp32 and B = 1) and
