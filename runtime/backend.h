@@ -66,6 +66,13 @@ struct ReduceScatterArgs {
   Region dst;
 };
 
+// A collective over regions of several planes (a [K, V] or [dK, dV] slot) as one collective per plane:
+// the same members, every region narrowed to one plane. NCCL gathers and reduces each plane in place,
+// where a member's part of all planes together is never one span. One element (the collective itself)
+// when the regions have one plane.
+std::vector<AllGatherArgs> per_plane(const AllGatherArgs& x);
+std::vector<ReduceScatterArgs> per_plane(const ReduceScatterArgs& x);
+
 class Backend {
  public:
   virtual ~Backend() = default;

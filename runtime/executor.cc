@@ -32,6 +32,42 @@
 
 namespace cpscope::rt {
 
+namespace {
+Region plane_of(Region r, std::int32_t p) {
+  r.plane += p;
+  r.planes = 1;
+  return r;
+}
+}  // namespace
+
+std::vector<AllGatherArgs> per_plane(const AllGatherArgs& x) {
+  std::vector<AllGatherArgs> out;
+  for (std::int32_t p = 0; p < x.src.planes; ++p) {
+    AllGatherArgs a = x;
+    a.src = plane_of(x.src, p);
+    for (Region& r : a.dst) {
+      CPSCOPE_CHECK(r.planes == x.src.planes, "all-gather: source and destination planes differ");
+      r = plane_of(r, p);
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+std::vector<ReduceScatterArgs> per_plane(const ReduceScatterArgs& x) {
+  std::vector<ReduceScatterArgs> out;
+  for (std::int32_t p = 0; p < x.dst.planes; ++p) {
+    ReduceScatterArgs a = x;
+    a.dst = plane_of(x.dst, p);
+    for (Region& r : a.src) {
+      CPSCOPE_CHECK(r.planes == x.dst.planes, "reduce-scatter: source and destination planes differ");
+      r = plane_of(r, p);
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
 Executor::Executor(const Schedule& schedule, std::int32_t rank, Backend& backend)
     : schedule_(schedule), rank_(rank), backend_(backend), layout_(schedule.workload, rank) {
   const Workload& w = schedule.workload;
@@ -285,9 +321,12 @@ void Executor::issue_op(const Op& op) {
       const std::int64_t per_peer = region_bytes(x.dst[0]);
       CPSCOPE_CHECK(per_peer == op.bytes_per_peer, fmt::format("{}: the IR gathers {} bytes per peer, the tensors {}",
                                                                where(), op.bytes_per_peer, per_peer));
-      StagingCount staged;
-      count_message(staged, {x.src}, per_peer, true);
-      count_members(staged, x.dst, per_peer, false);
+      StagingCount staged;  // the CUDA transports gather plane by plane
+      for (const AllGatherArgs& p : per_plane(x)) {
+        const std::int64_t P = region_bytes(p.src);
+        count_message(staged, {p.src}, P, true);
+        count_members(staged, p.dst, P, false);
+      }
       check_staging(op, staged);
       backend_.all_gather(op, st, x);
       return;
@@ -307,9 +346,12 @@ void Executor::issue_op(const Op& op) {
       const std::int64_t per_peer = region_bytes(x.src[0]);
       CPSCOPE_CHECK(per_peer == op.bytes_per_peer, fmt::format("{}: the IR reduces {} bytes per peer, the tensors {}",
                                                                where(), op.bytes_per_peer, per_peer));
-      StagingCount staged;
-      count_members(staged, x.src, per_peer, true);
-      count_message(staged, {x.dst}, per_peer, false);
+      StagingCount staged;  // the CUDA transports reduce plane by plane
+      for (const ReduceScatterArgs& p : per_plane(x)) {
+        const std::int64_t P = region_bytes(p.src[0]);
+        count_members(staged, p.src, P, true);
+        count_message(staged, {p.dst}, P, false);
+      }
       check_staging(op, staged);
       backend_.reduce_scatter(op, st, x);
       fresh_[static_cast<int>(layout_.storage(src))] = true;

@@ -472,14 +472,16 @@ std::vector<StagingNeed> staging_needs(const Schedule& schedule, std::int32_t ra
         op.group >= 0 ? static_cast<std::int64_t>(schedule.groups.at(static_cast<std::size_t>(op.group)).size()) : 0;
     const std::int64_t P = op.bytes_per_peer;
     if (!replay) {
-      // What the op packs and unpacks: an all-to-all a slice per staged part, the other collectives one
-      // slice for all their members' parts.
+      // What the op packs and unpacks: an all-to-all a slice per staged part; the other collectives a
+      // slice per plane for all their members' parts, fewer slices than copies (each slice wastes less
+      // than kStagingAlign to alignment).
+      auto slices = [&](Bytes bytes) { return bytes > 0 ? bytes + kStagingAlign * op.staged_copies : 0; };
       if (op.kind == OpKind::AllToAll && P > 0) {
         n.send = op.staged_send / P * a(P);
         n.recv = op.staged_recv / P * a(P);
       } else {
-        n.send = op.staged_send > 0 ? a(op.staged_send) : 0;
-        n.recv = op.staged_recv > 0 ? a(op.staged_recv) : 0;
+        n.send = slices(op.staged_send);
+        n.recv = slices(op.staged_recv);
       }
     } else {
       switch (op.kind) {

@@ -261,6 +261,9 @@ class NcclTransport final : public CudaTransport {
       if (m.staged) unpack(b, m.ptr, m.dt, m.part->regions, false, s, what);
   }
 
+  // All-gather and reduce-scatter run one NCCL collective per plane of a [K, V] ([dK, dV]) slot, grouped:
+  // a member's rows of one plane lie end to end in the gathered slot, so NCCL reads and writes them in
+  // place where the two planes together would need staging (per_plane in runtime/backend.h).
   void all_gather(CudaBackend& b, const Op& op, std::int32_t stream, const AllGatherArgs& x) override {
     const std::string what = b.describe(op);
     const cudaStream_t s = b.stream(stream);
@@ -269,18 +272,36 @@ class NcclTransport final : public CudaTransport {
     so.reset();
     si.reset();
     ncclComm_t comm = group_comm(x.group, stream, what);
-    const kernels::DType dt = b.tensor(x.src.tensor).dtype;
-    const std::int64_t count = region_elements(b, {x.src});
-    const std::int64_t P = count * element_bytes(dt);
-    const auto n = static_cast<std::int64_t>(x.dst.size());
-    const void* from = outgoing(b, {x.src}, dt, so, s, what);
-    void* to = adjacent_spans(b, x.dst, dt, P);
-    const bool staged = to == nullptr;
-    if (staged) to = si.take(n * P, what);
-    ready(comm, ncclAllGather(from, to, static_cast<std::size_t>(count), nccl_type(dt), comm, s), what);
-    if (staged)
-      for (std::int64_t i = 0; i < n; ++i)
-        unpack(b, static_cast<char*>(to) + i * P, dt, {x.dst[static_cast<std::size_t>(i)]}, false, s, what);
+    struct Call {
+      AllGatherArgs args;
+      kernels::DType dt;
+      std::int64_t count, P;
+      const void* from;
+      void* to;
+      bool staged;
+    };
+    std::vector<Call> calls;
+    for (AllGatherArgs& a : per_plane(x)) {  // packing kernels go on the stream ahead of the NCCL group
+      Call c{std::move(a), {}, 0, 0, nullptr, nullptr, false};
+      c.dt = b.tensor(c.args.src.tensor).dtype;
+      c.count = region_elements(b, {c.args.src});
+      c.P = c.count * element_bytes(c.dt);
+      c.from = outgoing(b, {c.args.src}, c.dt, so, s, what);
+      c.to = adjacent_spans(b, c.args.dst, c.dt, c.P);
+      c.staged = c.to == nullptr;
+      if (c.staged) c.to = si.take(static_cast<std::int64_t>(c.args.dst.size()) * c.P, what);
+      calls.push_back(std::move(c));
+    }
+    CPS_NCCL_CALL(rank_, ncclGroupStart());
+    for (const Call& c : calls)
+      queued(ncclAllGather(c.from, c.to, static_cast<std::size_t>(c.count), nccl_type(c.dt), comm, s), "ncclAllGather",
+             what);
+    ready(comm, ncclGroupEnd(), what);
+    for (const Call& c : calls)
+      if (c.staged)
+        for (std::size_t i = 0; i < c.args.dst.size(); ++i)
+          unpack(b, static_cast<char*>(c.to) + static_cast<std::int64_t>(i) * c.P, c.dt, {c.args.dst[i]}, false, s,
+                 what);
   }
 
   void reduce_scatter(CudaBackend& b, const Op& op, std::int32_t stream, const ReduceScatterArgs& x) override {
@@ -291,21 +312,36 @@ class NcclTransport final : public CudaTransport {
     so.reset();
     si.reset();
     ncclComm_t comm = group_comm(x.group, stream, what);
-    // The sum runs in the source type (fp32 for dkv=fp32, else the input dtype), as the IR's bytes say.
-    const kernels::DType dt = b.tensor(x.src.at(0).tensor).dtype;
-    const std::int64_t count = region_elements(b, {x.src[0]});
-    const std::int64_t P = count * element_bytes(dt);
-    const auto n = static_cast<std::int64_t>(x.src.size());
-    const void* from = adjacent_spans(b, x.src, dt, P);
-    if (from == nullptr) {
-      void* slice = so.take(n * P, what);
-      pack(b, x.src, slice, dt, s, what);  // member i's segment at i·P: every src region is P bytes
-      from = slice;
+    struct Call {
+      ReduceScatterArgs args;
+      kernels::DType dt;  // the sum runs in the source type (fp32 for dkv=fp32, else the input dtype)
+      std::int64_t count;
+      const void* from;
+      void* to;
+      bool staged;
+    };
+    std::vector<Call> calls;
+    for (ReduceScatterArgs& a : per_plane(x)) {
+      Call c{std::move(a), {}, 0, nullptr, nullptr, false};
+      c.dt = b.tensor(c.args.src.at(0).tensor).dtype;
+      c.count = region_elements(b, {c.args.src[0]});
+      const std::int64_t P = c.count * element_bytes(c.dt);
+      c.from = adjacent_spans(b, c.args.src, c.dt, P);
+      if (c.from == nullptr) {
+        void* slice = so.take(static_cast<std::int64_t>(c.args.src.size()) * P, what);
+        pack(b, c.args.src, slice, c.dt, s, what);  // member i's segment at i·P: every src region is P bytes
+        c.from = slice;
+      }
+      c.to = incoming(b, {c.args.dst}, c.dt, si, &c.staged, what);
+      calls.push_back(std::move(c));
     }
-    bool staged = false;
-    void* to = incoming(b, {x.dst}, dt, si, &staged, what);
-    ready(comm, ncclReduceScatter(from, to, static_cast<std::size_t>(count), nccl_type(dt), ncclSum, comm, s), what);
-    if (staged) unpack(b, to, dt, {x.dst}, false, s, what);
+    CPS_NCCL_CALL(rank_, ncclGroupStart());
+    for (const Call& c : calls)
+      queued(ncclReduceScatter(c.from, c.to, static_cast<std::size_t>(c.count), nccl_type(c.dt), ncclSum, comm, s),
+             "ncclReduceScatter", what);
+    ready(comm, ncclGroupEnd(), what);
+    for (const Call& c : calls)
+      if (c.staged) unpack(b, c.to, c.dt, {c.args.dst}, false, s, what);
   }
 
   void poll(const std::string& last_op) override {

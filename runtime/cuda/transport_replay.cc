@@ -114,47 +114,53 @@ class ReplayTransport final : public CudaTransport {
     }
   }
 
-  void all_gather(CudaBackend& b, const Op& op, std::int32_t stream, const AllGatherArgs& x) override {
+  // Plane by plane, as the nccl transport (per_plane): each plane's self-send and copies run in stream
+  // order, so the planes reuse the staging buffers one after the other.
+  void all_gather(CudaBackend& b, const Op& op, std::int32_t stream, const AllGatherArgs& whole) override {
     const std::string what = b.describe(op);
     const cudaStream_t s = b.stream(stream);
     Staging& so = staging_.send(stream);
     Staging& si = staging_.recv(stream);
-    so.reset();
-    si.reset();
-    const auto n = static_cast<std::int64_t>(x.members.size());
-    const kernels::DType dt = b.tensor(x.src.tensor).dtype;
-    const std::int64_t P = region_elements(b, {x.src}) * element_bytes(dt);
-    if (contiguous_span(b, {x.src}, dt) == nullptr) pack(b, {x.src}, so.base(), dt, s, what);
-    CPSCOPE_CHECK((n - 1) * P <= so.bytes() && n * P <= si.bytes(), what + ": replay staging too small");
-    // As the nccl transport: into the destinations when they lie end to end, else staged and unpacked.
-    void* to = adjacent_spans(b, x.dst, dt, P);
-    const bool staged = to == nullptr;
-    self_send(stream, s, so.base(), staged ? si.base() : to, (n - 1) * P);
-    if (staged)
-      for (std::int64_t i = 0; i < n; ++i)
-        unpack(b, static_cast<char*>(si.base()) + i * P, dt, {x.dst[static_cast<std::size_t>(i)]}, false, s, what);
+    for (const AllGatherArgs& x : per_plane(whole)) {
+      so.reset();
+      si.reset();
+      const auto n = static_cast<std::int64_t>(x.members.size());
+      const kernels::DType dt = b.tensor(x.src.tensor).dtype;
+      const std::int64_t P = region_elements(b, {x.src}) * element_bytes(dt);
+      if (contiguous_span(b, {x.src}, dt) == nullptr) pack(b, {x.src}, so.base(), dt, s, what);
+      CPSCOPE_CHECK((n - 1) * P <= so.bytes() && n * P <= si.bytes(), what + ": replay staging too small");
+      // As the nccl transport: into the destinations when they lie end to end, else staged and unpacked.
+      void* to = adjacent_spans(b, x.dst, dt, P);
+      const bool staged = to == nullptr;
+      self_send(stream, s, so.base(), staged ? si.base() : to, (n - 1) * P);
+      if (staged)
+        for (std::int64_t i = 0; i < n; ++i)
+          unpack(b, static_cast<char*>(si.base()) + i * P, dt, {x.dst[static_cast<std::size_t>(i)]}, false, s, what);
+    }
   }
 
-  void reduce_scatter(CudaBackend& b, const Op& op, std::int32_t stream, const ReduceScatterArgs& x) override {
+  void reduce_scatter(CudaBackend& b, const Op& op, std::int32_t stream, const ReduceScatterArgs& whole) override {
     const std::string what = b.describe(op);
     const cudaStream_t s = b.stream(stream);
     Staging& so = staging_.send(stream);
     Staging& si = staging_.recv(stream);
-    so.reset();
-    si.reset();
-    const auto n = static_cast<std::int64_t>(x.members.size());
-    const kernels::DType dt = b.tensor(x.src[0].tensor).dtype;  // reduce-scatter sums in the source type
-    const std::int64_t P = region_elements(b, {x.src[0]}) * element_bytes(dt);
-    CPSCOPE_CHECK(n * P <= so.bytes() && std::max(P, (n - 1) * P) <= si.bytes(), what + ": replay staging too small");
-    // As the nccl transport: from the sources when they lie end to end, else packed first.
-    const void* from = adjacent_spans(b, x.src, dt, P);
-    if (from == nullptr) {
-      for (std::int64_t i = 0; i < n; ++i)
-        pack(b, {x.src[static_cast<std::size_t>(i)]}, static_cast<char*>(so.base()) + i * P, dt, s, what);
-      from = so.base();
+    for (const ReduceScatterArgs& x : per_plane(whole)) {
+      so.reset();
+      si.reset();
+      const auto n = static_cast<std::int64_t>(x.members.size());
+      const kernels::DType dt = b.tensor(x.src[0].tensor).dtype;  // reduce-scatter sums in the source type
+      const std::int64_t P = region_elements(b, {x.src[0]}) * element_bytes(dt);
+      CPSCOPE_CHECK(n * P <= so.bytes() && std::max(P, (n - 1) * P) <= si.bytes(), what + ": replay staging too small");
+      // As the nccl transport: from the sources when they lie end to end, else packed first.
+      const void* from = adjacent_spans(b, x.src, dt, P);
+      if (from == nullptr) {
+        for (std::int64_t i = 0; i < n; ++i)
+          pack(b, {x.src[static_cast<std::size_t>(i)]}, static_cast<char*>(so.base()) + i * P, dt, s, what);
+        from = so.base();
+      }
+      self_send(stream, s, from, si.base(), (n - 1) * P);
+      unpack(b, si.base(), dt, {x.dst}, false, s, what);
     }
-    self_send(stream, s, from, si.base(), (n - 1) * P);
-    unpack(b, si.base(), dt, {x.dst}, false, s, what);
   }
 
  private:

@@ -32,12 +32,13 @@
 // Issue order (G > 1): gather 0, gather 1, then per g: compute g, gather g+2, [reduce-scatter g]. The
 //   gather of g+1 overlaps the compute of g; gather g+2 reuses slot g%2 and so waits for compute g
 //   (derived by RankBuilder from the slots, like every wait). G = 1: gather, compute, [reduce-scatter].
-// Staging (Op::staged_send/recv, what the runtime's nccl transport copies because a message is not one span of
-//   its tensor): the gathered slot is [K, V][S rows], so member i's rows are two pieces and the gather
-//   lands in staging and is unpacked, N copies of bytes_per_peer; with G > 1 the rank's head group of
-//   the K/V input is packed first (one copy). The reduce-scatter packs every member's rows of the
-//   [dK, dV] slot (N copies) and unpacks its result into the dK/dV output when that is a head slice or
-//   the sum runs in fp32 (one copy).
+// Staging (Op::staged_send/recv, what the runtime's CUDA transports copy because a message is not one
+//   span of its tensor): they gather and reduce the K and V planes (dK and dV) one at a time, so with
+//   B = 1 every member's rows of a plane lie end to end in the gathered slot and NCCL works in place.
+//   With B > 1 the gather unpacks and the reduce-scatter packs every member's rows (2N copies of half
+//   of bytes_per_peer); with G > 1 the gather packs the rank's head group of each input plane (2
+//   copies); the reduce-scatter unpacks its result into the dK/dV output when that is a head slice or
+//   the sum ran in fp32 (2 copies).
 // N = 1: no collectives and no Layout (one rank holds everything, in order).
 // Per-rank bytes sent: forward (N-1)·M_kv; backward (N-1)·M_kv + (N-1)·2·B·s·Hkv·D·e.
 // Buffers: q, kv, o, lse (+ do, dq, dkv); gathered_kv (N·M_kv/G per slot, one or two slots, fwd and
@@ -117,8 +118,8 @@ Schedule make_allgather(const Workload& w) {
                                       ag_per_peer);
       op.recv = local_operand(BufferKind::KV, slot_of(g));  // reads the rank's K/V input
       op.staged_send = G > 1 ? ag_per_peer : 0;
-      op.staged_recv = N * ag_per_peer;
-      op.staged_copies = static_cast<std::int32_t>(N + (G > 1 ? 1 : 0));
+      op.staged_recv = w.batch > 1 ? N * ag_per_peer : 0;
+      op.staged_copies = static_cast<std::int32_t>((G > 1 ? 2 : 0) + (w.batch > 1 ? 2 * N : 0));
       bld.emit(op, {}, {gathered_res(slot_of(g))});
     };
     auto emit_layout = [&](OpPass pass, std::int64_t g, BufferKind buf, Bytes bytes, Res res) {
@@ -155,9 +156,9 @@ Schedule make_allgather(const Workload& w) {
                                       BufferKind::DKV, rs_per_peer);
       op.send = local_operand(BufferKind::DKV, slot_of(g));  // writes the rank's dK/dV output
       const bool unpack = G > 1 || rs_elem != b;
-      op.staged_send = N * rs_per_peer;
+      op.staged_send = w.batch > 1 ? N * rs_per_peer : 0;
       op.staged_recv = unpack ? rs_per_peer : 0;
-      op.staged_copies = static_cast<std::int32_t>(N + (unpack ? 1 : 0));
+      op.staged_copies = static_cast<std::int32_t>((w.batch > 1 ? 2 * N : 0) + (unpack ? 2 : 0));
       bld.emit(op, {dkv_gathered_res(slot_of(g))}, {Res::Out});
     };
 
