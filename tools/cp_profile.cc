@@ -29,6 +29,7 @@
 #if defined(CPSCOPE_HAVE_CUDA_RUNTIME)
 #include "runtime/cuda/cuda_bench.h"
 #include "runtime/cuda/cuda_run.h"
+#include "runtime/cuda/transport.h"
 #endif
 
 namespace {
@@ -519,5 +520,11 @@ the link parameters of its base profile and fits them from multi-GPU cp-profile 
 }  // namespace
 
 int main(int argc, char** argv) {
-  return cpscope::cli::run_tool("cp-profile", [&] { return main_impl(argc, argv); });
+  const int rc = cpscope::cli::run_tool("cp-profile", [&] { return main_impl(argc, argv); });
+#if defined(CPSCOPE_HAVE_CUDA_RUNTIME)
+  // A failed rank of an mpirun/srun job (the error is printed above) ends the job: the other ranks may
+  // wait for it in a barrier or collective that has no timeout.
+  if (rc != 0) cpscope::rt::end_mpi_job(rc);
+#endif
+  return rc;
 }

@@ -402,6 +402,16 @@ struct LocalRank {
   std::unique_ptr<CudaTransport> transport;
   std::unique_ptr<CudaBackend> backend;
   std::unique_ptr<Executor> executor;
+
+  LocalRank() = default;
+  LocalRank(LocalRank&&) = default;
+  LocalRank& operator=(LocalRank&&) = default;
+  // Unwinding from an error, the backend's cudaFree would synchronize the device while this rank's NCCL
+  // kernels may still wait for peers that will never come: abort the communicators first (NCCL's
+  // recovery), so those kernels exit and the frees return.
+  ~LocalRank() {
+    if (transport && std::uncaught_exceptions() > 0) transport->abort();
+  }
 };
 
 class TimingEvents {

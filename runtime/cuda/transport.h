@@ -70,5 +70,9 @@ bool have_mpi();
 std::unique_ptr<ProcessGroup> make_mpi_group();
 // Communicators are created by allocate() (collective over the ranks); the rank is group.rank().
 std::unique_ptr<CudaTransport> make_nccl_transport(const Schedule& schedule, ProcessGroup& group);
+// Ends the whole MPI job with `code` (MPI_Abort) when this process runs MPI with other ranks: after a
+// failed run, finalizing would wait for ranks stuck in a barrier or collective that wait for this one.
+// Does nothing without MPI, before MPI_Init or after MPI_Finalize, or for a job of one rank.
+void end_mpi_job(int code);
 
 }  // namespace cpscope::rt

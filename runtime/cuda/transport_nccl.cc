@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <set>
 #include <thread>
@@ -55,6 +56,7 @@ namespace {
 }  // namespace
 
 std::unique_ptr<ProcessGroup> make_mpi_group() { no_mpi(); }
+void end_mpi_job(int) {}
 std::unique_ptr<CudaTransport> make_nccl_transport(const Schedule&, ProcessGroup&) { no_mpi(); }
 
 #else
@@ -86,6 +88,18 @@ struct MpiSession {
 };
 
 void mpi_session() { static MpiSession session; }
+
+}  // namespace
+
+void end_mpi_job(int code) {
+  int inited = 0, finalized = 0, size = 1;
+  if (MPI_Initialized(&inited) != MPI_SUCCESS || !inited) return;
+  if (MPI_Finalized(&finalized) != MPI_SUCCESS || finalized) return;
+  if (MPI_Comm_size(MPI_COMM_WORLD, &size) != MPI_SUCCESS || size <= 1) return;
+  MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+namespace {
 
 class MpiGroup final : public ProcessGroup {
  public:
@@ -202,12 +216,15 @@ class NcclTransport final : public CudaTransport {
       const bool member = it != members.end();
       const int key = member ? static_cast<int>(it - members.begin()) : 0;
       ncclComm_t parent = comms_.at(static_cast<std::size_t>(stream));
-      ncclComm_t c = nullptr;
-      // (A null config: the split inherits the parent's, non-blocking.)
+      // (A null config: the split inherits the parent's, non-blocking.) Non-blocking, NCCL writes the new
+      // handle only when the parent's state leaves ncclInProgress (its init job fills it later; nccl issue
+      // #1472): so it goes to an address that outlives this call (a deque never moves its elements) and
+      // is read after the parent is ready.
+      ncclComm_t& c = split_handles_.emplace_back(nullptr);
       const ncclResult_t r = ncclCommSplit(parent, member ? group : NCCL_SPLIT_NOCOLOR, key, &c, nullptr);
-      if (member) group_comms_[{group, stream}] = c;
       const std::string what = fmt::format("splitting group {} from the communicator of stream {}", group, stream);
       ready(parent, r, what);
+      if (member) group_comms_[{group, stream}] = c;
       if (c != nullptr) ready(c, ncclInProgress, what);
     }
   }
@@ -382,10 +399,13 @@ class NcclTransport final : public CudaTransport {
     }
     if (state != ncclSuccess) fail(c, state, what);
   }
-  // ncclSend/ncclRecv inside a group: queued (ncclSuccess, or ncclInProgress on a non-blocking
-  // communicator) or an error.
+  // A call inside a group (ncclGroupStart is open): queued (ncclSuccess, or ncclInProgress on a
+  // non-blocking communicator) or an error. On an error the group is closed first: NCCL only queues
+  // work while a group is open, aborts included, and cleans a failed group up in ncclGroupEnd.
   void queued(ncclResult_t r, const char* call, const std::string& what) {
-    if (r != ncclSuccess && r != ncclInProgress) fail(nullptr, r, fmt::format("{} ({})", what, call));
+    if (r == ncclSuccess || r == ncclInProgress) return;
+    (void)ncclGroupEnd();
+    fail(nullptr, r, fmt::format("{} ({})", what, call));
   }
   [[noreturn]] void fail(ncclComm_t c, ncclResult_t r, const std::string& what) {
     const std::string detail = c != nullptr ? ncclGetLastError(c) : ncclGetLastError(nullptr);
@@ -420,6 +440,7 @@ class NcclTransport final : public CudaTransport {
   std::set<std::pair<std::int32_t, std::int32_t>> splits_;
   std::vector<ncclComm_t> comms_;
   std::map<std::pair<std::int32_t, std::int32_t>, ncclComm_t> group_comms_;
+  std::deque<ncclComm_t> split_handles_;  // where ncclCommSplit writes each new handle (see allocate)
 };
 
 }  // namespace
