@@ -145,19 +145,30 @@ TEST(TransportStaging, RingStagesNothingButReplaysOneKvMessageEachWay) {
   }
 }
 
-TEST(TransportStaging, AllGatherStagesEveryMembersPart) {
-  const Workload w = small(ScheduleKind::AllGather, 4, PassSet::Fwd);
-  const Schedule s = make_schedule(w);
-  const std::int64_t P = 2 * w.batch * (w.seq / w.cp) * w.kv_heads * w.head_dim * 2;
-  std::int64_t send = 0, recv = 0, rsend = 0;
-  for (const StagingNeed& n : staging_needs(s, 2, false)) {
-    send = std::max(send, n.send);
-    recv = std::max(recv, n.recv);
+// The gather runs plane by plane: with batch 1 each plane's parts lie end to end in the gathered slot and
+// the nccl transport stages nothing; with a batch every part is unpacked (a slice per plane, each less than
+// kStagingAlign above its bytes). Replay always sends its peers' parts to itself through staging.
+TEST(TransportStaging, AllGatherStagesOnlyWhatAPlaneCannotTakeInPlace) {
+  for (std::int64_t batch : {1, 2}) {
+    Workload w = small(ScheduleKind::AllGather, 4, PassSet::Fwd);
+    w.batch = batch;
+    const Schedule s = make_schedule(w);
+    const std::int64_t P = 2 * w.batch * (w.seq / w.cp) * w.kv_heads * w.head_dim * 2;
+    std::int64_t send = 0, recv = 0, rsend = 0;
+    for (const StagingNeed& n : staging_needs(s, 2, false)) {
+      send = std::max(send, n.send);
+      recv = std::max(recv, n.recv);
+    }
+    for (const StagingNeed& n : staging_needs(s, 2, true)) rsend = std::max(rsend, n.send);
+    EXPECT_EQ(send, 0) << "batch " << batch;  // all KV heads of the input: each plane one span
+    if (batch == 1) {
+      EXPECT_EQ(recv, 0);
+    } else {
+      EXPECT_GE(recv, 4 * P);
+      EXPECT_LE(recv, 4 * P + 8 * kStagingAlign);  // 2 planes x 4 members unpacked, 2 slices
+    }
+    EXPECT_EQ(rsend, staging_align(3 * P)) << "batch " << batch;  // replay sends three peers' parts to itself
   }
-  for (const StagingNeed& n : staging_needs(s, 2, true)) rsend = std::max(rsend, n.send);
-  EXPECT_EQ(send, 0);  // all KV heads of the input: one span, sent in place
-  EXPECT_EQ(recv, staging_align(4 * P));  // [K, V] planes of the gathered slot: every part unpacked
-  EXPECT_EQ(rsend, staging_align(3 * P));  // replay sends the three peers' parts to itself
 }
 
 }  // namespace
