@@ -1,7 +1,12 @@
 // CuptiTracer. The record structs are those of the CUPTI headers this library is compiled against
-// (CUDA 13: CUpti_ActivityKernel10, CUpti_ActivityMemcpy6, CUpti_ActivityMemset4,
-// CUpti_ActivityExternalCorrelation); CUPTI delivers the newest layout of its own version, so the
-// constructor refuses a libcupti of another major version than the headers'.
+// (CUDA 13.0: CUpti_ActivityKernel10, CUpti_ActivityMemcpy6, CUpti_ActivityMemset4,
+// CUpti_ActivityExternalCorrelation). Layouts change within a major version (13.2 delivers Kernel11),
+// but new versions append fields, and the ones read here (kind, start, end, correlationId, streamId)
+// sit in the common prefix (Kernel9 and Kernel10 agree up to streamId), so a newer 13.x libcupti's
+// records read correctly through these structs. The constructor refuses another major version.
+// Known gap: with the nccl transport's non-blocking communicators, NCCL launches a group's kernels from
+// its own thread, outside the op's external correlation (a per-thread push): those kernels count as
+// unattributed, and an op made only of them has no interval.
 #include "runtime/instrument/cupti_tracer.h"
 
 #include <cupti.h>
@@ -62,10 +67,17 @@ void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream_id, uint8_t* buffe
   std::vector<GpuRecord> records;
   std::vector<CorrelationRecord> correlations;
   std::string error;
+  std::int64_t incomplete = 0;
   CUpti_Activity* rec = nullptr;
   while (valid > 0) {
     const CUptiResult r = cuptiActivityGetNextRecord(buffer, valid, &rec);
     if (r == CUPTI_ERROR_MAX_LIMIT_REACHED) break;  // end of the valid records
+    if (r == CUPTI_ERROR_INVALID_KIND) {
+      // An incomplete record (a forced flush may deliver one; CUPTI's own usage example stops here): the
+      // rest of the buffer is lost, counted with the dropped records rather than failing the capture.
+      ++incomplete;
+      break;
+    }
     if (r != CUPTI_SUCCESS) {
       error = format_instrument_error("CUPTI", "cuptiActivityGetNextRecord(buffer, valid, &rec)", __FILE__, __LINE__,
                                       -1, cupti_result_string(r));
@@ -108,7 +120,7 @@ void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream_id, uint8_t* buffe
   if (!s.capturing) return;  // a late buffer of an earlier capture, or another tool's activity
   s.records.insert(s.records.end(), records.begin(), records.end());
   s.correlations.insert(s.correlations.end(), correlations.begin(), correlations.end());
-  s.dropped += static_cast<std::int64_t>(dropped);
+  s.dropped += static_cast<std::int64_t>(dropped) + incomplete;
   if (!error.empty()) note_error_locked(s, error);
 }
 
@@ -252,7 +264,7 @@ std::int64_t CuptiTracer::now_ns(std::int32_t rank) {
 // --- OpRange ---
 
 OpRange::OpRange(const std::string& name, std::int32_t rank, std::int32_t op, bool correlate)
-    : nvtx_(name.c_str(), static_cast<std::uint64_t>(op)), rank_(rank), correlated_(false) {
+    : nvtx_(name.c_str(), static_cast<std::uint64_t>(op)), rank_(rank), op_(op), correlated_(false) {
   if (!correlate) return;
   if (!key_packable(rank, op))
     throw DeviceError(fmt::format("rank {} op {}: does not fit a CUPTI correlation key (rank <= {})", rank, op,
@@ -268,6 +280,10 @@ OpRange::~OpRange() {
   if (r != CUPTI_SUCCESS)
     note_trace_error(format_instrument_error("CUPTI", "cuptiActivityPopExternalCorrelationId(kCorrelationKind, &last)",
                                              __FILE__, __LINE__, rank_, cupti_result_string(r)));
+  else if (last != pack_key(rank_, op_))
+    note_trace_error(fmt::format("rank {} op {}: popped external correlation id {} instead of the op's {} (another "
+                                 "push of kind CUSTOM0 on this thread was left open)",
+                                 rank_, op_, last, pack_key(rank_, op_)));
 }
 
 }  // namespace cpscope::rt::instrument

@@ -15,14 +15,15 @@ class OpRange {
  public:
   // Throws DeviceError when the push fails or (rank, op) does not fit a key.
   OpRange(const std::string& name, std::int32_t rank, std::int32_t op, bool correlate);
-  // Pops; a failed pop is reported through note_trace_error (the capture's finish() throws it).
+  // Pops; a failed pop, or one that removes another id than this range pushed (someone else's push left
+  // on this thread), is reported through note_trace_error (the capture's finish() throws it).
   ~OpRange();
   OpRange(const OpRange&) = delete;
   OpRange& operator=(const OpRange&) = delete;
 
  private:
   NvtxRange nvtx_;
-  std::int32_t rank_;
+  std::int32_t rank_, op_;
   bool correlated_;
 };
 

@@ -40,7 +40,7 @@ NvtxRange::NvtxRange(const char*, std::uint64_t) {}
 NvtxRange::~NvtxRange() = default;
 
 OpRange::OpRange(const std::string& name, std::int32_t rank, std::int32_t op, bool correlate)
-    : nvtx_(name.c_str(), static_cast<std::uint64_t>(op)), rank_(rank), correlated_(false) {
+    : nvtx_(name.c_str(), static_cast<std::uint64_t>(op)), rank_(rank), op_(op), correlated_(false) {
   if (!correlate) return;
   if (!key_packable(rank, op))
     throw DeviceError(fmt::format("rank {} op {}: does not fit a correlation key (rank <= {})", rank, op, kMaxKeyRank));
