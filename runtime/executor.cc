@@ -38,34 +38,32 @@ Region plane_of(Region r, std::int32_t p) {
   r.planes = 1;
   return r;
 }
-}  // namespace
 
-std::vector<AllGatherArgs> per_plane(const AllGatherArgs& x) {
-  std::vector<AllGatherArgs> out;
-  for (std::int32_t p = 0; p < x.src.planes; ++p) {
-    AllGatherArgs a = x;
-    a.src = plane_of(x.src, p);
-    for (Region& r : a.dst) {
-      CPSCOPE_CHECK(r.planes == x.src.planes, "all-gather: source and destination planes differ");
+// `x` as one collective per plane: its single region (`one`) and its per-member regions (`many`), every
+// one narrowed to the same plane.
+template <class Args, Region Args::*one, std::vector<Region> Args::*many>
+std::vector<Args> split_planes(const Args& x, const char* what) {
+  std::vector<Args> out;
+  const std::int32_t planes = (x.*one).planes;
+  for (std::int32_t p = 0; p < planes; ++p) {
+    Args a = x;
+    a.*one = plane_of(x.*one, p);
+    for (Region& r : a.*many) {
+      CPSCOPE_CHECK(r.planes == planes, fmt::format("{}: the member regions' planes differ from the rank's", what));
       r = plane_of(r, p);
     }
     out.push_back(std::move(a));
   }
   return out;
 }
+}  // namespace
+
+std::vector<AllGatherArgs> per_plane(const AllGatherArgs& x) {
+  return split_planes<AllGatherArgs, &AllGatherArgs::src, &AllGatherArgs::dst>(x, "all-gather");
+}
 
 std::vector<ReduceScatterArgs> per_plane(const ReduceScatterArgs& x) {
-  std::vector<ReduceScatterArgs> out;
-  for (std::int32_t p = 0; p < x.dst.planes; ++p) {
-    ReduceScatterArgs a = x;
-    a.dst = plane_of(x.dst, p);
-    for (Region& r : a.src) {
-      CPSCOPE_CHECK(r.planes == x.dst.planes, "reduce-scatter: source and destination planes differ");
-      r = plane_of(r, p);
-    }
-    out.push_back(std::move(a));
-  }
-  return out;
+  return split_planes<ReduceScatterArgs, &ReduceScatterArgs::dst, &ReduceScatterArgs::src>(x, "reduce-scatter");
 }
 
 Executor::Executor(const Schedule& schedule, std::int32_t rank, Backend& backend)

@@ -186,8 +186,10 @@ TEST(CheckSchedule, RejectsUnequalBytesAndWrongFlops) {
   expect_check_error(s, "flops");
 }
 
-TEST(CheckSchedule, RejectsMismatchedCollectives) {
+// A small all-gather forward over 4 ranks (one collective group).
+Workload small_allgather(std::int64_t batch = 1) {
   Workload w;
+  w.batch = batch;
   w.seq = 64;
   w.heads = 4;
   w.kv_heads = 2;
@@ -195,6 +197,11 @@ TEST(CheckSchedule, RejectsMismatchedCollectives) {
   w.cp = 4;
   w.schedule = ScheduleKind::AllGather;
   w.pass = PassSet::Fwd;
+  return w;
+}
+
+TEST(CheckSchedule, RejectsMismatchedCollectives) {
+  const Workload w = small_allgather();
   Schedule s = make_schedule(w);
   EXPECT_NO_THROW(check_schedule(s));
   Op& ag = s.ranks[2].ops[find_op(s.ranks[2], OpKind::AllGather)];
@@ -208,16 +215,7 @@ TEST(CheckSchedule, RejectsMismatchedCollectives) {
 }
 
 TEST(CheckSchedule, RejectsStagingOutsideCollectivesOrWithoutCopies) {
-  Workload w;
-  w.seq = 64;
-  w.heads = 4;
-  w.kv_heads = 2;
-  w.head_dim = 8;
-  w.cp = 4;
-  w.schedule = ScheduleKind::AllGather;
-  w.pass = PassSet::Fwd;
-  w.batch = 2;
-  Schedule s = make_schedule(w);
+  Schedule s = make_schedule(small_allgather(2));
   const Op& gather = s.ranks[1].ops[find_op(s.ranks[1], OpKind::AllGather)];
   EXPECT_GT(gather.staged_recv, 0);  // with a batch, the gathered rows of a plane are apart: unpacked
   s.ranks[1].ops[find_op(s.ranks[1], OpKind::AllGather)].staged_copies = 0;
