@@ -45,10 +45,9 @@ Nanos CostModel::compute_ns(const Op& op) const {
   }
 }
 
-Nanos CostModel::staging_ns(const Op& op) const {
-  if (op.staged_copies <= 0) return 0;
-  return op.staged_copies * hw_.launch_latency_ns +
-         ceil_ns(static_cast<double>(op.staged()) / hw_.memory_bandwidth_GBps);
+Nanos CostModel::staging_ns(const StagedCopies& c) const {
+  if (c.copies <= 0) return 0;
+  return c.copies * hw_.launch_latency_ns + ceil_ns(static_cast<double>(c.bytes) / hw_.memory_bandwidth_GBps);
 }
 
 Nanos CostModel::transfer_ns(Bytes bytes, bool inter_node, double bandwidth_share) const {

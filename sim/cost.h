@@ -36,10 +36,10 @@ class CostModel {
   // share one (loopback: a copy per peer).
   // The overload above assumes members packed onto nodes (CpInner): min(size, gpus_per_node) per node.
   Nanos collective_ns(const Op&, const GroupPlacement&, double nic_sharing) const;
-  // Added: the copies a collective's transport makes through its staging buffers (Op::staged_send/recv):
+  // Added: the copies a collective's transport makes through its staging buffers (transport_staging()):
   // a launch latency per copy + staged bytes / memory bandwidth, as for a Layout op. 0 when it stages
   // nothing.
-  Nanos staging_ns(const Op&) const;
+  Nanos staging_ns(const StagedCopies&) const;
   // Added: the NIC a GPU uses, from its index inside the node. Adjacent GPUs share a NIC when a node
   // has fewer NICs than GPUs (they sit under the same PCIe switch on DGX/HGX boards).
   std::int64_t nic_of_local_gpu(std::int64_t local_gpu) const;

@@ -171,9 +171,14 @@ void Simulation::start_op(std::int32_t rank, std::int32_t sid, std::int32_t g, c
       if (++c.arrived == static_cast<std::int32_t>(s_.groups[c.group].size())) {
         const Op& op = s_.ranks[rank].ops[rec.match_recv];
         // A rank alone on its GPU (a cluster, replay) packs and unpacks non-contiguous messages on the
-        // collective's stream; members' staging is alike, so the last to arrive sets the pace. Loopback
-        // copies region to region, and the host backend's queues copy whatever the layout: no staging.
-        const Nanos staging = opt_.sharing.ranks_per_device == 1 ? cost_.staging_ns(op) : 0;
+        // collective's stream (replay some more: transport_staging); members' staging is alike, so the
+        // last to arrive sets the pace. Loopback copies region to region, and the host backend's queues
+        // copy whatever the layout: no staging.
+        const Nanos staging =
+            opt_.sharing.ranks_per_device == 1
+                ? cost_.staging_ns(transport_staging(op, static_cast<std::int64_t>(s_.groups[c.group].size()),
+                                                     opt_.sharing.local_transfers))
+                : 0;
         const Nanos dur = cost_.collective_ns(op, placements_[c.group], group_nic_sharing_[c.group]) + staging;
         push(now_ + dur, EvType::CollectiveDone, rec.match_send, 0);
       }

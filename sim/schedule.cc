@@ -514,6 +514,21 @@ std::vector<StagingNeed> staging_needs(const Schedule& schedule, std::int32_t ra
   return out;
 }
 
+StagedCopies transport_staging(const Op& op, std::int64_t members, bool replay) {
+  if (!is_collective(op.kind)) return {};
+  StagedCopies c{op.staged(), op.staged_copies};
+  if (!replay) return c;
+  if (op.kind == OpKind::AllToAll && op.staged_send == 0) {
+    c.bytes += members * op.bytes_per_peer;
+    c.copies += static_cast<std::int32_t>(members);
+  }
+  if (op.kind == OpKind::ReduceScatter && op.staged_recv == 0) {
+    c.bytes += op.bytes_per_peer;
+    c.copies += 2;  // the dK and dV planes (runtime per_plane)
+  }
+  return c;
+}
+
 namespace {
 
 Schedule generate(const Workload& w) {

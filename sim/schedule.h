@@ -152,6 +152,27 @@ struct StagingNeed {
 };
 std::vector<StagingNeed> staging_needs(const Schedule& schedule, std::int32_t rank, bool replay);
 
+// The copies a rank's transport makes around a collective through its staging buffers: bytes packed
+// plus unpacked, and the copy kernels (one per region).
+struct StagedCopies {
+  Bytes bytes = 0;
+  std::int32_t copies = 0;
+  StagedCopies& operator+=(const StagedCopies& o) {
+    bytes += o.bytes;
+    copies += o.copies;
+    return *this;
+  }
+  bool operator==(const StagedCopies&) const = default;
+};
+// The nccl transport copies what the IR says (Op::staged_*). `replay` (one rank sending to itself
+// through NCCL, a group of `members`) copies more where its self-send cannot work in place:
+//  - an all-to-all's parts go out as one self-send, so they are always packed: when the IR packs none
+//    (each part one span), `members` copies of bytes_per_peer more;
+//  - a reduce-scatter's self-send brings back members-1 parts, not their sum, so its result is always
+//    unpacked: when the IR unpacks none, bytes_per_peer more in one copy per plane (dK and dV).
+// The replay transport checks what it copies against this, op by op. Any other op: nothing.
+StagedCopies transport_staging(const Op& op, std::int64_t members, bool replay);
+
 // Structural checks: event ids recorded once and before their waits, send/receive pairs and
 // collectives match across ranks with equal bytes, streams in range. Throws InternalError.
 void check_schedule(const Schedule&);

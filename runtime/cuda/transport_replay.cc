@@ -5,9 +5,10 @@
 //   AllGather      (members-1) x bytes per peer in, the same out;
 //   ReduceScatter  (members-1) x bytes per peer out, the same in.
 // Packing and unpacking of non-contiguous regions run as in the nccl transport, so the replay pays the
-// same copy kernels (Op::staged_send/recv), with one exception: a reduce-scatter always unpacks its
-// result (the self-send brings back (members-1) parts, not the sum), one copy of bytes per peer more
-// than the IR counts when the rank's dK/dV output is one span. The data moved is not meaningful (a
+// same copy kernels (Op::staged_send/recv), with two exceptions (sim transport_staging(), which the
+// simulator times and every op here is checked against): an all-to-all's parts are always packed (they
+// go out as one self-send), and a reduce-scatter always unpacks its result (the self-send brings back
+// (members-1) parts, not the sum). The data moved is not meaningful (a
 // rank receives its own bytes); only the timing is: it measures one rank's real compute/communication
 // overlap without the other N-1 GPUs.
 // What it cannot show: the peers' skew, link contention and the real network's bandwidth (NCCL's
@@ -33,7 +34,9 @@ namespace {
 class ReplayTransport final : public CudaTransport {
  public:
   ReplayTransport(const Schedule& schedule, std::int32_t rank)
-      : rank_(rank), staging_(rank, staging_needs(schedule, rank, true), /*zeroed=*/true) {}
+      : rank_(rank), staging_(rank, staging_needs(schedule, rank, true), /*zeroed=*/true) {
+    for (const auto& g : schedule.groups) group_sizes_.push_back(static_cast<std::int64_t>(g.size()));
+  }
 
   ~ReplayTransport() override {
     // Destroy normally; abort when unwinding from an error (destroy could wait on a broken operation).
@@ -86,9 +89,10 @@ class ReplayTransport final : public CudaTransport {
     // packed into the staging buffer (whose size covers `wire`) and the self-send reads from there.
     const void* sptr = nullptr;
     if (sends.size() == 1 && sends[0].bytes == wire) sptr = contiguous_span(b, sends[0].part->regions, sends[0].dt);
+    StagedCopies made;
     if (sptr == nullptr) {
       sptr = so.base();
-      for (const Msg& m : sends) pack(b, m.part->regions, so.take(m.bytes, what), m.dt, s, what);
+      for (const Msg& m : sends) made += pack(b, m.part->regions, so.take(m.bytes, what), m.dt, s, what);
     }
     void* rptr = nullptr;
     if (recvs.size() == 1 && recvs[0].bytes == wire) {
@@ -110,8 +114,9 @@ class ReplayTransport final : public CudaTransport {
     self_send(stream, s, sptr, rptr, wire);
     if (staged) {
       // Unpack every part from its slice, as the nccl transport does after its receives.
-      for (const Msg& m : recvs) unpack(b, si.take(m.bytes, what), m.dt, m.part->regions, false, s, what);
+      for (const Msg& m : recvs) made += unpack(b, si.take(m.bytes, what), m.dt, m.part->regions, false, s, what);
     }
+    check_copies(op, made, what);
   }
 
   // Plane by plane, as the nccl transport (per_plane): each plane's self-send and copies run in stream
@@ -121,13 +126,14 @@ class ReplayTransport final : public CudaTransport {
     const cudaStream_t s = b.stream(stream);
     Staging& so = staging_.send(stream);
     Staging& si = staging_.recv(stream);
+    StagedCopies made;
     for (const AllGatherArgs& x : per_plane(whole)) {
       so.reset();
       si.reset();
       const auto n = static_cast<std::int64_t>(x.members.size());
       const kernels::DType dt = b.tensor(x.src.tensor).dtype;
       const std::int64_t P = region_elements(b, {x.src}) * element_bytes(dt);
-      if (contiguous_span(b, {x.src}, dt) == nullptr) pack(b, {x.src}, so.base(), dt, s, what);
+      if (contiguous_span(b, {x.src}, dt) == nullptr) made += pack(b, {x.src}, so.base(), dt, s, what);
       CPSCOPE_CHECK((n - 1) * P <= so.bytes() && n * P <= si.bytes(), what + ": replay staging too small");
       // As the nccl transport: into the destinations when they lie end to end, else staged and unpacked.
       void* to = adjacent_spans(b, x.dst, dt, P);
@@ -135,8 +141,10 @@ class ReplayTransport final : public CudaTransport {
       self_send(stream, s, so.base(), staged ? si.base() : to, (n - 1) * P);
       if (staged)
         for (std::int64_t i = 0; i < n; ++i)
-          unpack(b, static_cast<char*>(si.base()) + i * P, dt, {x.dst[static_cast<std::size_t>(i)]}, false, s, what);
+          made += unpack(b, static_cast<char*>(si.base()) + i * P, dt, {x.dst[static_cast<std::size_t>(i)]}, false, s,
+                         what);
     }
+    check_copies(op, made, what);
   }
 
   void reduce_scatter(CudaBackend& b, const Op& op, std::int32_t stream, const ReduceScatterArgs& whole) override {
@@ -144,6 +152,7 @@ class ReplayTransport final : public CudaTransport {
     const cudaStream_t s = b.stream(stream);
     Staging& so = staging_.send(stream);
     Staging& si = staging_.recv(stream);
+    StagedCopies made;
     for (const ReduceScatterArgs& x : per_plane(whole)) {
       so.reset();
       si.reset();
@@ -155,12 +164,13 @@ class ReplayTransport final : public CudaTransport {
       const void* from = adjacent_spans(b, x.src, dt, P);
       if (from == nullptr) {
         for (std::int64_t i = 0; i < n; ++i)
-          pack(b, {x.src[static_cast<std::size_t>(i)]}, static_cast<char*>(so.base()) + i * P, dt, s, what);
+          made += pack(b, {x.src[static_cast<std::size_t>(i)]}, static_cast<char*>(so.base()) + i * P, dt, s, what);
         from = so.base();
       }
       self_send(stream, s, from, si.base(), (n - 1) * P);
-      unpack(b, si.base(), dt, {x.dst}, false, s, what);
+      made += unpack(b, si.base(), dt, {x.dst}, false, s, what);
     }
+    check_copies(op, made, what);
   }
 
  private:
@@ -168,6 +178,15 @@ class ReplayTransport final : public CudaTransport {
   static std::int64_t part_bytes(const Op& op, bool send) {
     if (op.kind == OpKind::SendRecv) return send ? op.send.bytes : op.recv.bytes;
     return op.bytes_per_peer;
+  }
+
+  // What an op copied must be what the simulator times for replay, or its predictions of replay runs drift.
+  void check_copies(const Op& op, const StagedCopies& made, const std::string& what) const {
+    const std::int64_t members = op.group >= 0 ? group_sizes_.at(static_cast<std::size_t>(op.group)) : 0;
+    const StagedCopies want = transport_staging(op, members, true);
+    CPSCOPE_CHECK(made == want, fmt::format("{}: replay copied {} bytes in {} copies; the simulator times {} bytes in "
+                                            "{} copies (transport_staging)",
+                                            what, made.bytes, made.copies, want.bytes, want.copies));
   }
 
   void self_send(std::int32_t stream, cudaStream_t s, const void* from, void* to, std::int64_t bytes) {
@@ -184,6 +203,7 @@ class ReplayTransport final : public CudaTransport {
   // attention on NaN/Inf must not change what is timed). Declared before comms_: destroyed after them.
   StagingBuffers staging_;
   std::vector<ncclComm_t> comms_;
+  std::vector<std::int64_t> group_sizes_;
 };
 
 }  // namespace

@@ -71,24 +71,26 @@ DeviceRegion message_view(const CudaBackend& b, const Region& r, void* at, kerne
 }
 }  // namespace
 
-void pack(const CudaBackend& b, const std::vector<Region>& rs, void* msg, kernels::DType dt, cudaStream_t s,
-          const std::string& what) {
+StagedCopies pack(const CudaBackend& b, const std::vector<Region>& rs, void* msg, kernels::DType dt, cudaStream_t s,
+                  const std::string& what) {
   char* at = static_cast<char*>(msg);
   for (const Region& r : rs) {
     const DeviceRegion m = message_view(b, r, at, dt);
     b.copy_region(b.region(r), m, false, nullptr, s, what);
     at += m.elements() * element_bytes(dt);
   }
+  return {at - static_cast<char*>(msg), static_cast<std::int32_t>(rs.size())};
 }
 
-void unpack(const CudaBackend& b, const void* msg, kernels::DType dt, const std::vector<Region>& rs, bool add,
-            cudaStream_t s, const std::string& what) {
+StagedCopies unpack(const CudaBackend& b, const void* msg, kernels::DType dt, const std::vector<Region>& rs, bool add,
+                    cudaStream_t s, const std::string& what) {
   char* at = const_cast<char*>(static_cast<const char*>(msg));  // read only: the view is the copy's source
   for (const Region& r : rs) {
     const DeviceRegion m = message_view(b, r, at, dt);
     b.copy_region(m, b.region(r), add, nullptr, s, what);
     at += m.elements() * element_bytes(dt);
   }
+  return {at - static_cast<const char*>(msg), static_cast<std::int32_t>(rs.size())};
 }
 
 void* outgoing(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt, Staging& st, cudaStream_t s,

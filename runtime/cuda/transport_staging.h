@@ -77,10 +77,11 @@ void* contiguous_span(const CudaBackend& b, const std::vector<Region>& rs, kerne
 // collective's per-member buffers that NCCL can read or write in place.
 void* adjacent_spans(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt, std::int64_t P);
 // Packs the regions (converted to `dt`) into msg; unpacks (converting, adding when `add`) msg into them.
-void pack(const CudaBackend& b, const std::vector<Region>& rs, void* msg, kernels::DType dt, cudaStream_t s,
-          const std::string& what);
-void unpack(const CudaBackend& b, const void* msg, kernels::DType dt, const std::vector<Region>& rs, bool add,
-            cudaStream_t s, const std::string& what);
+// Both return what they copied: the message's bytes, one copy per region (as Op::staged_* count them).
+StagedCopies pack(const CudaBackend& b, const std::vector<Region>& rs, void* msg, kernels::DType dt, cudaStream_t s,
+                  const std::string& what);
+StagedCopies unpack(const CudaBackend& b, const void* msg, kernels::DType dt, const std::vector<Region>& rs, bool add,
+                    cudaStream_t s, const std::string& what);
 // The buffer to send the regions from: the tensor itself, or a staging slice they were packed into.
 void* outgoing(const CudaBackend& b, const std::vector<Region>& rs, kernels::DType dt, Staging& st, cudaStream_t s,
                const std::string& what);

@@ -148,10 +148,10 @@ TEST(Cost, StagingIsACopyPerRegionAtHbmBandwidth) {
   Workload w;
   const CostModel cost(hw, w);
   Op a2a = collective(OpKind::AllToAll, 1'000'000);
-  EXPECT_EQ(cost.staging_ns(a2a), 0);
+  EXPECT_EQ(cost.staging_ns(transport_staging(a2a, 4, false)), 0);
   a2a.staged_send = a2a.staged_recv = 4'000'000;  // 4 parts packed and 4 unpacked, one region each
   a2a.staged_copies = 8;
-  EXPECT_EQ(cost.staging_ns(a2a), 8 * 300 + 4'000'000);
+  EXPECT_EQ(cost.staging_ns(transport_staging(a2a, 4, false)), 8 * 300 + 4'000'000);
   // The transfer itself is unchanged: the engine adds the copies where a rank has its GPU alone.
   EXPECT_EQ(cost.collective_ns(a2a, GroupPlacement{4, 1, 4, 4}, 1.0), 1000 + 3'000'000);
 }

@@ -423,6 +423,23 @@ TEST(Engine, CollectivesPayTheirStagingCopiesWhereARankHasItsGpu) {
   EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, simulate(plain, hw, opt).stats.makespan);
 }
 
+// Replay's self-send brings back members-1 parts, not their sum: a reduce-scatter always unpacks its result
+// there (one copy per plane), even where the IR (the nccl transport) works in place.
+TEST(Engine, ReplayUnpacksEveryReduceScatter) {
+  Builder b(3, 1);
+  const std::int32_t g = b.group({0, 1, 2});
+  for (std::int32_t r = 0; r < 3; ++r) b.collective(r, OpKind::ReduceScatter, g, 1'000'000);
+  HardwareProfile hw = unit_hw();  // HBM 1 GB/s
+  hw.launch_latency_ns = 100;
+  hw.device_copy = {4.0, 300};
+  SimOptions opt;
+  opt.sharing.local_transfers = true;  // 2 MB to itself at 4 GB/s, then 1 MB unpacked in 2 copies
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 300 + 500'000 + 2 * 100 + 1'000'000);
+  opt.sharing.local_transfers = false;  // a cluster: in place
+  SimOptions plain;
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, simulate(b.s, hw, plain).stats.makespan);
+}
+
 TEST(Engine, DeviceSharingOutOfRangeIsAnInputError) {
   Builder b(2);
   b.attend(0, 1000);

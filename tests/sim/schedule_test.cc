@@ -226,6 +226,39 @@ TEST(CheckSchedule, RejectsStagingOutsideCollectivesOrWithoutCopies) {
   expect_check_error(ring, "staging on an op that is not a collective");
 }
 
+// The nccl transport copies what the IR says; replay's self-send always packs an all-to-all's parts
+// and always unpacks a reduce-scatter's result.
+TEST(TransportStaging, ReplayPacksEveryAllToAllAndUnpacksEveryReduceScatter) {
+  Workload w = small_allgather();
+  w.pass = PassSet::FwdBwd;
+  w.dkv = DkvVariant::Input;  // G = 1, B = 1, dK/dV in the input dtype: the reduce-scatter works in place
+  const Schedule s = make_schedule(w);
+  const Op& rs = s.ranks[1].ops[find_op(s.ranks[1], OpKind::ReduceScatter)];
+  EXPECT_EQ(rs.staged(), 0);
+  EXPECT_EQ(transport_staging(rs, 4, false), StagedCopies{});
+  EXPECT_EQ(transport_staging(rs, 4, true), (StagedCopies{rs.bytes_per_peer, 2}));
+  const Op& ag = s.ranks[1].ops[find_op(s.ranks[1], OpKind::AllGather)];
+  EXPECT_EQ(transport_staging(ag, 4, true), StagedCopies{});  // replay gathers in place as nccl does
+
+  w.dkv = DkvVariant::Fp32;  // the fp32 sum converts into the output: unpacked by both
+  const Schedule f = make_schedule(w);
+  const Op& rs32 = f.ranks[1].ops[find_op(f.ranks[1], OpKind::ReduceScatter)];
+  EXPECT_EQ(rs32.staged_recv, rs32.bytes_per_peer);
+  EXPECT_EQ(transport_staging(rs32, 4, true), transport_staging(rs32, 4, false));
+
+  Op a2a;
+  a2a.kind = OpKind::AllToAll;
+  a2a.bytes_per_peer = 1000;
+  a2a.staged_recv = 3000;  // received into 3 staging slices; sent from the tensor
+  a2a.staged_copies = 3;
+  EXPECT_EQ(transport_staging(a2a, 3, false), (StagedCopies{3000, 3}));
+  EXPECT_EQ(transport_staging(a2a, 3, true), (StagedCopies{6000, 6}));
+  a2a.staged_send = 3000;
+  a2a.staged_copies = 6;
+  EXPECT_EQ(transport_staging(a2a, 3, true), transport_staging(a2a, 3, false));
+  EXPECT_EQ(transport_staging(s.ranks[1].ops[find_op(s.ranks[1], OpKind::Attend)], 4, true), StagedCopies{});
+}
+
 TEST(CheckSchedule, DetectsCrossRankDeadlock) {
   // Rank 0 talks on channel 0 then 1, rank 1 on channel 1 then 0, each on one stream: every op
   // waits for a partner that is queued behind the other.

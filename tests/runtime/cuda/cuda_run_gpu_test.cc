@@ -195,8 +195,16 @@ TEST(CudaReplay, TimesEveryKindOfTransfer) {
   Workload ag = small(ScheduleKind::AllGather, 4, 4096, 128, Mask::Causal, PassSet::FwdBwd);
   ag.kv_head_groups = 2;  // all-gather and reduce-scatter of head groups (non-contiguous regions)
   cases.push_back(ag);
+  Workload in_place = small(ScheduleKind::AllGather, 4, 4096, 128, Mask::Causal, PassSet::FwdBwd);
+  in_place.dkv = DkvVariant::Input;  // nccl would reduce-scatter in place; replay unpacks the result
+  cases.push_back(in_place);
   cases.push_back(small(ScheduleKind::Hybrid, 4, 4096, 64, Mask::Full, PassSet::FwdBwd));  // all-to-all + ring
+  Workload batched = small(ScheduleKind::Hybrid, 4, 2048, 64, Mask::Causal, PassSet::FwdBwd);
+  batched.batch = 2;  // every all-to-all part of two batch entries: packed and unpacked
+  cases.push_back(batched);
   cases.push_back(small(ScheduleKind::ZigzagRing, 4, 4096, 128, Mask::Causal, PassSet::Bwd));
+  // Every op's copies are checked against the simulator's transport_staging() as it runs (an InternalError
+  // would fail run_on_cuda).
   for (const Workload& w : cases) {
     SCOPED_TRACE(describe(w));
     ASSERT_TRUE(invalid_reason(w).empty()) << invalid_reason(w);
