@@ -203,6 +203,8 @@ void collect(const NamedProfile& np, Samples& s) {
           const auto it = peers->find({r, op.id});
           if (it == peers->end()) continue;
           const auto [pr, pop] = it->second;
+          // Replay's ranks wait for no peer (its transfer starts with its op), a cluster's for both.
+          if (p.run.sharing.local_transfers) continue;
           if (const Interval* q = of[static_cast<std::size_t>(pr)][static_cast<std::size_t>(pop)]) {
             start = std::max(start, q->start);
             usable = usable && clean[static_cast<std::size_t>(pr)][static_cast<std::size_t>(pop)];

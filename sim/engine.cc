@@ -13,8 +13,12 @@
 //    compute ops is brought up to date and their completions re-scheduled; stale completion events are
 //    recognised by a per-slot version counter. With SimOptions::sharing, "a rank" above is "a device":
 //    the compute ops of all the ranks on one device share it (each at min(1, compute_slots / k)) and any
-//    of their communication ops slows all of them; transfers between them (all transfers, with
-//    local_transfers) are copies on the device: HardwareProfile::device_copy_link(), fairly shared.
+//    of their communication ops slows all of them; transfers between them are copies on the device:
+//    HardwareProfile::device_copy_link(), fairly shared.
+//  - local_transfers (replay: each rank as if it ran alone, sending to itself): no rank waits for a peer.
+//    A SendRecv is one copy of its larger side from the rank to itself, begun when the op starts; a
+//    collective completes collective_ns (on_device, alone) + staging_ns(transport_staging(.., replay))
+//    after the rank starts it. Nothing below about matching peers applies.
 //  - SendRecv: the k-th send from a to b on channel c matches the k-th receive on b from a on c (issue
 //    order, matched once before the run). A transfer starts when both the sending op and the receiving
 //    op have started. It takes the link latency (fixed, occupies no bandwidth), then its bytes flow at
@@ -32,7 +36,8 @@
 //  - Collectives: the k-th collective on a group starts when every member has started its k-th
 //    collective on that group; all members complete together CostModel::collective_ns later (inter-node
 //    when the group spans nodes; copies within a GPU when no byte leaves one, see GroupPlacement::on_device),
-//    plus CostModel::staging_ns for the packing and unpacking copies when each rank has its GPU alone.
+//    plus CostModel::staging_ns for the packing and unpacking copies (the IR's: transport_staging) when
+//    each rank has its GPU alone.
 //    A simplification: collectives count as communication for interference but do not share link (or
 //    device copy) bandwidth with concurrent point-to-point flows.
 //  - Deadlock: when no event is left and ops remain, InternalError names each rank's first blocked op
@@ -149,6 +154,11 @@ void Simulation::start_op(std::int32_t rank, std::int32_t sid, std::int32_t g, c
         push(now_, EvType::OpDone, sid, static_cast<std::uint32_t>(rank));
         break;
       }
+      if (opt_.sharing.local_transfers) {  // replay: one send to itself of the larger side (rec.work), now
+        st.parts = 2;                      // (its completion ends both parts)
+        begin_transfer(rank, sid, rank, sid, rec.work);
+        break;
+      }
       // A transfer begins when the second of its two ops starts.
       if (rec.has_send && rec.match_send != kNone) {
         const std::int32_t dst = rank_of(rec.match_send);
@@ -166,18 +176,26 @@ void Simulation::start_op(std::int32_t rank, std::int32_t sid, std::int32_t g, c
     case OpKind::AllToAll:
     case OpKind::ReduceScatter: {
       comm_begin(r);
+      if (opt_.sharing.local_transfers) {  // replay: the rank moves its bytes to itself, now, alone
+        const Op& op = s_.ranks[rank].ops[rec.match_recv];
+        const Nanos dur = cost_.collective_ns(op, placements_[op.group], group_nic_sharing_[op.group]) +
+                          (opt_.sharing.ranks_per_device == 1
+                               ? cost_.staging_ns(transport_staging(
+                                     op, static_cast<std::int64_t>(s_.groups[op.group].size()), true))
+                               : 0);
+        push(now_ + dur, EvType::OpDone, sid, static_cast<std::uint32_t>(rank));
+        break;
+      }
       Collective& c = colls_[rec.match_send];
       members_[c.member_base + c.arrived] = {sid, rank};
       if (++c.arrived == static_cast<std::int32_t>(s_.groups[c.group].size())) {
         const Op& op = s_.ranks[rank].ops[rec.match_recv];
-        // A rank alone on its GPU (a cluster, replay) packs and unpacks non-contiguous messages on the
-        // collective's stream (replay some more: transport_staging); members' staging is alike, so the
-        // last to arrive sets the pace. Loopback copies region to region, and the host backend's queues
-        // copy whatever the layout: no staging.
+        // A rank alone on its GPU (a cluster) packs and unpacks non-contiguous messages on the
+        // collective's stream; members' staging is alike, so the last to arrive sets the pace. Loopback
+        // copies region to region, and the host backend's queues copy whatever the layout: no staging.
         const Nanos staging =
             opt_.sharing.ranks_per_device == 1
-                ? cost_.staging_ns(transport_staging(op, static_cast<std::int64_t>(s_.groups[c.group].size()),
-                                                     opt_.sharing.local_transfers))
+                ? cost_.staging_ns(transport_staging(op, static_cast<std::int64_t>(s_.groups[c.group].size()), false))
                 : 0;
         const Nanos dur = cost_.collective_ns(op, placements_[c.group], group_nic_sharing_[c.group]) + staging;
         push(now_ + dur, EvType::CollectiveDone, rec.match_send, 0);

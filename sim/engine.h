@@ -18,9 +18,11 @@ namespace cpscope {
 // advance at min(1, compute_slots / k)), a communication op of any of its ranks slows all of them
 // (comm_compute_interference), and transfers between its ranks are copies within it
 // (HardwareProfile::device_copy_link(), through one egress and one ingress per device, whatever the node
-// layout says). local_transfers: every transfer is such a copy, as in replay, where the one rank that
-// runs sends to itself through NCCL. The default (one rank per device, transfers over the links) is a
-// real cluster: one GPU per rank.
+// layout says). local_transfers: every rank runs as replay runs one rank alone, sending to itself through
+// NCCL: a transfer or collective begins when the rank issues it (no peer to wait for), every transfer is
+// such a copy (a SendRecv one copy of its larger side), and collectives also pay replay's extra staging
+// (transport_staging). The default (one rank per device, transfers over the links) is a real cluster:
+// one GPU per rank.
 struct DeviceSharing {
   std::int32_t ranks_per_device = 1;
   double compute_slots = 1;  // compute ops the device runs at full rate at once: 1 for a GPU, its cores for a CPU

@@ -475,6 +475,9 @@ void Simulation::setup_ranks(SetupPart& part) {
           if (match_recv == g) match_send = g;  // an op that sends to its own rank
           else if (match_recv != kNone) recs_[match_recv].match_send = g;
         }
+        // Replay sends the larger side to itself in one transfer (Simulation::start_op).
+        if (opt_.sharing.local_transfers)
+          work = part.works.id(std::max(has_send ? op.send.bytes : 0, has_recv ? op.recv.bytes : 0));
       } else {
         if (!is_collective(op.kind) || op.group < 0 || op.group >= num_groups) bad_op(r, i);
         const auto& grp = s_.groups[op.group];

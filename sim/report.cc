@@ -366,7 +366,8 @@ std::string summary_table(const RunResult& run, int max_rows) {
   if (run.sharing.shared())
     out += fmt::format("devices        {} rank(s) per device, {:g} compute slot(s) each\n", run.sharing.ranks_per_device,
                        run.sharing.compute_slots);
-  if (run.sharing.local_transfers) out += "transfers      copies within one GPU (as replay's NCCL sends to itself)\n";
+  if (run.sharing.local_transfers)
+    out += "transfers      copies within one GPU, no rank waiting for a peer (as replay's NCCL sends to itself)\n";
   out += fmt::format("step time      {}\n", format_nanos(step));
   if (run.sharing.shared())  // "per GPU" would be per rank: several ranks ran on each device
     out += fmt::format("throughput     {} TFLOP/s per device, {} per rank ({} total over {} ranks on {} device(s))\n",

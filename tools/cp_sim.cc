@@ -363,8 +363,8 @@ int main_impl(int argc, char** argv) {
                   "backend)")
       ->type_name("C");
   run->add_flag("--local-transfers", run_args.sharing.local_transfers,
-                "every transfer is a copy within one GPU (the hardware profile's device_copy), as cp-profile's replay "
-                "transport runs them: the one rank that runs sends to itself");
+                "every rank runs as cp-profile's replay transport runs one: each transfer is a send to itself (a copy "
+                "within its GPU at the hardware profile's device_copy), and no rank waits for a peer");
 
   SweepArgs sweep_args;
   CLI::App* sweep = app.add_subcommand("sweep", "simulate every valid combination of lists/ranges of flags");

@@ -377,6 +377,37 @@ TEST(Engine, LocalTransfersAreDeviceCopies) {
   EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 300 + 250'000);
 }
 
+// Replay runs one rank alone: its transfers and collectives begin when it issues them, whatever its
+// peers would be doing, and a SendRecv is one send to itself of the larger side.
+TEST(Engine, LocalTransfersWaitForNoPeer) {
+  Builder b(2, 1);
+  const std::int32_t ready = b.event(1);
+  b.sendrecv(0, 1, 1, 1'000'000);            // rank 0 exchanges at once
+  b.attend(1, 5'000'000, 0, kNoEvent, ready);  // rank 1 computes first
+  b.sendrecv(1, 0, 0, 1'000'000, 0, ready);
+  const std::int32_t g = b.group({0, 1});
+  b.collective(0, OpKind::AllGather, g, 2'000'000);  // rank 0's gather comes straight after
+  b.collective(1, OpKind::AllGather, g, 2'000'000);  // rank 1's after its exchange
+  HardwareProfile hw = unit_hw();
+  hw.device_copy = {4.0, 300};
+  SimOptions opt;
+  const SimResult cluster = simulate(b.s, hw, opt);
+  EXPECT_GE(find(cluster, 0, 0).end, 5'000'000);  // on a cluster rank 0 waits for rank 1's send
+  opt.sharing.local_transfers = true;
+  const SimResult replay = simulate(b.s, hw, opt);
+  EXPECT_EQ(find(replay, 0, 0).end, 300 + 250'000);  // 1 MB to itself at 4 GB/s
+  EXPECT_EQ(find(replay, 0, 1).end, 300 + 250'000 + 300 + 500'000);  // then its gather's 2 MB, not waiting
+  EXPECT_EQ(find(replay, 1, 1).end, 5'000'000 + 300 + 250'000);
+
+  Builder one_sided(2, 1);  // send 1 MB, receive 3 MB: replay moves the larger side once
+  one_sided.sendrecv(0, 1, 1, 1'000'000);
+  one_sided.s.ranks[0].ops[0].recv.bytes = 3'000'000;
+  one_sided.sendrecv(1, 0, 0, 3'000'000);
+  one_sided.s.ranks[1].ops[0].recv.bytes = 1'000'000;
+  one_sided.s.ranks[1].ops[0].bytes = 3'000'000;
+  EXPECT_EQ(simulate(one_sided.s, hw, opt).stats.makespan, 300 + 750'000);
+}
+
 // A collective none of whose bytes leave a GPU is copies within it: replay's one NCCL send to itself of the
 // (n-1) chunks a rank moves, or loopback's copy per peer with every member's copies through the one device.
 TEST(Engine, CollectivesThatStayOnAGpuAreDeviceCopies) {
