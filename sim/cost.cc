@@ -93,7 +93,7 @@ Nanos CostModel::collective_ns(const Op& op, const GroupPlacement& p, double nic
   if (p.on_device > 0) {
     const LinkClass copy = hw_.device_copy_link();
     const double volume = static_cast<double>(p.on_device) * static_cast<double>(n - 1) * chunk;
-    return (p.on_device > 1 ? n - 1 : 1) * copy.latency_ns + ceil_ns(volume / copy.bandwidth_GBps);
+    return (p.on_device > 1 ? n - 1 : collective_planes(op)) * copy.latency_ns + ceil_ns(volume / copy.bandwidth_GBps);
   }
   const bool inter = p.nodes > 1;
   const double nvl = hw_.nvlink.bandwidth_GBps;

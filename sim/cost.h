@@ -31,9 +31,9 @@ class CostModel {
   Nanos collective_ns(const Op&, std::int64_t group_size, bool inter_node, double nic_sharing) const;
   // Added: the same formulas for a known placement (the engine computes it from the group's ranks). With
   // p.on_device, copies within a GPU instead (device_copy_link()): each member moves its (n-1) chunks, the
-  // on_device members of a device one after another through its copy bandwidth; one copy latency when a
-  // member is alone on its device (replay: one NCCL send to itself of all its bytes), n-1 when members
-  // share one (loopback: a copy per peer).
+  // on_device members of a device one after another through its copy bandwidth; one copy latency per
+  // plane when a member is alone on its device (replay: one NCCL send to itself of all its bytes per
+  // plane, collective_planes()), n-1 when members share one (loopback: a copy per peer).
   // The overload above assumes members packed onto nodes (CpInner): min(size, gpus_per_node) per node.
   Nanos collective_ns(const Op&, const GroupPlacement&, double nic_sharing) const;
   // Added: the copies a collective's transport makes through its staging buffers (transport_staging()):

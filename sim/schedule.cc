@@ -524,9 +524,13 @@ StagedCopies transport_staging(const Op& op, std::int64_t members, bool replay) 
   }
   if (op.kind == OpKind::ReduceScatter && op.staged_recv == 0) {
     c.bytes += op.bytes_per_peer;
-    c.copies += 2;  // the dK and dV planes (runtime per_plane)
+    c.copies += collective_planes(op);
   }
   return c;
+}
+
+std::int32_t collective_planes(const Op& op) {
+  return op.kind == OpKind::AllGather || op.kind == OpKind::ReduceScatter ? 2 : 1;
 }
 
 namespace {

@@ -172,6 +172,9 @@ struct StagedCopies {
 //    unpacked: when the IR unpacks none, bytes_per_peer more in one copy per plane (dK and dV).
 // The replay transport checks what it copies against this, op by op. Any other op: nothing.
 StagedCopies transport_staging(const Op& op, std::int64_t members, bool replay);
+// The planes a collective's CUDA transports move one after another (runtime per_plane): 2 for an
+// all-gather and a reduce-scatter (K and V; dK and dV), 1 for an all-to-all and any other op.
+std::int32_t collective_planes(const Op& op);
 
 // Structural checks: event ids recorded once and before their waits, send/receive pairs and
 // collectives match across ranks with equal bytes, streams in range. Throws InternalError.

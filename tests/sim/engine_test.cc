@@ -396,7 +396,8 @@ TEST(Engine, LocalTransfersWaitForNoPeer) {
   opt.sharing.local_transfers = true;
   const SimResult replay = simulate(b.s, hw, opt);
   EXPECT_EQ(find(replay, 0, 0).end, 300 + 250'000);  // 1 MB to itself at 4 GB/s
-  EXPECT_EQ(find(replay, 0, 1).end, 300 + 250'000 + 300 + 500'000);  // then its gather's 2 MB, not waiting
+  // Then its gather, not waiting: 2 MB to itself, a self-send per plane (K, V).
+  EXPECT_EQ(find(replay, 0, 1).end, 300 + 250'000 + 2 * 300 + 500'000);
   EXPECT_EQ(find(replay, 1, 1).end, 5'000'000 + 300 + 250'000);
 
   Builder one_sided(2, 1);  // send 1 MB, receive 3 MB: replay moves the larger side once
@@ -419,8 +420,8 @@ TEST(Engine, CollectivesThatStayOnAGpuAreDeviceCopies) {
   SimOptions opt;
   const Nanos network = simulate(b.s, hw, opt).stats.makespan;
   EXPECT_GT(network, 2'000'000);
-  opt.sharing.local_transfers = true;  // each rank on its own GPU, sending to itself: 2 MB at 4 GB/s
-  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 300 + 500'000);
+  opt.sharing.local_transfers = true;  // each rank on its own GPU, sending to itself: 2 MB at 4 GB/s,
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 2 * 300 + 500'000);  // a self-send per plane (K, V)
   opt.sharing = {3, 1.0};  // all three on one GPU: 2 copies of 1 MB each, three ranks' worth through it
   EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 2 * 300 + 1'500'000);
   opt.sharing = {2, 1.0};  // ranks 0 and 1 on one GPU, rank 2 on another: the group crosses a link
@@ -464,8 +465,8 @@ TEST(Engine, ReplayUnpacksEveryReduceScatter) {
   hw.launch_latency_ns = 100;
   hw.device_copy = {4.0, 300};
   SimOptions opt;
-  opt.sharing.local_transfers = true;  // 2 MB to itself at 4 GB/s, then 1 MB unpacked in 2 copies
-  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 300 + 500'000 + 2 * 100 + 1'000'000);
+  opt.sharing.local_transfers = true;  // 2 MB to itself at 4 GB/s (per plane), then 1 MB unpacked in 2 copies
+  EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, 2 * 300 + 500'000 + 2 * 100 + 1'000'000);
   opt.sharing.local_transfers = false;  // a cluster: in place
   SimOptions plain;
   EXPECT_EQ(simulate(b.s, hw, opt).stats.makespan, simulate(b.s, hw, plain).stats.makespan);
