@@ -73,6 +73,17 @@ struct ReduceScatterArgs {
 std::vector<AllGatherArgs> per_plane(const AllGatherArgs& x);
 std::vector<ReduceScatterArgs> per_plane(const ReduceScatterArgs& x);
 
+// The communicators the nccl transport splits for the collectives: per stream, the groups of the
+// collectives issued on it, in layers of groups no two of which share a rank. One ncclCommSplit per layer
+// gives each rank the communicator of its group in that layer (color: the group), so a stream with R
+// disjoint groups (hybrid's R all-to-all groups) costs one split, not R. Every rank computes the same list
+// (a split is collective over the parent). Layers in order of stream, then of their first group.
+struct SplitLayer {
+  std::int32_t stream = 0;
+  std::vector<std::int32_t> groups;  // ascending, pairwise disjoint
+};
+std::vector<SplitLayer> split_layers(const Schedule& schedule);
+
 class Backend {
  public:
   virtual ~Backend() = default;

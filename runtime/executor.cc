@@ -25,6 +25,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -64,6 +65,34 @@ std::vector<AllGatherArgs> per_plane(const AllGatherArgs& x) {
 
 std::vector<ReduceScatterArgs> per_plane(const ReduceScatterArgs& x) {
   return split_planes<ReduceScatterArgs, &ReduceScatterArgs::dst, &ReduceScatterArgs::src>(x, "reduce-scatter");
+}
+
+std::vector<SplitLayer> split_layers(const Schedule& schedule) {
+  std::set<std::pair<std::int32_t, std::int32_t>> used;  // (stream, group), ordered
+  for (const RankProgram& prog : schedule.ranks)
+    for (const Op& op : prog.ops)
+      if (op.group >= 0 &&
+          (op.kind == OpKind::AllGather || op.kind == OpKind::ReduceScatter || op.kind == OpKind::AllToAll))
+        used.insert({op.stream, op.group});
+  std::vector<SplitLayer> out;
+  std::vector<std::vector<char>> taken;  // per layer: its groups' ranks
+  for (const auto& [stream, group] : used) {
+    const auto& members = schedule.groups.at(static_cast<std::size_t>(group));
+    auto fits = [&](std::size_t l) {
+      return out[l].stream == stream && std::none_of(members.begin(), members.end(), [&](std::int32_t r) {
+               return taken[l].at(static_cast<std::size_t>(r)) != 0;
+             });
+    };
+    std::size_t l = 0;
+    while (l < out.size() && !fits(l)) ++l;
+    if (l == out.size()) {
+      out.push_back({stream, {}});
+      taken.emplace_back(schedule.ranks.size(), 0);
+    }
+    out[l].groups.push_back(group);
+    for (std::int32_t r : members) taken[l].at(static_cast<std::size_t>(r)) = 1;
+  }
+  return out;
 }
 
 Executor::Executor(const Schedule& schedule, std::int32_t rank, Backend& backend)

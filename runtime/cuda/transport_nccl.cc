@@ -3,7 +3,8 @@
 //    (NCCL requires the operations on one communicator to be issued in one order on every rank, and two
 //    streams would interleave them arbitrarily). SendRecv ops are grouped ncclSend/ncclRecv in it.
 //  - One communicator per (collective group, stream) pair that the schedule uses, split from the stream's
-//    communicator (ncclCommSplit, ranks ordered by their position in the group): AllGather
+//    communicator (ncclCommSplit, ranks ordered by their position in the group; disjoint groups in one
+//    split, split_layers): AllGather
 //    (ncclAllGather), ReduceScatter (ncclReduceScatter, sum) and AllToAll (grouped ncclSend/ncclRecv).
 //  - Messages travel in the receiving tensors' type (fp32 for Acc tensors, else the workload dtype);
 //    non-contiguous regions are packed into / unpacked from per-stream staging buffers.
@@ -165,15 +166,8 @@ class NcclTransport final : public CudaTransport {
       : schedule_(schedule),
         pg_(pg),
         rank_(pg.rank()),
-        staging_(pg.rank(), staging_needs(schedule, pg.rank(), false), /*zeroed=*/false) {
-    // (group, stream) pairs of every rank's collectives: the same list, in the same order, on every rank,
-    // because ncclCommSplit is collective over the parent communicator.
-    for (const RankProgram& prog : schedule.ranks)
-      for (const Op& op : prog.ops)
-        if (op.group >= 0 &&
-            (op.kind == OpKind::AllGather || op.kind == OpKind::ReduceScatter || op.kind == OpKind::AllToAll))
-          splits_.insert({op.group, op.stream});
-  }
+        staging_(pg.rank(), staging_needs(schedule, pg.rank(), false), /*zeroed=*/false),
+        splits_(split_layers(schedule)) {}
 
   ~NcclTransport() override {
     // Normally finalize (flushes, waits for the peers, non-blocking: polled under the timeout) and destroy;
@@ -210,11 +204,20 @@ class NcclTransport final : public CudaTransport {
       if (c != nullptr) comms_.push_back(c);
       ready(c, r, fmt::format("creating the communicator of stream {}", i));
     }
-    for (const auto& [group, stream] : splits_) {
-      const auto& members = schedule_.groups.at(static_cast<std::size_t>(group));
-      const auto it = std::find(members.begin(), members.end(), rank_);
-      const bool member = it != members.end();
-      const int key = member ? static_cast<int>(it - members.begin()) : 0;
+    for (const SplitLayer& layer : splits_) {
+      // The rank's group in this layer (at most one: they are disjoint), and its position there.
+      std::int32_t group = -1;
+      int key = 0;
+      for (const std::int32_t g : layer.groups) {
+        const auto& members = schedule_.groups.at(static_cast<std::size_t>(g));
+        const auto it = std::find(members.begin(), members.end(), rank_);
+        if (it == members.end()) continue;
+        group = g;
+        key = static_cast<int>(it - members.begin());
+        break;
+      }
+      const bool member = group >= 0;
+      const std::int32_t stream = layer.stream;
       ncclComm_t parent = comms_.at(static_cast<std::size_t>(stream));
       // (A null config: the split inherits the parent's, non-blocking.) Non-blocking, NCCL writes the new
       // handle only when the parent's state leaves ncclInProgress (its init job fills it later; nccl issue
@@ -222,7 +225,8 @@ class NcclTransport final : public CudaTransport {
       // is read after the parent is ready.
       ncclComm_t& c = split_handles_.emplace_back(nullptr);
       const ncclResult_t r = ncclCommSplit(parent, member ? group : NCCL_SPLIT_NOCOLOR, key, &c, nullptr);
-      const std::string what = fmt::format("splitting group {} from the communicator of stream {}", group, stream);
+      const std::string what = fmt::format("splitting group(s) {} from the communicator of stream {}",
+                                           fmt::join(layer.groups, ", "), stream);
       ready(parent, r, what);
       if (member) group_comms_[{group, stream}] = c;
       if (c != nullptr) ready(c, ncclInProgress, what);
@@ -437,7 +441,7 @@ class NcclTransport final : public CudaTransport {
   std::int32_t rank_;
   std::chrono::milliseconds timeout_{300000};  // the backend's (allocate())
   StagingBuffers staging_;  // before the communicators: destroyed after them
-  std::set<std::pair<std::int32_t, std::int32_t>> splits_;
+  std::vector<SplitLayer> splits_;  // one ncclCommSplit each (split_layers)
   std::vector<ncclComm_t> comms_;
   std::map<std::pair<std::int32_t, std::int32_t>, ncclComm_t> group_comms_;
   std::deque<ncclComm_t> split_handles_;  // where ncclCommSplit writes each new handle (see allocate)

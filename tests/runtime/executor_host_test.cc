@@ -362,6 +362,42 @@ TEST(ExecutorHost, StagingInTheIrMatchesTheTensors) {
   }
 }
 
+// The nccl transport's communicator splits: disjoint groups share one split per stream; a group that
+// overlaps another gets its own.
+TEST(SplitLayers, DisjointGroupsShareOneSplitPerStream) {
+  Workload w = base_workload(ScheduleKind::Hybrid, 8, true, Mask::Causal, PassSet::FwdBwd);
+  w.ulysses = 2;  // 4 all-to-all groups of 2
+  Schedule s = make_schedule(w);
+  std::vector<SplitLayer> layers = split_layers(s);
+  ASSERT_EQ(layers.size(), 1u);
+  EXPECT_EQ(layers[0].groups, (std::vector<std::int32_t>{0, 1, 2, 3}));
+  std::set<std::int32_t> a2a_streams;
+  for (const Op& op : s.ranks[0].ops)
+    if (op.kind == OpKind::AllToAll) a2a_streams.insert(op.stream);
+  EXPECT_EQ(a2a_streams, std::set<std::int32_t>{layers[0].stream});
+
+  // Rank 1 joins group 0 = {0, 1} and group 2 = {4, 5} in a hand-made extra group {1, 4}: it overlaps both.
+  s.groups.push_back({1, 4});
+  const auto extra = static_cast<std::int32_t>(s.groups.size() - 1);
+  Op op = s.ranks[1].ops.front();
+  op.kind = OpKind::AllGather;
+  op.group = extra;
+  op.stream = static_cast<std::uint8_t>(layers[0].stream);  // the all-to-alls' stream
+  s.ranks[1].ops.push_back(op);
+  layers = split_layers(s);
+  ASSERT_EQ(layers.size(), 2u);
+  EXPECT_EQ(layers[1].groups, std::vector<std::int32_t>{extra});
+  for (const SplitLayer& l : layers) {  // no rank twice in a layer
+    std::set<std::int32_t> seen;
+    for (std::int32_t g : l.groups)
+      for (std::int32_t r : s.groups[static_cast<std::size_t>(g)]) EXPECT_TRUE(seen.insert(r).second) << r;
+  }
+
+  EXPECT_TRUE(split_layers(make_schedule(base_workload(ScheduleKind::ZigzagRing, 4, true, Mask::Causal,
+                                                         PassSet::FwdBwd)))
+                  .empty());  // point to point only: no split
+}
+
 TEST(ExecutorHost, RecordsOneIntervalPerOp) {
   const Workload w = base_workload(ScheduleKind::ZigzagRing, 4, true, Mask::Causal, PassSet::FwdBwd);
   const Schedule s = make_schedule(w);
