@@ -72,13 +72,26 @@ namespace {
 struct MpiSession {
   bool ours = false;
   MpiSession() {
-    int inited = 0;
+    int inited = 0, provided = 0;
     CPS_MPI_CALL(-1, MPI_Initialized(&inited));
     if (!inited) {
-      int provided = 0;
-      // Only the main thread calls MPI (loopback's threads never use the nccl transport).
+      // Only the main thread calls MPI (loopback's threads never use the nccl transport), but CUDA, NCCL
+      // and CUPTI run threads of their own: FUNNELED is the level that allows that.
       CPS_MPI_CALL(-1, MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
       ours = true;
+    } else {
+      CPS_MPI_CALL(-1, MPI_Query_thread(&provided));
+    }
+    if (provided < MPI_THREAD_FUNNELED) {
+      int rank = 0;
+      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+      if (rank == 0)
+        fmt::print(stderr,
+                   "cp-profile: warning: this MPI provides thread level {} (MPI_THREAD_SINGLE), below "
+                   "MPI_THREAD_FUNNELED: the process has CUDA's and NCCL's threads besides the one that calls MPI. "
+                   "Most MPIs work anyway; if ranks hang or crash at start-up, use an MPI built with thread "
+                   "support.\n",
+                   provided);
     }
   }
   ~MpiSession() {
