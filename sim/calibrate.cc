@@ -15,6 +15,7 @@
 
 #include "sim/analysis.h"
 #include "sim/error.h"
+#include "sim/json_number.h"
 #include "sim/planner.h"
 #include "sim/report.h"
 #include "sim/schedule.h"
@@ -243,9 +244,9 @@ void collect(const NamedProfile& np, Samples& s) {
 
 std::int64_t bench_int(const nlohmann::json& row, const char* key, const std::string& where, bool positive = true) {
   const auto it = row.find(key);
-  if (it == row.end() || !it->is_number_integer())
-    throw InputError(where + "." + key, "missing or not an integer");
-  const auto v = it->get<std::int64_t>();
+  const std::optional<std::int64_t> i = it == row.end() ? std::nullopt : json_integer(*it);
+  if (!i) throw InputError(where + "." + key, "missing or not an integer within 64 bits");
+  const std::int64_t v = *i;
   if (positive ? v <= 0 : v < 0) throw InputError(where + "." + key, fmt::format("{} must be > 0", v));
   return v;
 }

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sim/error.h"
+#include "sim/json_number.h"
 
 namespace cpscope {
 
@@ -79,12 +80,8 @@ double as_number(const json& v, const std::string& field) {
 }
 
 std::int64_t as_int(const json& v, const std::string& field) {
-  if (v.is_number_integer()) return v.get<std::int64_t>();
-  if (v.is_number_float()) {
-    const double d = v.get<double>();
-    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.0e18) return static_cast<std::int64_t>(d);
-    throw InputError(field, fmt::format("{} is not an integer", d));
-  }
+  if (const std::optional<std::int64_t> i = json_integer(v)) return *i;
+  if (v.is_number()) throw InputError(field, fmt::format("{} is not an integer within 64 bits", v.dump().substr(0, 40)));
   throw InputError(field, "expected an integer, got " + type_name(v));
 }
 

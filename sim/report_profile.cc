@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sim/error.h"
+#include "sim/json_number.h"
 
 namespace cpscope {
 namespace {
@@ -39,16 +40,11 @@ T get(const nlohmann::json& j, const char* key, const std::string& field) {
   if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
     static_assert(std::is_signed_v<T> && sizeof(T) <= sizeof(std::int64_t), "profile integers are signed, <= 64 bits");
     using L = std::numeric_limits<T>;
-    bool fits = false;
-    if (v.is_number_unsigned())
-      fits = v.get<std::uint64_t>() <= static_cast<std::uint64_t>(L::max());
-    else if (v.is_number_integer())
-      fits = v.get<std::int64_t>() >= static_cast<std::int64_t>(L::min()) &&
-             v.get<std::int64_t>() <= static_cast<std::int64_t>(L::max());
-    if (!fits)
+    const std::optional<std::int64_t> i = json_integer(v);
+    if (!i || *i < static_cast<std::int64_t>(L::min()) || *i > static_cast<std::int64_t>(L::max()))
       throw InputError(field + "." + key,
                        fmt::format("{} is not an integer in [{}, {}]", v.dump().substr(0, 40), L::min(), L::max()));
-    return v.get<T>();
+    return static_cast<T>(*i);
   } else if constexpr (std::is_floating_point_v<T>) {
     if (!v.is_number())
       throw InputError(field + "." + key, fmt::format("has the wrong type ({})", v.dump().substr(0, 40)));
@@ -65,9 +61,11 @@ T get(const nlohmann::json& j, const char* key, const std::string& field) {
 
 std::int64_t int_at(const nlohmann::json& row, std::size_t i, const std::string& field) {
   const nlohmann::json& v = row[i];
-  if (!v.is_number_integer())
-    throw InputError(fmt::format("{}[{}] ({})", field, i, kColumns[i]), fmt::format("{} is not an integer", v.dump()));
-  return v.get<std::int64_t>();
+  const std::optional<std::int64_t> n = json_integer(v);
+  if (!n)
+    throw InputError(fmt::format("{}[{}] ({})", field, i, kColumns[i]),
+                     fmt::format("{} is not an integer within 64 bits", v.dump().substr(0, 40)));
+  return *n;
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sim/error.h"
+#include "sim/json_number.h"
 
 namespace cpscope {
 namespace {
@@ -252,9 +253,9 @@ nlohmann::json to_json(const Workload& w) {
 Workload workload_from_json(const nlohmann::json& j, Workload w) {
   if (!j.is_object()) throw InputError("config", "must be a JSON object of workload fields");
   auto integer = [](const std::string& key, const nlohmann::json& v) -> std::int64_t {
-    if (!v.is_number_integer())
-      throw InputError(key, fmt::format("must be an integer, got {}", v.dump()));
-    return v.get<std::int64_t>();
+    const std::optional<std::int64_t> i = json_integer(v);
+    if (!i) throw InputError(key, fmt::format("must be an integer (within 64 bits), got {}", v.dump().substr(0, 40)));
+    return *i;
   };
   auto text = [](const std::string& key, const nlohmann::json& v) -> std::string {
     if (!v.is_string()) throw InputError(key, fmt::format("must be a string, got {}", v.dump()));

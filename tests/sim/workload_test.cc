@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sim/error.h"
+#include "sim/json_number.h"
 
 namespace cpscope {
 namespace {
@@ -199,6 +200,27 @@ TEST(Workload, Placement) {
   EXPECT_EQ(w.global_rank(3), 12);
   EXPECT_EQ(w.node_of(1), 0);
   EXPECT_EQ(w.node_of(2), 1);
+}
+
+// One rule for integers in every JSON reader: integral values within int64, as JSON integers or floats.
+TEST(JsonInteger, IntegralValuesWithin64Bits) {
+  using nlohmann::json;
+  EXPECT_EQ(json_integer(json(2)), 2);
+  EXPECT_EQ(json_integer(json(-3)), -3);
+  EXPECT_EQ(json_integer(json(2.0)), 2);
+  EXPECT_EQ(json_integer(json::parse("9223372036854775807")), INT64_MAX);
+  EXPECT_EQ(json_integer(json(-9223372036854775808.0)), INT64_MIN);
+  for (const json& bad : {json(2.5), json(1e30), json(9223372036854775808.0), json::parse("18446744073709551615"),
+                          json(std::nan("")), json("2"), json(true), json(nullptr), json::array({1})})
+    EXPECT_FALSE(json_integer(bad).has_value()) << bad.dump();
+  // The workload reader takes the rule: 2.0 is 2; a value beyond 64 bits is refused, not wrapped.
+  EXPECT_EQ(workload_from_json(json::parse(R"({"cp": 4.0})")).cp, 4);
+  try {
+    workload_from_json(json::parse(R"({"seq": 18446744073709551615})"));
+    ADD_FAILURE() << "accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("seq: must be an integer"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
