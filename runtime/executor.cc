@@ -11,14 +11,15 @@
 //  ReduceScatter the gathered-range dK/dV of Op::send -> the rank's dK/dV output (head group).
 //  AllToAll    by Op::buffer: QKV, O, DO, DQKV (hybrid.cc): per peer, the head slice it owns.
 // Fills that start a pass (the IR's "accumulators start empty"): the forward sets O = 0 and LSE = -inf
-// before its first op; the backward zero-fills dQ, the ring's dK/dV accumulators and the dK/dV halves
-// of packed slots. A dK/dV destination that attention adds into directly (no ring: R = 1, allgather)
+// with its first compute-stream op (after that op's waits); the backward zero-fills dQ, the ring's dK/dV
+// accumulators and the dK/dV halves of packed slots. A dK/dV destination that attention adds into directly (no ring: R = 1, allgather)
 // is zero-filled right before the first AttendBwd that writes it, and again after a collective has
 // consumed it, so a reused slot starts empty.
 // Every transfer's byte count is checked against the tensors it moves (element size: fp32 for Acc
 // tensors, the workload dtype otherwise), and a collective's Op::staged_send/recv against the messages that are
 // not one span of their tensor (RankLayout::one_span, the rule the CUDA transports pack and unpack by),
-// so the runtime cannot silently move or copy other data than the simulator times.
+// so the runtime cannot silently move or copy other data than the simulator times. Likewise every fill
+// against the op's Op::fills and fill_bytes.
 #include "runtime/executor.h"
 
 #include <algorithm>
@@ -181,33 +182,46 @@ void Executor::check_staging(const Op& op, const StagingCount& c) const {
                             c.recv, c.copies));
 }
 
+void Executor::fill(const Op& op, const Region& r, double value) {
+  backend_.fill(op, op.stream, r, value);
+  ++fills_;
+  fill_bytes_ += region_bytes(r);
+}
+
+void Executor::check_fills(const Op& op) const {
+  CPSCOPE_CHECK(fills_ == op.fills && fill_bytes_ == op.fill_bytes,
+                fmt::format("rank {} op {} ({}): the IR fills {} bytes in {} kernels before the op, the executor {} in {}",
+                            rank_, op.id, op_name(op), op.fill_bytes, op.fills, fill_bytes_, fills_));
+}
+
 void Executor::fill_if_fresh(const Op& op, TensorId t, std::int32_t plane, std::int32_t planes) {
   const TensorId s = layout_.storage(t);
   if (!fresh_[static_cast<int>(s)]) return;
-  backend_.fill(op, op.stream, whole(t, plane, planes), 0.0);
+  fill(op, whole(t, plane, planes), 0.0);
   fresh_[static_cast<int>(s)] = false;
 }
 
+// `first`: the pass's first op on the compute stream (0), after its waits; the fills are its own.
 void Executor::begin_pass(const Op& first) {
-  const std::int32_t compute = 0;
+  CPSCOPE_CHECK(first.stream == 0, "pass fills on a stream other than compute");
   fresh_.fill(false);
   if (first.pass == OpPass::Fwd) {
-    backend_.fill(first, compute, whole(TensorId::O), 0.0);
-    backend_.fill(first, compute, whole(TensorId::Lse), -std::numeric_limits<double>::infinity());
+    fill(first, whole(TensorId::O), 0.0);
+    fill(first, whole(TensorId::Lse), -std::numeric_limits<double>::infinity());
     return;
   }
-  backend_.fill(first, compute, whole(TensorId::Dq), 0.0);
+  fill(first, whole(TensorId::Dq), 0.0);
   const Workload& w = schedule_.workload;
   const bool ring = w.schedule != ScheduleKind::AllGather && layout_.ring_size() > 1;
   for (TensorId t : {TensorId::Dkv0, TensorId::Dkv1}) {
     if (!layout_.desc(t).used) continue;
     if (ring)
-      backend_.fill(first, compute, whole(t), 0.0);
+      fill(first, whole(t), 0.0);
     else
       fresh_[static_cast<int>(layout_.storage(t))] = true;
   }
   for (TensorId t : {TensorId::KvDkv0, TensorId::KvDkv1})
-    if (layout_.desc(t).used) backend_.fill(first, compute, whole(t, 2, 2), 0.0);
+    if (layout_.desc(t).used) fill(first, whole(t, 2, 2), 0.0);
 }
 
 AttendArgs Executor::attend_args(const Op& op) const {
@@ -245,13 +259,16 @@ void Executor::issue() {
   bool started[2] = {false, false};
   for (const Op& op : prog.ops) {
     const int p = op.pass == OpPass::Fwd ? 0 : 1;
-    if (!started[p]) {
+    for (std::int32_t e : op.wait)
+      if (e != kNoEvent) backend_.wait_event(op, op.stream, e);
+    fills_ = 0;
+    fill_bytes_ = 0;
+    if (!started[p] && op.stream == 0) {
       started[p] = true;
       begin_pass(op);
     }
-    for (std::int32_t e : op.wait)
-      if (e != kNoEvent) backend_.wait_event(op, op.stream, e);
     issue_op(op);
+    check_fills(op);
     if (op.record != kNoEvent) backend_.record_event(op, op.stream, op.record);
   }
 }
@@ -268,7 +285,7 @@ void Executor::issue_op(const Op& op) {
       AttendArgs a = attend_args(op);
       if (op.recv.buffer == BufferKind::None) {
         a.dkv = TensorId::DkvScratch;
-        backend_.fill(op, st, whole(TensorId::DkvScratch), 0.0);
+        fill(op, whole(TensorId::DkvScratch), 0.0);
       } else {
         CPSCOPE_CHECK(op.recv.buffer == BufferKind::DKV, where() + ": dK/dV destination is not a DKV slot");
         a.dkv = layout_.operand(op.recv.buffer, op.recv.slot);

@@ -23,7 +23,8 @@ class Executor {
   // Allocates the rank's tensors on the backend (once).
   void allocate();
   // Enqueues one iteration: every op of the rank's program, in issue order, with the fills that start
-  // a pass (output accumulators, gradient accumulators). Does not wait; call backend.synchronize().
+  // a pass (output accumulators, gradient accumulators: issued with the pass's first compute-stream op,
+  // after its waits). Does not wait; call backend.synchronize().
   void issue();
 
   // Bytes a region occupies in a message or buffer on a GPU (Acc: fp32; Input: the workload dtype).
@@ -52,12 +53,18 @@ class Executor {
   // Zero-fills `t` first when it must start empty (a gradient destination not yet written since the
   // pass began or a collective consumed it).
   void fill_if_fresh(const Op& op, TensorId t, std::int32_t plane, std::int32_t planes);
+  // Every fill the executor issues goes through here: counted against the IR's Op::fills / fill_bytes
+  // (gen::RankBuilder::add_fills), which the simulator times with the op.
+  void fill(const Op& op, const Region& r, double value);
+  void check_fills(const Op& op) const;
 
   const Schedule& schedule_;
   std::int32_t rank_;
   Backend& backend_;
   RankLayout layout_;
   std::array<bool, kNumTensors> fresh_{};
+  std::int32_t fills_ = 0;  // fills issued for the current op, and their bytes
+  std::int64_t fill_bytes_ = 0;
   std::int32_t gqa_ratio_ = 1;
   double scale_ = 1.0;
   std::vector<std::int64_t> to_global_, to_rank_order_;  // allgather zigzag Layout row maps

@@ -34,7 +34,8 @@ struct ComputeSample {
   double duration = 0;  // ns
   double overlap = 0;   // ns of the op overlapped by communication on its rank
   double flops = 0;     // attention
-  double bytes = 0;     // memory ops
+  double bytes = 0;     // memory ops; for any op also the bytes of the fills before it (Op::fill_bytes)
+  double launches = 1;  // kernels: the op's and its fills' (Op::fills), a launch latency each
   int cell = -1;        // attention: index into cells; -1 for memory ops
   std::string category;
 };
@@ -237,6 +238,9 @@ void collect(const NamedProfile& np, Samples& s) {
         c.bytes = static_cast<double>(op.bytes);
         c.category = "memory (dkv_add, layout)";
       }
+      // The fills the runtime ran right before the op are in its measured interval (CostModel::compute_ns).
+      c.bytes += static_cast<double>(op.fill_bytes);
+      c.launches += op.fills;
       s.compute.push_back(c);
     }
   }
@@ -449,19 +453,21 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
   const auto n_cells = static_cast<int>(s.cells.size());
   bool any_memory = false, any_overlap = false;
   for (const auto& c : s.compute) {
-    any_memory = any_memory || c.cell < 0;
+    any_memory = any_memory || c.bytes > 0;  // a DkvAdd or Layout, or the fills before any op
     any_overlap = any_overlap || c.overlap > 0;
   }
-  bool fit_latency = true, fit_beta = any_overlap;
+  bool any_memory_op = false;  // a DkvAdd or Layout: bytes apart from any attention
+  for (const auto& c : s.compute) any_memory_op = any_memory_op || c.cell < 0;
+  bool fit_latency = true, fit_beta = any_overlap, fit_memory = any_memory;
   Eigen::VectorXd x;
   double latency = static_cast<double>(base.launch_latency_ns);
   double beta = 1.0 - 1.0 / base.comm_compute_interference;
   std::vector<double> ns_per_flop(static_cast<std::size_t>(n_cells), 0.0);
   double ns_per_byte = 1.0 / base.memory_bandwidth_GBps;
   bool solved = s.compute.empty();
-  for (int attempt = 0; attempt < 3 && !solved; ++attempt) {
+  for (int attempt = 0; attempt < 5 && !solved; ++attempt) {
     const int col_mem = (fit_latency ? 1 : 0) + n_cells;
-    const int col_beta = col_mem + (any_memory ? 1 : 0);
+    const int col_beta = col_mem + (fit_memory ? 1 : 0);
     const int cols = col_beta + (fit_beta ? 1 : 0);
     Eigen::MatrixXd a = Eigen::MatrixXd::Zero(static_cast<Eigen::Index>(s.compute.size()), cols);
     Eigen::VectorXd b(static_cast<Eigen::Index>(s.compute.size()));
@@ -469,9 +475,9 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
       const ComputeSample& c = s.compute[i];
       const auto r = static_cast<Eigen::Index>(i);
       double rhs = c.duration;
-      if (fit_latency) a(r, 0) = 1.0; else rhs -= latency;
+      if (fit_latency) a(r, 0) = c.launches; else rhs -= c.launches * latency;
       if (c.cell >= 0) a(r, (fit_latency ? 1 : 0) + c.cell) = c.flops;
-      else a(r, col_mem) = c.bytes;
+      if (fit_memory) a(r, col_mem) = c.bytes; else rhs -= c.bytes * ns_per_byte;
       if (fit_beta) a(r, col_beta) = c.overlap; else rhs -= beta * c.overlap;
       b(r) = rhs;  // the parts not fitted move to the right side
     }
@@ -484,9 +490,15 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
     if (solve_scaled(a, b, x)) {
       if (fit_latency) latency = x(0);
       for (int c = 0; c < n_cells; ++c) ns_per_flop[static_cast<std::size_t>(c)] = x((fit_latency ? 1 : 0) + c);
-      if (any_memory) ns_per_byte = x(col_mem);
+      if (fit_memory) ns_per_byte = x(col_mem);
       if (fit_beta) beta = x(col_beta);
       const bool sane_latency = latency >= 0;
+      if (fit_memory && !(ns_per_byte > 0)) {
+        fit_memory = false;
+        ns_per_byte = 1.0 / base.memory_bandwidth_GBps;
+        kept.push_back({{"field", "memory_bandwidth_GBps"}, {"why", "the fit gave no positive bandwidth"}});
+        continue;
+      }
       // A factor above 10 (a kernel at a tenth of its rate beside a transfer) is no GPU's: the fit has
       // read something else (noise, ops that wait rather than copy) as interference.
       const bool sane_beta = !fit_beta || (beta >= 0 && beta <= 0.9);
@@ -509,7 +521,13 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
       }
       continue;
     }
-    if (fit_latency) {
+    if (fit_memory && !any_memory_op) {
+      fit_memory = false;
+      ns_per_byte = 1.0 / base.memory_bandwidth_GBps;
+      kept.push_back({{"field", "memory_bandwidth_GBps"},
+                      {"why", "not identifiable: only the fills before attention ops touched memory, each beside a "
+                              "block shape of its own"}});
+    } else if (fit_latency) {
       fit_latency = false;
       kept.push_back({{"field", "launch_latency_ns"},
                       {"why", "not identifiable: each block shape was measured at one size and no memory op "
@@ -522,12 +540,12 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
     }
   }
   if (!any_overlap) kept.push_back({{"field", "comm_compute_interference"}, {"why", "no attention op overlapped communication"}});
-  if (!any_memory) kept.push_back({{"field", "memory_bandwidth_GBps"}, {"why", "no DkvAdd or Layout op was measured"}});
+  if (!any_memory) kept.push_back({{"field", "memory_bandwidth_GBps"}, {"why", "no DkvAdd, Layout or fill was measured"}});
   if (s.compute.empty()) kept.push_back({{"field", "attention"}, {"why", "no compute op was measured"}});
 
   HardwareProfile& hw = cal.hardware;
   hw.launch_latency_ns = static_cast<Nanos>(std::llround(latency));
-  if (any_memory && ns_per_byte > 0) hw.memory_bandwidth_GBps = 1.0 / ns_per_byte;
+  if (fit_memory && ns_per_byte > 0) hw.memory_bandwidth_GBps = 1.0 / ns_per_byte;
   hw.comm_compute_interference = 1.0 / (1.0 - beta);
   // Rates: TFLOP/s = 1e-3 / (ns per FLOP). One table per measured (pass, mask, head_dim) over the
   // measured q and kv lengths, widened by the base table's lengths beyond them. A grid point nobody
@@ -644,13 +662,11 @@ Calibration calibrate(const std::vector<NamedProfile>& profiles, const HardwareP
   // Compute residuals of the final model.
   std::map<std::string, Residual> by_cat;
   for (const ComputeSample& c : s.compute) {
-    double pred = latency + beta * c.overlap;
+    double pred = c.launches * latency + beta * c.overlap + c.bytes / hw.memory_bandwidth_GBps;
     if (c.cell >= 0) {
       const double npf = ns_per_flop[static_cast<std::size_t>(c.cell)];
       if (!(npf > 0)) continue;
       pred += c.flops * npf;
-    } else {
-      pred += c.bytes / hw.memory_bandwidth_GBps;
     }
     by_cat[c.category].add((pred - c.duration) / c.duration);
   }

@@ -25,6 +25,15 @@ bool is_collective(OpKind k) {
 }  // namespace
 
 Nanos CostModel::compute_ns(const Op& op) const {
+  // The fills the runtime issues right before the op (Op::fills): a memset kernel each, at HBM bandwidth.
+  const Nanos fills =
+      op.fills > 0 ? op.fills * hw_.launch_latency_ns +
+                         ceil_ns(static_cast<double>(op.fill_bytes) / hw_.memory_bandwidth_GBps)
+                   : 0;
+  return fills + op_ns(op);
+}
+
+Nanos CostModel::op_ns(const Op& op) const {
   switch (op.kind) {
     case OpKind::Attend:
     case OpKind::AttendBwd: {

@@ -22,6 +22,7 @@ class CostModel {
   CostModel(const HardwareProfile& hw, const Workload& w) : hw_(hw), w_(w) {}
   // Attention (Attend/AttendBwd): launch latency + flops / achieved rate for the block shape.
   // DkvAdd / Layout: launch latency + bytes / memory bandwidth.
+  // Plus the fills before the op (Op::fills): a launch latency each + fill bytes / memory bandwidth.
   Nanos compute_ns(const Op&) const;
   // One point-to-point message of `bytes` over a link class: latency + bytes / bandwidth.
   Nanos transfer_ns(Bytes bytes, bool inter_node, double bandwidth_share = 1.0) const;
@@ -47,6 +48,7 @@ class CostModel {
   const HardwareProfile& hardware() const { return hw_; }
 
  private:
+  Nanos op_ns(const Op&) const;  // compute_ns without the fills
   const HardwareProfile& hw_;
   const Workload& w_;
 };

@@ -232,6 +232,7 @@ class WorkTable {
 class DurationCache {
  public:
   std::uint32_t id(const Op& op, const CostModel& cost, WorkTable& works) {
+    if (op.fills > 0) return works.id(cost.compute_ns(op));  // a few per rank: not worth a key
     const Key key{op.attn.q_len, op.attn.kv_len, op.flops, op.bytes, static_cast<std::uint8_t>(op.kind),
                   static_cast<std::uint8_t>(op.attn.mask)};
     const std::uint64_t h = (static_cast<std::uint64_t>(key.q_len) * 0x9E3779B97F4A7C15ull) ^

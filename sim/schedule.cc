@@ -275,6 +275,12 @@ void check_schedule(const Schedule& s) {
       } else if (op.staged() != 0 || op.staged_copies != 0) {
         fail(s, r, i, "staging on an op that is not a collective");
       }
+      const bool compute = op.kind == OpKind::Attend || op.kind == OpKind::AttendBwd || op.kind == OpKind::DkvAdd ||
+                           op.kind == OpKind::Layout;
+      if (op.fills < 0 || op.fill_bytes < 0 || (op.fills > 0) != (op.fill_bytes > 0) ||
+          (!compute && op.fills != 0))
+        fail(s, r, i, fmt::format("fills {} bytes in {} kernels (only compute ops fill, bytes with kernels)",
+                                  op.fill_bytes, op.fills));
     }
   }
 

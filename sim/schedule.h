@@ -104,6 +104,12 @@ struct Op {
   Bytes staged_send = 0, staged_recv = 0;
   std::int32_t staged_copies = 0;
   Bytes staged() const { return staged_send + staged_recv; }
+  // Compute ops: what the runtime fills on the op's stream right after its waits and before the op
+  // itself, so that accumulators start empty (gen::RankBuilder::add_fills says which): bytes written and
+  // memset kernels, one per tensor. Timed with the op (CostModel::compute_ns) and measured with it (the
+  // executor attributes the fills to the op); the executor checks them against its tensors. 0 elsewhere.
+  std::int32_t fills = 0;
+  Bytes fill_bytes = 0;
 };
 
 // A live buffer for peak-memory accounting.

@@ -17,6 +17,69 @@ void RankBuilder::reset(RankProgram& prog, std::size_t expected_ops) {
   clock_.clear();
   clock_.reserve(expected_ops);
   for (auto& k : known_) k.fill(-1);
+  pass_started_ = {false, false};
+  fresh_ = {false, false};
+}
+
+// The executor's fills (runtime/executor.cc), with the sizes of rt::RankLayout's tensors (one memset
+// kernel per tensor: each is one contiguous run):
+//  - a pass's first compute-stream op: forward O = 0 and LSE = -inf (fp32); backward dQ = 0 (fp32), and
+//    with a ring (R > 1, not allgather) its dK/dV accumulators: both fp32 slots, or the dK/dV halves of
+//    both packed slots (input dtype). Without a ring the dK/dV slots start "fresh" instead;
+//  - an AttendBwd into the implicit scratch (R > 1): the scratch = 0 (fp32), every time;
+//  - an AttendBwd into a fresh DKV slot: the slot = 0, once; a reduce-scatter that consumed a slot makes
+//    it fresh again (allgather's slots serve head groups g and g+2).
+void RankBuilder::add_fills(Op& op) {
+  const Workload& w = w_;
+  const Bytes B = w.batch, D = w.head_dim, e = w.elem_bytes();
+  const bool gather = w.schedule == ScheduleKind::AllGather;
+  const std::int64_t U = gather ? 1 : w.ulysses_size(), R = gather ? 1 : w.ring_size();
+  const std::int64_t rows = gather ? w.local_tokens() : w.seq / R;  // of O, LSE and dQ
+  const std::int64_t hq = w.heads / U, hk = w.kv_heads / U;
+  const Bytes dkv_block = B * rows * hk * 2 * D * 4;  // a ring's fp32 dK/dV slot or scratch, or R = 1's slot
+  if (op.stream == kCompute) {
+    const int p = op.pass == OpPass::Fwd ? 0 : 1;
+    if (!pass_started_[p]) {
+      pass_started_[p] = true;
+      if (p == 0) {
+        fill(op, B * rows * hq * D * 4);  // O
+        fill(op, B * rows * hq * 4);      // LSE
+      } else {
+        fill(op, B * rows * hq * D * 4);  // dQ
+        if (!gather && R > 1) {
+          const Bytes slot = w.dkv == DkvVariant::Fp32 ? dkv_block : B * rows * hk * 2 * D * e;
+          fill(op, slot);
+          fill(op, slot);
+        }
+        fresh_ = {gather || R == 1, gather || R == 1};
+      }
+    }
+  }
+  if (op.kind == OpKind::AttendBwd) {
+    if (op.recv.buffer == BufferKind::None) {
+      fill(op, dkv_block);  // the scratch
+    } else if (op.recv.buffer == BufferKind::DKV) {
+      const auto slot = static_cast<std::size_t>(op.recv.slot);
+      CPSCOPE_CHECK(slot < fresh_.size(), "AttendBwd into a DKV slot beyond 1");
+      if (fresh_[slot]) {
+        fresh_[slot] = false;
+        if (gather && w.cp == 1) fresh_ = {false, false};  // both slots are the output itself: one storage
+        if (!gather) {
+          fill(op, dkv_block);
+        } else if (w.cp == 1) {
+          fill(op, B * rows * w.kv_heads * 2 * D * 4);  // the output itself, all heads, fp32
+        } else {
+          const Bytes rs = w.dkv == DkvVariant::Fp32 ? 4 : e;
+          fill(op, B * w.seq * (w.kv_heads / w.kv_head_groups) * 2 * D * rs);  // the gathered range's dK/dV
+        }
+      }
+    }
+  }
+  if (op.kind == OpKind::ReduceScatter && op.send.buffer == BufferKind::DKV) {
+    const auto slot = static_cast<std::size_t>(op.send.slot);
+    CPSCOPE_CHECK(slot < fresh_.size(), "reduce-scatter of a DKV slot beyond 1");
+    fresh_[slot] = true;
+  }
 }
 
 std::int32_t RankBuilder::event_of(std::int32_t op_index) {
@@ -64,6 +127,7 @@ std::int32_t RankBuilder::emit(Op op, std::span<const Res> reads, std::span<cons
     for (int t = 0; t < kMaxStreams; ++t) known[t] = std::max(known[t], c[t]);
   }
 
+  add_fills(op);
   const auto id = static_cast<std::int32_t>(ops.size());
   op.id = id;
   known[s] = id;

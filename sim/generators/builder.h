@@ -104,6 +104,13 @@ class RankBuilder {
     Clock readers = {-1, -1, -1};  // last reader on each stream since the last write
   };
   std::int32_t event_of(std::int32_t op_index);
+  // Sets Op::fill_bytes / Op::fills: what the runtime's executor fills right before the op (rt::Executor,
+  // with rt::RankLayout's tensor sizes; the executor checks the two agree, op by op).
+  void add_fills(Op& op);
+  void fill(Op& op, Bytes bytes) {
+    op.fill_bytes += bytes;
+    ++op.fills;
+  }
 
   const Workload& w_;
   std::int64_t num_streams_;
@@ -112,6 +119,8 @@ class RankBuilder {
   std::array<ResState, kNumRes> res_{};
   std::vector<Clock> clock_;                // per op: latest op of each stream complete before it starts
   std::array<Clock, kMaxStreams> known_{};  // per stream: same, for the next op issued on it
+  std::array<bool, 2> pass_started_{};      // fwd, bwd: the pass's first compute-stream op was emitted
+  std::array<bool, 2> fresh_{};             // DKV slots 0, 1 start empty: filled before the next AttendBwd into them
 };
 
 // Appends a buffer to the rank's peak-memory list when it is live in a pass the workload runs.

@@ -398,6 +398,49 @@ TEST(SplitLayers, DisjointGroupsShareOneSplitPerStream) {
                   .empty());  // point to point only: no split
 }
 
+// The generators' Op::fills (what the simulator times before an op) must be the fills the executor
+// issues: every schedule, pass set, batch, dK/dV dtype and head grouping, and cp = 1. The executor
+// refuses a mismatch itself; here one wrong count shows the refusal.
+TEST(ExecutorHost, FillsInTheIrMatchTheExecutors) {
+  int checked = 0;
+  std::int64_t fills = 0;
+  for (ScheduleKind kind : all_schedules())
+    for (std::int64_t cp : {1, 4})
+      for (PassSet pass : {PassSet::Fwd, PassSet::Bwd, PassSet::FwdBwd})
+        for (std::int64_t batch : {1, 2})
+          for (std::int64_t groups : {1, 2})
+            for (DkvVariant dkv : {DkvVariant::Fp32, DkvVariant::Input}) {
+              if (groups > 1 && kind != ScheduleKind::AllGather) continue;
+              if (cp == 1 && kind == ScheduleKind::Hybrid) continue;  // needs U x R
+              Workload w = base_workload(kind, cp, kind != ScheduleKind::Ulysses, Mask::Causal, pass);
+              if (kind == ScheduleKind::Hybrid) w.ulysses = 2;
+              w.batch = batch;
+              w.kv_head_groups = groups;
+              w.dkv = dkv;
+              SCOPED_TRACE(describe(w));
+              const Schedule s = make_schedule(w);
+              ASSERT_NO_THROW(issue_all(s));
+              ++checked;
+              for (const RankProgram& prog : s.ranks)
+                for (const Op& op : prog.ops) fills += op.fills;
+            }
+  EXPECT_EQ(checked, 3 * 24 + 48 + 12);  // ring, zigzag, ulysses; allgather (head groups); hybrid (cp 4 only)
+  EXPECT_GT(fills, 0);
+
+  Schedule s = make_schedule(base_workload(ScheduleKind::ZigzagRing, 4, true, Mask::Causal, PassSet::FwdBwd));
+  for (Op& op : s.ranks[2].ops)
+    if (op.kind == OpKind::AttendBwd) {
+      op.fill_bytes += 4;  // the scratch is bigger than it is
+      break;
+    }
+  try {
+    issue_all(s);
+    ADD_FAILURE() << "a wrong Op::fill_bytes was accepted";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("the IR fills"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ExecutorHost, RecordsOneIntervalPerOp) {
   const Workload w = base_workload(ScheduleKind::ZigzagRing, 4, true, Mask::Causal, PassSet::FwdBwd);
   const Schedule s = make_schedule(w);

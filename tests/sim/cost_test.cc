@@ -156,6 +156,20 @@ TEST(Cost, StagingIsACopyPerRegionAtHbmBandwidth) {
   EXPECT_EQ(cost.collective_ns(a2a, GroupPlacement{4, 1, 4, 4}, 1.0), 1000 + 3'000'000);
 }
 
+TEST(Cost, FillsBeforeAnOpAreMemsetsAtHbmBandwidth) {
+  HardwareProfile hw = unit_hw();
+  hw.launch_latency_ns = 300;
+  Workload w;
+  const CostModel cost(hw, w);
+  Op add;
+  add.kind = OpKind::DkvAdd;
+  add.bytes = 1'000'000;
+  const Nanos plain = cost.compute_ns(add);
+  add.fills = 2;
+  add.fill_bytes = 4'000'000;
+  EXPECT_EQ(cost.compute_ns(add), plain + 2 * 300 + 2'000'000);  // unit_hw: HBM 2 GB/s
+}
+
 TEST(Cost, NicOfLocalGpu) {
   HardwareProfile hw = unit_hw();
   Workload w;

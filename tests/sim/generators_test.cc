@@ -506,6 +506,41 @@ TEST(Ring, Fp32BackwardRotatesAccumulatorsHome) {
   }
 }
 
+// The fills the runtime makes (Op::fills, checked against the executor in executor_host_test): the first
+// compute op of each pass starts the accumulators, and every ring AttendBwd clears the dK/dV scratch.
+TEST(Ring, FillsStartThePassesAndClearTheScratch) {
+  const std::int64_t N = 4;
+  Workload w = base(ScheduleKind::ZigzagRing, N, Mask::Causal, PassSet::FwdBwd);
+  const Schedule s = make_schedule(w);
+  const Bytes s_tok = w.seq / N, B = w.batch, D = w.head_dim;
+  const Bytes o = B * s_tok * w.heads * D * 4, lse = B * s_tok * w.heads * 4;
+  const Bytes dkv = B * s_tok * w.kv_heads * 2 * D * 4;
+  for (const auto& r : s.ranks) {
+    bool fwd_started = false, bwd_started = false;
+    for (const Op& op : r.ops) {
+      Bytes want = 0;
+      std::int32_t kernels = 0;
+      if (op.stream == 0 && op.pass == OpPass::Fwd && !fwd_started) {
+        fwd_started = true;
+        want += o + lse;  // O = 0, LSE = -inf
+        kernels += 2;
+      }
+      if (op.stream == 0 && op.pass == OpPass::Bwd && !bwd_started) {
+        bwd_started = true;
+        want += o + 2 * dkv;  // dQ and the two fp32 accumulator slots
+        kernels += 3;
+      }
+      if (op.kind == OpKind::AttendBwd) {
+        want += dkv;  // the scratch
+        kernels += 1;
+      }
+      EXPECT_EQ(op.fill_bytes, want) << "rank " << r.rank << " op " << op.id;
+      EXPECT_EQ(op.fills, kernels) << "rank " << r.rank << " op " << op.id;
+    }
+    EXPECT_TRUE(fwd_started && bwd_started);
+  }
+}
+
 TEST(Ring, InputBackwardIsReversedAndPacked) {
   const std::int64_t N = 4;
   Workload w = base(ScheduleKind::ZigzagRing, N, Mask::Causal, PassSet::Bwd);

@@ -224,6 +224,14 @@ TEST(CheckSchedule, RejectsStagingOutsideCollectivesOrWithoutCopies) {
   Schedule ring = small_ring();
   ring.ranks[0].ops[find_op(ring.ranks[0], OpKind::SendRecv)].staged_send = 8;
   expect_check_error(ring, "staging on an op that is not a collective");
+
+  ring = small_ring();  // fills only before compute ops, bytes with kernels
+  ring.ranks[0].ops[find_op(ring.ranks[0], OpKind::SendRecv)].fills = 1;
+  ring.ranks[0].ops[find_op(ring.ranks[0], OpKind::SendRecv)].fill_bytes = 8;
+  expect_check_error(ring, "only compute ops fill");
+  ring = small_ring();
+  ring.ranks[1].ops[find_op(ring.ranks[1], OpKind::Attend)].fills = 0;  // it fills O and LSE
+  expect_check_error(ring, "only compute ops fill");
 }
 
 // The nccl transport copies what the IR says; replay's self-send always packs an all-to-all's parts
