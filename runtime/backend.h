@@ -103,6 +103,13 @@ class Backend {
   virtual void copy(const Op& op, std::int32_t stream, const Region& src, const Region& dst, bool add,
                     const std::vector<std::int64_t>& row_map = {}) = 0;
   virtual void attend_fwd(const Op& op, std::int32_t stream, const AttendArgs& a, bool merge) = 0;
+  // Before the first attend_bwd of a backward pass (the executor calls it once per pass, on that op's
+  // stream, and counts it with the op's fills): what a backend computes once for all the pass's blocks.
+  // The CUDA kernels' delta = rowsum(dO·O) reads O and dO and writes one fp32 per row and head; the host
+  // backend computes it per block and does nothing here.
+  virtual void prepare_backward(const Op& op, std::int32_t stream, const AttendArgs& a) {
+    (void)op, (void)stream, (void)a;
+  }
   virtual void attend_bwd(const Op& op, std::int32_t stream, const AttendArgs& a) = 0;
   virtual void exchange(const Op& op, std::int32_t stream, const ExchangeArgs& x) = 0;
   virtual void all_gather(const Op& op, std::int32_t stream, const AllGatherArgs& x) = 0;

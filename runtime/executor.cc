@@ -211,6 +211,7 @@ void Executor::begin_pass(const Op& first) {
     return;
   }
   fill(first, whole(TensorId::Dq), 0.0);
+  delta_ready_ = false;
   const Workload& w = schedule_.workload;
   const bool ring = w.schedule != ScheduleKind::AllGather && layout_.ring_size() > 1;
   for (TensorId t : {TensorId::Dkv0, TensorId::Dkv1}) {
@@ -297,6 +298,12 @@ void Executor::issue_op(const Op& op) {
       CPSCOPE_CHECK(layout_.kv_head_base(a.dkv, op) == layout_.kv_head_base(a.kv, op) && first >= 0 &&
                         d.rows == layout_.desc(a.kv).rows,
                     where() + ": dK/dV destination does not match the K/V it differentiates");
+      if (!delta_ready_) {  // counted as a fill: one kernel reading O and dO, writing a float per row and head
+        backend_.prepare_backward(op, st, a);
+        delta_ready_ = true;
+        ++fills_;
+        fill_bytes_ += region_bytes(whole(a.o)) + region_bytes(whole(a.dout)) + region_bytes(whole(a.lse));
+      }
       backend_.attend_bwd(op, st, a);
       return;
     }

@@ -63,6 +63,7 @@ class Executor {
   Backend& backend_;
   RankLayout layout_;
   std::array<bool, kNumTensors> fresh_{};
+  bool delta_ready_ = false;  // the pass's Backend::prepare_backward ran
   std::int32_t fills_ = 0;  // fills issued for the current op, and their bytes
   std::int64_t fill_bytes_ = 0;
   std::int32_t gqa_ratio_ = 1;

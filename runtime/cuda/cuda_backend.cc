@@ -11,8 +11,8 @@
 //  - In-place row permutations (allgather's zigzag Layout) go through a scratch buffer sized up front.
 //  - Each op's main call (copy for DkvAdd/Layout, attention, exchange, collectives) is an
 //    instrument::OpRange: an NVTX range, and while tracing the op's CUPTI correlation id, so every GPU
-//    record of its launches maps back to the op. The fills, waits and records the executor issues around
-//    ops are not part of any op (the simulator does not time them either).
+//    record of its launches maps back to the op. So is each fill the executor issues right before an op
+//    (Op::fills: the simulator times them with the op); its waits and records launch nothing.
 #include "runtime/cuda/cuda_backend.h"
 
 #include <cuda_runtime_api.h>
@@ -366,6 +366,7 @@ void CudaBackend::fill(const Op& op, std::int32_t stream, const Region& r, doubl
   check_stream(stream, op);
   settle(stream);
   note(op);
+  const instrument::OpRange range(op_label(op), cfg_.rank, op.id, tracing_);  // part of the op it precedes
   fill_region(region(r), value, streams_[static_cast<std::size_t>(stream)], describe(op));
   touched(r.tensor);
 }
@@ -516,6 +517,23 @@ void CudaBackend::attend_fwd(const Op& op, std::int32_t stream, const AttendArgs
   touched(a.o);
 }
 
+void CudaBackend::prepare_backward(const Op& op, std::int32_t stream, const AttendArgs& a) {
+  check_stream(stream, op);
+  settle(stream);
+  note(op);
+  const instrument::OpRange range(op_label(op), cfg_.rank, op.id, tracing_);  // part of the op
+  const std::string where = describe(op);
+  const DeviceTensor o = tensor(a.o), dout = tensor(a.dout);
+  CPSCOPE_CHECK(dout.tokens == o.tokens && dout.heads == o.heads, where + ": O and dO must have the same rows and heads");
+  const cudaStream_t s = streams_[static_cast<std::size_t>(stream)];
+  launch(where, [&] {
+    kernels::attn_bwd_preprocess(o.dtype, dout.dtype, o.base, dout.base, delta_, static_cast<int>(batch_), o.tokens,
+                                 o.heads, o.dim, s);
+  });
+  delta_valid_ = true;
+  delta_stream_ = stream;
+}
+
 void CudaBackend::attend_bwd(const Op& op, std::int32_t stream, const AttendArgs& a) {
   check_stream(stream, op);
   settle(stream);
@@ -532,14 +550,7 @@ void CudaBackend::attend_bwd(const Op& op, std::int32_t stream, const AttendArgs
                 where + ": O, dO and dQ (fp32) must have Q's rows and heads");
   CPSCOPE_CHECK(dkv.tokens == kv.tokens && dkv.heads == kv.heads && a.dkv_plane + 2 <= dkv.planes,
                 where + ": the dK/dV destination must have the K/V tensor's rows and heads");
-  if (!delta_valid_) {
-    launch(where, [&] {
-      kernels::attn_bwd_preprocess(o.dtype, dout.dtype, o.base, dout.base, delta_, static_cast<int>(batch_), o.tokens,
-                                   o.heads, o.dim, s);
-    });
-    delta_valid_ = true;
-    delta_stream_ = stream;
-  }
+  CPSCOPE_CHECK(delta_valid_, where + ": backward attention before the pass's prepare_backward");
   CPSCOPE_CHECK(delta_stream_ == stream,
                 fmt::format("{}: backward attention on stream {}, but the pass's delta was computed on stream {}", where,
                             stream, delta_stream_));

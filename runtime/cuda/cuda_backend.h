@@ -73,6 +73,7 @@ class CudaBackend final : public Backend {
   void copy(const Op& op, std::int32_t stream, const Region& src, const Region& dst, bool add,
             const std::vector<std::int64_t>& row_map) override;
   void attend_fwd(const Op& op, std::int32_t stream, const AttendArgs& a, bool merge) override;
+  void prepare_backward(const Op& op, std::int32_t stream, const AttendArgs& a) override;
   void attend_bwd(const Op& op, std::int32_t stream, const AttendArgs& a) override;
   void exchange(const Op& op, std::int32_t stream, const ExchangeArgs& x) override;
   void all_gather(const Op& op, std::int32_t stream, const AllGatherArgs& x) override;

@@ -113,7 +113,13 @@ void HostBackend::worker(std::int32_t index) {
         world_.abort(std::string(e.what()).find(task.what) == std::string::npos ? task.what + ": " + e.what()
                                                                                  : std::string(e.what()));
       }
-      if (task.timed && !world_.aborted()) s.intervals.push_back({task.op, index, t0, now_ns()});
+      if (task.timed && !world_.aborted()) {
+        // An op's fills run right before it on its stream: one interval from the first fill to the op's end.
+        if (!s.intervals.empty() && s.intervals.back().op == task.op)
+          s.intervals.back().end_ns = now_ns();
+        else
+          s.intervals.push_back({task.op, index, t0, now_ns()});
+      }
     }
     lock.lock();
     s.busy = false;
@@ -218,7 +224,7 @@ void HostBackend::unpack(const std::vector<Region>& regions, const std::vector<d
 }
 
 void HostBackend::fill(const Op& op, std::int32_t stream, const Region& r, double value) {
-  enqueue(op, stream, false, [this, r, value] {
+  enqueue(op, stream, true, [this, r, value] {  // timed: part of the op it precedes (Op::fills)
     for_each_run(layout_->desc(r.tensor), batch_, r, storage(r.tensor).data(),
                  [&](double* p, std::int32_t n) { std::fill(p, p + n, value); });
   });

@@ -19,6 +19,7 @@ void RankBuilder::reset(RankProgram& prog, std::size_t expected_ops) {
   for (auto& k : known_) k.fill(-1);
   pass_started_ = {false, false};
   fresh_ = {false, false};
+  delta_ready_ = false;
 }
 
 // The executor's fills (runtime/executor.cc), with the sizes of rt::RankLayout's tensors (one memset
@@ -26,6 +27,8 @@ void RankBuilder::reset(RankProgram& prog, std::size_t expected_ops) {
 //  - a pass's first compute-stream op: forward O = 0 and LSE = -inf (fp32); backward dQ = 0 (fp32), and
 //    with a ring (R > 1, not allgather) its dK/dV accumulators: both fp32 slots, or the dK/dV halves of
 //    both packed slots (input dtype). Without a ring the dK/dV slots start "fresh" instead;
+//  - the backward's first AttendBwd: the delta, rowsum(dO·O) per row and head (Backend::prepare_backward:
+//    reads the fp32 O and dO, writes an fp32 per row and head), once per pass;
 //  - an AttendBwd into the implicit scratch (R > 1): the scratch = 0 (fp32), every time;
 //  - an AttendBwd into a fresh DKV slot: the slot = 0, once; a reduce-scatter that consumed a slot makes
 //    it fresh again (allgather's slots serve head groups g and g+2).
@@ -52,10 +55,15 @@ void RankBuilder::add_fills(Op& op) {
           fill(op, slot);
         }
         fresh_ = {gather || R == 1, gather || R == 1};
+        delta_ready_ = false;
       }
     }
   }
   if (op.kind == OpKind::AttendBwd) {
+    if (!delta_ready_) {
+      delta_ready_ = true;
+      fill(op, B * rows * hq * D * 4 + B * rows * hq * D * e + B * rows * hq * 4);  // O, dO, delta
+    }
     if (op.recv.buffer == BufferKind::None) {
       fill(op, dkv_block);  // the scratch
     } else if (op.recv.buffer == BufferKind::DKV) {

@@ -121,6 +121,7 @@ class RankBuilder {
   std::array<Clock, kMaxStreams> known_{};  // per stream: same, for the next op issued on it
   std::array<bool, 2> pass_started_{};      // fwd, bwd: the pass's first compute-stream op was emitted
   std::array<bool, 2> fresh_{};             // DKV slots 0, 1 start empty: filled before the next AttendBwd into them
+  bool delta_ready_ = false;                // the backward's delta (rowsum(dO·O)) was computed
 };
 
 // Appends a buffer to the rank's peak-memory list when it is live in a pass the workload runs.

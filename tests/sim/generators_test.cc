@@ -507,7 +507,8 @@ TEST(Ring, Fp32BackwardRotatesAccumulatorsHome) {
 }
 
 // The fills the runtime makes (Op::fills, checked against the executor in executor_host_test): the first
-// compute op of each pass starts the accumulators, and every ring AttendBwd clears the dK/dV scratch.
+// compute op of each pass starts the accumulators, the first AttendBwd computes the backward's delta, and
+// every ring AttendBwd clears the dK/dV scratch.
 TEST(Ring, FillsStartThePassesAndClearTheScratch) {
   const std::int64_t N = 4;
   Workload w = base(ScheduleKind::ZigzagRing, N, Mask::Causal, PassSet::FwdBwd);
@@ -516,7 +517,7 @@ TEST(Ring, FillsStartThePassesAndClearTheScratch) {
   const Bytes o = B * s_tok * w.heads * D * 4, lse = B * s_tok * w.heads * 4;
   const Bytes dkv = B * s_tok * w.kv_heads * 2 * D * 4;
   for (const auto& r : s.ranks) {
-    bool fwd_started = false, bwd_started = false;
+    bool fwd_started = false, bwd_started = false, delta = false;
     for (const Op& op : r.ops) {
       Bytes want = 0;
       std::int32_t kernels = 0;
@@ -533,6 +534,11 @@ TEST(Ring, FillsStartThePassesAndClearTheScratch) {
       if (op.kind == OpKind::AttendBwd) {
         want += dkv;  // the scratch
         kernels += 1;
+        if (!delta) {  // the backward's delta: reads O (fp32) and dO, writes a float per row and head
+          delta = true;
+          want += o + o / 4 * w.elem_bytes() + lse;
+          kernels += 1;
+        }
       }
       EXPECT_EQ(op.fill_bytes, want) << "rank " << r.rank << " op " << op.id;
       EXPECT_EQ(op.fills, kernels) << "rank " << r.rank << " op " << op.id;
