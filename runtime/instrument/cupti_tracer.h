@@ -28,7 +28,7 @@ namespace cpscope::rt::instrument {
 struct TraceCapture {
   std::vector<OpInterval> ops;    // CUPTI clock (ns since an arbitrary origin), sorted by (rank, op)
   std::int64_t records = 0;       // kernel/memcpy/memset records delivered
-  std::int64_t unattributed = 0;  // launched outside any op (pass-start fills)
+  std::int64_t unattributed = 0;  // launched outside any op (other libraries)
   std::int64_t untimed = 0;       // records without timestamps
   std::int64_t dropped = 0;       // records CUPTI dropped (buffer allocation failed), plus buffers cut
                                   // short by an incomplete record

@@ -31,12 +31,12 @@ struct CorrelationRecord {
 struct Attribution {
   std::vector<OpInterval> ops;    // one per (rank, op) with records, sorted by (rank, op)
   std::int64_t attributed = 0;    // records that landed in an op
-  std::int64_t unattributed = 0;  // records launched outside any op (pass-start fills, other libraries)
+  std::int64_t unattributed = 0;  // records launched outside any op (other libraries; nccl's own threads)
   std::int64_t untimed = 0;       // records CUPTI could not time (start = end = 0): ignored
 };
 
-// An op's interval is [min start, max end] over every record its main call launched, on any stream (an
-// NCCL exchange launches kernels; a backward attention a preprocess, the kernel and a conversion).
+// An op's interval is [min start, max end] over every record its calls launched, on any stream (an NCCL
+// exchange launches kernels; a backward attention its fills, the pass's delta, the kernel and a conversion).
 Attribution attribute_records(const std::vector<GpuRecord>& records, const std::vector<CorrelationRecord>& correlations);
 
 // Moves intervals from a rank's clock onto the reference clock: t - offset_ns, where offset_ns is the

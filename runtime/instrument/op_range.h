@@ -1,5 +1,5 @@
-// The instrumentation of one op's main backend call (attention, copy, exchange, collective; not the
-// fills, waits and records the executor issues around it): an NVTX range named op_name(op) with the op
+// The instrumentation of one op's backend calls (attention, copy, exchange, collective, and the fills and
+// backward delta before it, Op::fills; not its waits and records): an NVTX range named op_name(op) with the op
 // id as payload, and, while a CUPTI capture runs, the op's external correlation id (correlation.h)
 // pushed for the launches in between. Constructed and destroyed on the issuing host thread.
 #pragma once
