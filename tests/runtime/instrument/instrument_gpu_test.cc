@@ -113,6 +113,8 @@ TEST(InstrumentGpu, LoopbackEveryScheduleForwardBackward) {
     const CudaRunResult r = run_on_cuda(s, options(Transport::Loopback));
     ASSERT_TRUE(r.traced);
     EXPECT_EQ(r.trace.missing_ops, 0) << r.trace.first_missing;
+    // Every record belongs to an op, the fills and the backward's delta included (Op::fills).
+    EXPECT_EQ(r.trace.unattributed, 0);
     expect_one_interval_per_op(s, r.timeline, {0, 1, 2, 3});
   }
 }
