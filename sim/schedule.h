@@ -84,8 +84,8 @@ struct Op {
   std::int32_t id = 0;       // index in the rank's op vector
   OpKind kind = OpKind::Attend;
   OpPass pass = OpPass::Fwd;
+  std::uint8_t stream = 0;   // index into Schedule::streams (here: no padding hole; Op is 200 bytes)
   std::int32_t step = 0;     // CP step (ring step, or pipelined head-group index)
-  std::uint8_t stream = 0;   // index into Schedule::streams
   std::array<std::int32_t, 2> wait = {kNoEvent, kNoEvent};
   std::int32_t record = kNoEvent;
   Flops flops = 0;           // 4·B·H_blk·D·pairs forward, 2.5x backward; 0 for non-attention ops

@@ -33,6 +33,9 @@ void RankBuilder::reset(RankProgram& prog, std::size_t expected_ops) {
 //  - an AttendBwd into a fresh DKV slot: the slot = 0, once; a reduce-scatter that consumed a slot makes
 //    it fresh again (allgather's slots serve head groups g and g+2).
 void RankBuilder::add_fills(Op& op) {
+  // Most ops fill nothing: leave before any arithmetic (this runs for every op of a schedule).
+  const bool starts_pass = op.stream == kCompute && !pass_started_[op.pass == OpPass::Fwd ? 0 : 1];
+  if (!starts_pass && op.kind != OpKind::AttendBwd && op.kind != OpKind::ReduceScatter) return;
   const Workload& w = w_;
   const Bytes B = w.batch, D = w.head_dim, e = w.elem_bytes();
   const bool gather = w.schedule == ScheduleKind::AllGather;
