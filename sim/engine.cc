@@ -178,11 +178,8 @@ void Simulation::start_op(std::int32_t rank, std::int32_t sid, std::int32_t g, c
       comm_begin(r);
       if (opt_.sharing.local_transfers) {  // replay: the rank moves its bytes to itself, now, alone
         const Op& op = s_.ranks[rank].ops[rec.match_recv];
-        const Nanos dur = cost_.collective_ns(op, placements_[op.group], group_nic_sharing_[op.group]) +
-                          (opt_.sharing.ranks_per_device == 1
-                               ? cost_.staging_ns(transport_staging(
-                                     op, static_cast<std::int64_t>(s_.groups[op.group].size()), true))
-                               : 0);
+        const Nanos dur =
+            cost_.collective_ns(op, placements_[op.group], group_nic_sharing_[op.group]) + staging_ns(op);
         push(now_ + dur, EvType::OpDone, sid, static_cast<std::uint32_t>(rank));
         break;
       }
@@ -190,19 +187,22 @@ void Simulation::start_op(std::int32_t rank, std::int32_t sid, std::int32_t g, c
       members_[c.member_base + c.arrived] = {sid, rank};
       if (++c.arrived == static_cast<std::int32_t>(s_.groups[c.group].size())) {
         const Op& op = s_.ranks[rank].ops[rec.match_recv];
-        // A rank alone on its GPU (a cluster) packs and unpacks non-contiguous messages on the
-        // collective's stream; members' staging is alike, so the last to arrive sets the pace. Loopback
-        // copies region to region, and the host backend's queues copy whatever the layout: no staging.
-        const Nanos staging =
-            opt_.sharing.ranks_per_device == 1
-                ? cost_.staging_ns(transport_staging(op, static_cast<std::int64_t>(s_.groups[c.group].size()), false))
-                : 0;
-        const Nanos dur = cost_.collective_ns(op, placements_[c.group], group_nic_sharing_[c.group]) + staging;
+        // Members' staging is alike, so the last to arrive sets the pace.
+        const Nanos dur = cost_.collective_ns(op, placements_[c.group], group_nic_sharing_[c.group]) + staging_ns(op);
         push(now_ + dur, EvType::CollectiveDone, rec.match_send, 0);
       }
       break;
     }
   }
+}
+
+Nanos Simulation::staging_ns(const Op& op) const {
+  // A rank alone on its GPU packs and unpacks non-contiguous messages on the collective's stream (replay
+  // some more: transport_staging). Loopback copies region to region, and the host backend's queues copy
+  // whatever the layout: no staging.
+  if (opt_.sharing.ranks_per_device != 1) return 0;
+  const auto members = static_cast<std::int64_t>(s_.groups[static_cast<std::size_t>(op.group)].size());
+  return cost_.staging_ns(transport_staging(op, members, opt_.sharing.local_transfers));
 }
 
 // The op running on stream sid has completed.

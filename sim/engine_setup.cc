@@ -465,7 +465,7 @@ void Simulation::setup_ranks(SetupPart& part) {
         if (op.send.peer >= 0) {
           if (op.send.peer >= n) bad_op(r, i);
           has_send = true;
-          work = part.works.id(op.send.bytes);
+          if (!opt_.sharing.local_transfers) work = part.works.id(op.send.bytes);  // (replay: below)
           match_send = part.matcher.send(r, op.send.peer, op.send.channel, g);
           if (match_send != kNone) recs_[match_send].match_recv = g;
         }

@@ -290,6 +290,9 @@ class Simulation {
   // Compute progress.
   void retime(RankState& r);
   void comm_begin(RankState& r);
+  // A collective's packing and unpacking copies (transport_staging), where each rank has its GPU alone
+  // (a cluster, replay); loopback and the host backend copy region to region: 0.
+  Nanos staging_ns(const Op& op) const;
   void comm_end(RankState& r);
 
   // Transfers.

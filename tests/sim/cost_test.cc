@@ -83,6 +83,10 @@ TEST(Cost, MemoryOpsAreBytesOverHbmBandwidth) {
   EXPECT_EQ(cost.compute_ns(add), 300 + 500'000);
   add.kind = OpKind::Layout;
   EXPECT_EQ(cost.compute_ns(add), 300 + 500'000);
+  // The fills the runtime makes before an op (Op::fills): a launch each + their bytes at HBM bandwidth.
+  add.fills = 2;
+  add.fill_bytes = 4'000'000;
+  EXPECT_EQ(cost.compute_ns(add), 300 + 500'000 + 2 * 300 + 2'000'000);
   Op sr;
   sr.kind = OpKind::SendRecv;
   EXPECT_THROW(cost.compute_ns(sr), InternalError);
@@ -154,20 +158,6 @@ TEST(Cost, StagingIsACopyPerRegionAtHbmBandwidth) {
   EXPECT_EQ(cost.staging_ns(transport_staging(a2a, 4, false)), 8 * 300 + 4'000'000);
   // The transfer itself is unchanged: the engine adds the copies where a rank has its GPU alone.
   EXPECT_EQ(cost.collective_ns(a2a, GroupPlacement{4, 1, 4, 4}, 1.0), 1000 + 3'000'000);
-}
-
-TEST(Cost, FillsBeforeAnOpAreMemsetsAtHbmBandwidth) {
-  HardwareProfile hw = unit_hw();
-  hw.launch_latency_ns = 300;
-  Workload w;
-  const CostModel cost(hw, w);
-  Op add;
-  add.kind = OpKind::DkvAdd;
-  add.bytes = 1'000'000;
-  const Nanos plain = cost.compute_ns(add);
-  add.fills = 2;
-  add.fill_bytes = 4'000'000;
-  EXPECT_EQ(cost.compute_ns(add), plain + 2 * 300 + 2'000'000);  // unit_hw: HBM 2 GB/s
 }
 
 TEST(Cost, NicOfLocalGpu) {
