@@ -1,7 +1,9 @@
 // Executor: IR op -> backend calls. The operand conventions are the generators' (sim/schedule.cc):
 //  Attend      reads Q and the K/V tensor named by Op::send; merges into O/LSE (stable LSE update).
 //  AttendBwd   reads Q, O, LSE, dO and the K/V of Op::send; adds into dQ; adds the block's dK/dV into
-//              the tensor of Op::recv, or into the dkv scratch when Op::recv is empty.
+//              the tensor of Op::recv, or into the dkv scratch when Op::recv is empty. A destination in
+//              the input dtype (allgather --dkv input) takes them through the fp32 dkv stage: zero the
+//              block's rows and KV heads there, attend, add them (converting) into the destination.
 //  DkvAdd      adds the dkv scratch into the dK/dV of Op::recv (the dK/dV planes of a packed slot).
 //  Layout      Op::send -> Op::recv: allgather's gathered K/V from rank order to token order (and its
 //              dK/dV back), or TransformerEngine's copy of the saved K/V block into packed slot 0.
@@ -19,7 +21,7 @@
 // tensors, the workload dtype otherwise), and a collective's Op::staged_send/recv against the messages that are
 // not one span of their tensor (RankLayout::one_span, the rule the CUDA transports pack and unpack by),
 // so the runtime cannot silently move or copy other data than the simulator times. Likewise every fill
-// against the op's Op::fills and fill_bytes.
+// (and the dkv stage's converting add) against the op's Op::fills and fill_bytes.
 #include "runtime/executor.h"
 
 #include <algorithm>
@@ -304,7 +306,28 @@ void Executor::issue_op(const Op& op) {
         ++fills_;
         fill_bytes_ += region_bytes(whole(a.o)) + region_bytes(whole(a.dout)) + region_bytes(whole(a.lse));
       }
+      if (layout_.desc(layout_.storage(a.dkv)).precision == Precision::Acc) {
+        backend_.attend_bwd(op, st, a);
+        return;
+      }
+      // A destination in the input dtype (allgather --dkv input): attention adds in fp32, so the
+      // block's dK/dV go to the fp32 stage (only the block's key rows and KV heads are zeroed), which is
+      // then added, converting, into the destination. Both kernels count with the op's fills.
+      const std::int32_t last = (a.head_begin + a.head_count - 1) / a.gqa_ratio - a.kv_head_shift;
+      const Region block{TensorId::DkvStage, 0, 2, a.kv_off, a.kv_len, first, last - first + 1};
+      Region into = block;
+      into.tensor = a.dkv;
+      into.plane = a.dkv_plane;
+      CPSCOPE_CHECK(layout_.desc(TensorId::DkvStage).used &&
+                        layout_.kv_head_base(TensorId::DkvStage, op) == layout_.kv_head_base(a.dkv, op),
+                    where() + ": a dK/dV destination in the input dtype without its fp32 stage");
+      fill(op, block, 0.0);
+      a.dkv = TensorId::DkvStage;
+      a.dkv_plane = 0;
       backend_.attend_bwd(op, st, a);
+      backend_.copy(op, st, block, into, true);
+      ++fills_;
+      fill_bytes_ += region_bytes(block) + region_bytes(into);
       return;
     }
     case OpKind::DkvAdd: {

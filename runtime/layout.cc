@@ -15,7 +15,8 @@ namespace {
 
 constexpr std::array<std::string_view, kNumTensors> kTensorNames = {
     "q_in", "kv_in", "do_in", "o_out", "dq_out", "dkv_out", "q",        "o",       "lse",        "do",
-    "dq",   "kv0",   "kv1",   "kv2",   "dkv0",   "dkv1",    "kv_dkv0", "kv_dkv1", "dkv_scratch"};
+    "dq",   "kv0",   "kv1",   "kv2",   "dkv0",   "dkv1",    "kv_dkv0", "kv_dkv1", "dkv_scratch",
+    "dkv_stage"};
 static_assert(kTensorNames.size() == static_cast<std::size_t>(TensorId::kCount), "TensorId changed: update kTensorNames");
 
 bool is_allgather(const Workload& w) { return w.schedule == ScheduleKind::AllGather; }
@@ -99,6 +100,9 @@ RankLayout::RankLayout(const Workload& w, std::int32_t rank) : w_(w), rank_(rank
       const Precision rs = w.dkv == DkvVariant::Fp32 ? Precision::Acc : Precision::Input;
       for (int i = 0; i < slots; ++i)
         use(static_cast<TensorId>(static_cast<int>(TensorId::Dkv0) + i), w.seq, hk, 0, 2, rs, true);
+      // Attention adds dK/dV in fp32 (atomics), so a gathered dK/dV in the input dtype takes each
+      // block's through an fp32 stage (the executor fills it and adds it, converting, per AttendBwd).
+      if (rs == Precision::Input) use(TensorId::DkvStage, w.seq, hk, 0, 2, Precision::Acc, true);
       use(TensorId::DkvOut, s, Hkv, 0, 2, Precision::Input, true);
     }
     return;
@@ -211,7 +215,8 @@ TensorId RankLayout::operand(BufferKind kind, std::int32_t slot) const {
 
 std::int32_t RankLayout::kv_head_base(TensorId t, const Op& op) const {
   if (is_allgather(w_) && w_.cp > 1 &&
-      (t == TensorId::Kv0 || t == TensorId::Kv1 || t == TensorId::Dkv0 || t == TensorId::Dkv1))
+      (t == TensorId::Kv0 || t == TensorId::Kv1 || t == TensorId::Dkv0 || t == TensorId::Dkv1 ||
+       t == TensorId::DkvStage))
     return static_cast<std::int32_t>(op.step * (w_.kv_heads / w_.kv_head_groups));
   return desc(t).head_base;
 }

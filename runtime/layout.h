@@ -24,6 +24,7 @@ enum class TensorId : std::uint8_t {
   Dkv0, Dkv1,                  // dK/dV accumulators (ring fp32 slots, allgather's gathered-range dK/dV)
   KvDkv0, KvDkv1,              // TransformerEngine packed slots
   DkvScratch,                  // one backward block's dK/dV before DkvAdd
+  DkvStage,                    // allgather, dK/dV in the input dtype: a block's fp32 dK/dV before it is added
   kCount
 };
 // clang-format on

@@ -6,8 +6,8 @@
 //  - The backward's delta = rowsum(dO·O) is computed once per backward pass, by the pass's first AttendBwd,
 //    on that op's stream; every later AttendBwd of the pass must run on the same stream (they do: the
 //    generators put attention on the compute stream), so stream order covers the dependency.
-//  - Attention adds dK/dV in fp32. Allgather with dkv=input keeps its gathered dK/dV in the input dtype:
-//    there the block's dK/dV go to an fp32 buffer first and are then added (converted) into the destination.
+//  - Attention adds dK/dV in fp32 (atomics). Allgather with dkv=input keeps its gathered dK/dV in the input
+//    dtype: the executor takes each block's through the fp32 dkv stage (a layout tensor, in the IR's fills).
 //  - In-place row permutations (allgather's zigzag Layout) go through a scratch buffer sized up front.
 //  - Each op's main call (copy for DkvAdd/Layout, attention, exchange, collectives) is an
 //    instrument::OpRange: an NVTX range, and while tracing the op's CUPTI correlation id, so every GPU
@@ -84,7 +84,7 @@ void* DeviceTensor::plane(std::int32_t p) const {
 }
 
 std::int64_t CudaBackend::Plan::total() const {
-  std::int64_t t = align_up(delta_bytes) + align_up(dkv_f32_bytes) + align_up(scratch_bytes);
+  std::int64_t t = align_up(delta_bytes) + align_up(scratch_bytes);
   for (std::int64_t b : tensor_bytes) t += align_up(b);
   return t;
 }
@@ -118,11 +118,6 @@ CudaBackend::Plan CudaBackend::plan(const RankLayout& layout) {
   if (w.pass != PassSet::Fwd) {
     const TensorDesc& o = layout.desc(TensorId::O);
     p.delta_bytes = w.batch * o.heads * o.rows * 4;
-  }
-  for (TensorId t : {TensorId::Dkv0, TensorId::Dkv1}) {
-    if (!layout.desc(t).used) continue;
-    const TensorDesc& d = layout.desc(layout.storage(t));
-    if (d.precision == Precision::Input) p.dkv_f32_bytes = std::max(p.dkv_f32_bytes, 2 * w.batch * d.rows * d.heads * d.dim * 4);
   }
   if (w.schedule == ScheduleKind::AllGather && w.cp > 1) {
     for (TensorId t : {TensorId::Kv0, TensorId::Kv1, TensorId::Dkv0, TensorId::Dkv1}) {
@@ -162,8 +157,6 @@ void CudaBackend::allocate(const RankLayout& layout, std::int32_t num_streams, s
     storage_[static_cast<std::size_t>(i)] =
         device_alloc(p.tensor_bytes[static_cast<std::size_t>(i)], std::string(to_string(static_cast<TensorId>(i))));
   delta_ = static_cast<float*>(device_alloc(p.delta_bytes, "backward delta"));
-  dkv_f32_ = device_alloc(p.dkv_f32_bytes, "fp32 dK/dV");
-  dkv_f32_bytes_ = p.dkv_f32_bytes;
   scratch_ = device_alloc(p.scratch_bytes, "permutation scratch");
   scratch_bytes_ = p.scratch_bytes;
 
@@ -554,30 +547,12 @@ void CudaBackend::attend_bwd(const Op& op, std::int32_t stream, const AttendArgs
   CPSCOPE_CHECK(delta_stream_ == stream,
                 fmt::format("{}: backward attention on stream {}, but the pass's delta was computed on stream {}", where,
                             stream, delta_stream_));
-  const bool staged = dkv.dtype != kernels::DType::FP32;
-  float* dk = nullptr;
-  float* dv = nullptr;
-  if (staged) {
-    const std::int64_t bytes = 2 * dkv.plane_elements() * 4;
-    CPSCOPE_CHECK(bytes <= dkv_f32_bytes_, where + ": the fp32 dK/dV buffer is too small");
-    CPS_CUDA_CALL(cfg_.rank, cudaMemsetAsync(dkv_f32_, 0, static_cast<std::size_t>(bytes), s));
-    dk = static_cast<float*>(dkv_f32_);
-    dv = dk + dkv.plane_elements();
-  } else {
-    dk = static_cast<float*>(dkv.plane(a.dkv_plane));
-    dv = static_cast<float*>(dkv.plane(a.dkv_plane + 1));
-  }
+  CPSCOPE_CHECK(dkv.dtype == kernels::DType::FP32,
+                where + ": attention adds dK/dV in fp32 (the executor stages an input-dtype destination)");
   const kernels::AttnBwdArgs k{attn_inputs(input_, batch_, q, kv), dout.base, static_cast<const float*>(lse.base),
-                               delta_, static_cast<float*>(dq.base), dk, dv, block_args(a)};
+                               delta_, static_cast<float*>(dq.base), static_cast<float*>(dkv.plane(a.dkv_plane)),
+                               static_cast<float*>(dkv.plane(a.dkv_plane + 1)), block_args(a)};
   launch(where, [&] { kernels::attn_bwd(k, s); });
-  if (staged) {
-    DeviceTensor f = dkv;
-    f.base = dkv_f32_;
-    f.dtype = kernels::DType::FP32;
-    f.planes = 2;
-    copy_region(DeviceRegion{f, Region{a.dkv, 0, 2, 0, dkv.tokens, 0, dkv.heads}},
-                DeviceRegion{dkv, Region{a.dkv, a.dkv_plane, 2, 0, dkv.tokens, 0, dkv.heads}}, true, nullptr, s, where);
-  }
 }
 
 void CudaBackend::exchange(const Op& op, std::int32_t stream, const ExchangeArgs& x) {

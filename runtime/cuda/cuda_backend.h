@@ -126,7 +126,6 @@ class CudaBackend final : public Backend {
   struct Plan {
     std::array<std::int64_t, kNumTensors> tensor_bytes{};  // storage tensors only
     std::int64_t delta_bytes = 0;     // fp32 [batch][heads][rows] of O (backward)
-    std::int64_t dkv_f32_bytes = 0;   // fp32 dK/dV for attention into an Input-precision destination
     std::int64_t scratch_bytes = 0;   // in-place permutations (allgather's zigzag Layout)
     std::int64_t total() const;
   };
@@ -150,8 +149,6 @@ class CudaBackend final : public Backend {
   std::vector<void*> allocations_;
   std::int64_t allocated_bytes_ = 0;
   float* delta_ = nullptr;
-  void* dkv_f32_ = nullptr;
-  std::int64_t dkv_f32_bytes_ = 0;
   void* scratch_ = nullptr;
   std::int64_t scratch_bytes_ = 0;
   std::vector<cudaStream_t> streams_;

@@ -42,7 +42,8 @@
 // N = 1: no collectives and no Layout (one rank holds everything, in order).
 // Per-rank bytes sent: forward (N-1)·M_kv; backward (N-1)·M_kv + (N-1)·2·B·s·Hkv·D·e.
 // Buffers: q, kv, o, lse (+ do, dq, dkv); gathered_kv (N·M_kv/G per slot, one or two slots, fwd and
-// bwd), layout_scratch (zigzag causal), dkv_gathered (bwd, one or two slots). No fp32 O or dQ
+// bwd), layout_scratch (zigzag causal), dkv_gathered (bwd, one or two slots), dkv_stage_fp32 (bwd, with
+// DkvVariant::Input: each AttendBwd's fp32 dK/dV before the converting add into the slot). No fp32 O or dQ
 // accumulator: every output row is written by exactly one attention call per head group.
 #include <algorithm>
 #include <array>
@@ -190,6 +191,8 @@ Schedule make_allgather(const Workload& w) {
         add_buffer(prog, w, "layout_scratch_bwd", N * std::max(ag_per_peer, rs_per_peer), false, true);
       }
       add_buffer(prog, w, "dkv_gathered", slots * N * rs_per_peer, false, true);
+      // Attention adds dK/dV in fp32: an input-dtype slot takes each block's through an fp32 stage.
+      if (w.dkv == DkvVariant::Input) add_buffer(prog, w, "dkv_stage_fp32", N * 2 * w.batch * s * hk * w.head_dim * 4, false, true);
     }
   }
   return sched;

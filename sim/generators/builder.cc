@@ -31,7 +31,10 @@ void RankBuilder::reset(RankProgram& prog, std::size_t expected_ops) {
 //    reads the fp32 O and dO, writes an fp32 per row and head), once per pass;
 //  - an AttendBwd into the implicit scratch (R > 1): the scratch = 0 (fp32), every time;
 //  - an AttendBwd into a fresh DKV slot: the slot = 0, once; a reduce-scatter that consumed a slot makes
-//    it fresh again (allgather's slots serve head groups g and g+2).
+//    it fresh again (allgather's slots serve head groups g and g+2);
+//  - allgather with its gathered dK/dV in the input dtype (--dkv input, cp > 1), every AttendBwd: the
+//    block's key rows and KV heads of the fp32 dkv stage = 0, and after the attention the converting add
+//    of the stage into the slot (a memory kernel too: counted here with the stage's and the slot's bytes).
 void RankBuilder::add_fills(Op& op) {
   // Most ops fill nothing: leave before any arithmetic (this runs for every op of a schedule).
   const bool starts_pass = op.stream == kCompute && !pass_started_[op.pass == OpPass::Fwd ? 0 : 1];
@@ -83,6 +86,14 @@ void RankBuilder::add_fills(Op& op) {
           const Bytes rs = w.dkv == DkvVariant::Fp32 ? 4 : e;
           fill(op, B * w.seq * (w.kv_heads / w.kv_head_groups) * 2 * D * rs);  // the gathered range's dK/dV
         }
+      }
+      if (gather && w.cp > 1 && w.dkv == DkvVariant::Input) {
+        // The fp32 dkv stage: the block's key rows and KV heads zeroed, then added (converting) into the slot.
+        const std::int64_t ratio = w.heads / w.kv_heads;
+        const std::int64_t kvh = (op.attn.head_begin + op.attn.head_count - 1) / ratio - op.attn.head_begin / ratio + 1;
+        const Bytes block = B * op.attn.kv_len * kvh * 2 * D;
+        fill(op, block * 4);
+        fill(op, block * (4 + e));
       }
     }
   }

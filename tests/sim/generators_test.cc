@@ -547,6 +547,49 @@ TEST(Ring, FillsStartThePassesAndClearTheScratch) {
   }
 }
 
+// Allgather with its gathered dK/dV in the input dtype: attention adds in fp32, so every AttendBwd also
+// zeroes its key rows of the fp32 stage and adds them, converting, into the slot (two memory kernels, sized
+// by the block, not the gathered range), and the stage counts in the backward's memory. fp32 slots need
+// neither.
+TEST(AllGather, InputDkvStagesEachBlockInFp32) {
+  const std::int64_t N = 4;
+  for (DkvVariant dkv : {DkvVariant::Fp32, DkvVariant::Input}) {
+    Workload w = base(ScheduleKind::AllGather, N, Mask::Causal, PassSet::Bwd);
+    w.balance = Balance::Contiguous;
+    w.dkv = dkv;
+    SCOPED_TRACE(to_string(dkv));
+    const Schedule s = make_schedule(w);
+    const Bytes s_tok = w.seq / N, B = w.batch, D = w.head_dim, e = w.elem_bytes();
+    const Bytes stage = B * w.seq * w.kv_heads * 2 * D * 4;
+    for (const auto& r : s.ranks) {
+      const Op* bwd = nullptr;
+      for (const Op& op : r.ops)
+        if (op.kind == OpKind::AttendBwd) bwd = &op;
+      ASSERT_NE(bwd, nullptr);
+      ASSERT_EQ(bwd->attn.kv_len, (r.rank + 1) * s_tok);  // the causal prefix
+      const Bytes o = B * s_tok * w.heads * D * 4;
+      Bytes want = o + (o + o / 4 * e + B * s_tok * w.heads * 4);  // dQ (the pass's first op) and the delta
+      std::int32_t kernels = 2;
+      want += B * w.seq * w.kv_heads * 2 * D * (dkv == DkvVariant::Input ? e : 4);  // the fresh slot
+      kernels += 1;
+      if (dkv == DkvVariant::Input) {
+        const Bytes block = B * bwd->attn.kv_len * w.kv_heads * 2 * D;
+        want += block * 4 + block * (4 + e);  // zero the stage's rows, add them into the slot
+        kernels += 2;
+      }
+      EXPECT_EQ(bwd->fill_bytes, want) << "rank " << r.rank;
+      EXPECT_EQ(bwd->fills, kernels) << "rank " << r.rank;
+      Bytes staged = 0;
+      for (const BufferUse& b : r.buffers)
+        if (b.name == "dkv_stage_fp32") {
+          EXPECT_TRUE(b.bwd && !b.fwd);
+          staged += b.bytes;
+        }
+      EXPECT_EQ(staged, dkv == DkvVariant::Input ? stage : 0) << "rank " << r.rank;
+    }
+  }
+}
+
 TEST(Ring, InputBackwardIsReversedAndPacked) {
   const std::int64_t N = 4;
   Workload w = base(ScheduleKind::ZigzagRing, N, Mask::Causal, PassSet::Bwd);

@@ -116,15 +116,18 @@ TEST(CudaBackendPlan, BackwardAddsDeltaAndAllgatherAddsScratch) {
   EXPECT_EQ(CudaBackend::required_bytes(lay), tensor_bytes(lay) + align256(w.batch * o.heads * o.rows * 4));
 
   w = small(ScheduleKind::AllGather, 2, PassSet::FwdBwd);
-  w.dkv = DkvVariant::Input;  // bf16 gathered dK/dV: attention goes through an fp32 buffer
+  w.dkv = DkvVariant::Input;  // bf16 gathered dK/dV: attention adds into the fp32 stage, a tensor of its own
   const RankLayout ag(w, 0);
   const TensorDesc& kv = ag.desc(TensorId::Kv0);
   const TensorDesc& dkv = ag.desc(TensorId::Dkv0);
+  const TensorDesc& stage = ag.desc(TensorId::DkvStage);
   ASSERT_EQ(dkv.precision, Precision::Input);
+  ASSERT_TRUE(stage.used);
+  EXPECT_EQ(stage.precision, Precision::Acc);
+  EXPECT_EQ(stage.elements(w.batch), dkv.elements(w.batch));
   const std::int64_t delta = align256(w.batch * ag.desc(TensorId::O).heads * ag.desc(TensorId::O).rows * 4);
-  const std::int64_t f32 = align256(dkv.elements(w.batch) * 4);
   const std::int64_t scratch = align256(std::max(kv.elements(w.batch), dkv.elements(w.batch)) * 2);
-  EXPECT_EQ(CudaBackend::required_bytes(ag), tensor_bytes(ag) + delta + f32 + scratch);
+  EXPECT_EQ(CudaBackend::required_bytes(ag), tensor_bytes(ag) + delta + scratch);
 }
 
 // The ring's K/V slots are whole tensors: the nccl transport sends and receives them in place and needs
