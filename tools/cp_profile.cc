@@ -321,6 +321,7 @@ int run_cuda(const Args& a, const Workload& w, const Schedule& s) {
                                                                            : nlohmann::json("all")},
                   {"records", r.trace.records},
                   {"unattributed_records", r.trace.unattributed},
+                  {"windowed_records", r.trace.windowed},
                   {"untimed_records", r.trace.untimed},
                   {"dropped_records", r.trace.dropped},
                   {"ops_without_records", r.trace.missing_ops},

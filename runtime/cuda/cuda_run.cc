@@ -524,6 +524,7 @@ void set_iterations(const Iterated& it, const CudaRunOptions& opt, CudaRunResult
   if (it.captured) {
     res.trace.records = it.capture.records;
     res.trace.unattributed = it.capture.unattributed;
+    res.trace.windowed = it.capture.windowed;
     res.trace.untimed = it.capture.untimed;
     res.trace.dropped = it.capture.dropped;
   }

@@ -42,7 +42,8 @@ struct CudaRunOptions {
 // worst rank's).
 struct TraceStats {
   std::int64_t records = 0;       // kernel/memcpy/memset records
-  std::int64_t unattributed = 0;  // launched outside any op (the fills that start a pass)
+  std::int64_t unattributed = 0;  // launched outside any op or launch window (other libraries)
+  std::int64_t windowed = 0;      // attributed through a launch window (nccl: NCCL's own thread)
   std::int64_t untimed = 0;       // without timestamps (ignored)
   std::int64_t dropped = 0;       // dropped by CUPTI (no buffer)
   std::int64_t missing_ops = 0;   // ops of the traced ranks without an interval (nothing launched)

@@ -14,7 +14,8 @@
 // (initialisation, a split, ncclGroupEnd while p2p connections are set up, a collective) returns
 // ncclInProgress instead of blocking, and ready() polls the communicator's state under the same timeout.
 // With blocking communicators a peer that never arrives would hang the rank inside NCCL, beyond the
-// reach of any timeout.
+// reach of any timeout. The price: NCCL launches a group's kernels from its own thread, so each
+// ncclGroupEnd runs inside a launch window (group_end) for the CUPTI tracer to attribute them.
 // The whole transport needs MPI; a build without MPI throws a clear error when it is asked for.
 #include <cuda_runtime_api.h>
 #include <nccl.h>
@@ -39,6 +40,7 @@
 #include "runtime/cuda/host_convert.h"
 #include "runtime/cuda/transport.h"
 #include "runtime/cuda/transport_staging.h"
+#include "runtime/instrument/cupti_tracer.h"
 #include "sim/error.h"
 
 namespace cpscope::rt {
@@ -290,7 +292,7 @@ class NcclTransport final : public CudaTransport {
       queued(ncclSend(m.ptr, static_cast<std::size_t>(m.bytes), ncclUint8, m.peer, comm, s), "ncclSend", what);
     for (const Msg& m : recvs)
       queued(ncclRecv(m.ptr, static_cast<std::size_t>(m.bytes), ncclUint8, m.peer, comm, s), "ncclRecv", what);
-    ready(comm, ncclGroupEnd(), what);
+    group_end(comm, b, op, what);
     for (const Msg& m : recvs)
       if (m.staged) unpack(b, m.ptr, m.dt, m.part->regions, false, s, what);
   }
@@ -330,7 +332,7 @@ class NcclTransport final : public CudaTransport {
     for (const Call& c : calls)
       queued(ncclAllGather(c.from, c.to, static_cast<std::size_t>(c.count), nccl_type(c.dt), comm, s), "ncclAllGather",
              what);
-    ready(comm, ncclGroupEnd(), what);
+    group_end(comm, b, op, what);
     for (const Call& c : calls)
       if (c.staged)
         for (std::size_t i = 0; i < c.args.dst.size(); ++i)
@@ -373,7 +375,7 @@ class NcclTransport final : public CudaTransport {
     for (const Call& c : calls)
       queued(ncclReduceScatter(c.from, c.to, static_cast<std::size_t>(c.count), nccl_type(c.dt), ncclSum, comm, s),
              "ncclReduceScatter", what);
-    ready(comm, ncclGroupEnd(), what);
+    group_end(comm, b, op, what);
     for (const Call& c : calls)
       if (c.staged) unpack(b, c.to, c.dt, {c.args.dst}, false, s, what);
   }
@@ -401,6 +403,14 @@ class NcclTransport final : public CudaTransport {
   }
 
  private:
+  // Closes an op's group and waits until NCCL has launched it. NCCL's group job launches the kernels from
+  // a thread of its own on a non-blocking communicator, out of reach of the op's external correlation
+  // (a per-thread push): the launch window tells the tracer that what it launches meanwhile is the op's.
+  void group_end(ncclComm_t comm, const CudaBackend& b, const Op& op, const std::string& what) {
+    const instrument::LaunchWindowScope window(b.rank(), op.id);
+    ready(comm, ncclGroupEnd(), what);
+  }
+
   // A call on a non-blocking communicator returned `r`: on ncclInProgress, polls the communicator until the
   // call has finished (its kernels enqueued), its peers permitting, for at most the timeout; then aborts
   // every communicator and throws DeviceError naming the rank and `what` if it failed or did not finish.

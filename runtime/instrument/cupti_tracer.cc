@@ -4,9 +4,11 @@
 // but new versions append fields, and the ones read here (kind, start, end, correlationId, streamId)
 // sit in the common prefix (Kernel9 and Kernel10 agree up to streamId), so a newer 13.x libcupti's
 // records read correctly through these structs. The constructor refuses another major version.
-// Known gap: with the nccl transport's non-blocking communicators, NCCL launches a group's kernels from
-// its own thread, outside the op's external correlation (a per-thread push): those kernels count as
-// unattributed, and an op made only of them has no interval.
+// The API records (CUpti_ActivityAPI, RUNTIME and DRIVER kinds) give each launch call's correlation id and
+// start: with the nccl transport's non-blocking communicators NCCL launches a group's kernels from its own
+// thread, outside the op's external correlation (a per-thread push), and the transport's launch window
+// claims them (LaunchWindowScope). Not yet run on a cluster: if a launch ever fell outside its window,
+// the kernel would count as unattributed again (cp-profile's JSON reports both counts).
 #include "runtime/instrument/cupti_tracer.h"
 
 #include <cupti.h>
@@ -43,8 +45,11 @@ struct Sink {
   bool capturing = false;  // between start() and the end of finish()'s flush
   std::vector<GpuRecord> records;
   std::vector<CorrelationRecord> correlations;
+  std::vector<ApiRecord> api;
+  std::vector<LaunchWindow> windows;
   std::int64_t dropped = 0;
   std::string first_error;
+  std::atomic<bool> capturing_flag{false};  // `capturing`, readable without the lock (LaunchWindowScope)
 };
 
 Sink& sink() {
@@ -66,6 +71,7 @@ void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream_id, uint8_t* buffe
   (void)size;
   std::vector<GpuRecord> records;
   std::vector<CorrelationRecord> correlations;
+  std::vector<ApiRecord> api;
   std::string error;
   std::int64_t incomplete = 0;
   CUpti_Activity* rec = nullptr;
@@ -104,8 +110,14 @@ void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream_id, uint8_t* buffe
         if (c->externalKind == kCorrelationKind) correlations.push_back({c->correlationId, c->externalId});
         break;
       }
+      case CUPTI_ACTIVITY_KIND_RUNTIME:
+      case CUPTI_ACTIVITY_KIND_DRIVER: {  // when each call began: for the launch windows
+        const auto* c = reinterpret_cast<const CUpti_ActivityAPI*>(rec);
+        api.push_back({c->correlationId, c->start});
+        break;
+      }
       default:
-        break;  // RUNTIME / DRIVER records: enabled only because external correlation needs them
+        break;
     }
   }
   size_t dropped = 0;
@@ -120,6 +132,7 @@ void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream_id, uint8_t* buffe
   if (!s.capturing) return;  // a late buffer of an earlier capture, or another tool's activity
   s.records.insert(s.records.end(), records.begin(), records.end());
   s.correlations.insert(s.correlations.end(), correlations.begin(), correlations.end());
+  s.api.insert(s.api.end(), api.begin(), api.end());
   s.dropped += static_cast<std::int64_t>(dropped) + incomplete;
   if (!error.empty()) note_error_locked(s, error);
 }
@@ -174,6 +187,7 @@ CuptiTracer::~CuptiTracer() {
     {
       std::lock_guard<std::mutex> lock(sink().mu);
       sink().capturing = false;
+      sink().capturing_flag = false;
     }
     cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
   }
@@ -181,6 +195,8 @@ CuptiTracer::~CuptiTracer() {
   std::lock_guard<std::mutex> lock(s.mu);
   s.records.clear();
   s.correlations.clear();
+  s.api.clear();
+  s.windows.clear();
   s.first_error.clear();
   s.dropped = 0;
   s.owned = false;
@@ -210,9 +226,12 @@ void CuptiTracer::start() {
     std::lock_guard<std::mutex> lock(s.mu);
     s.records.clear();
     s.correlations.clear();
+    s.api.clear();
+    s.windows.clear();
     s.dropped = 0;
     s.first_error.clear();
     s.capturing = true;
+    s.capturing_flag = true;
   }
   capturing_ = true;
   set_kinds(true, true, true);
@@ -235,22 +254,28 @@ TraceCapture CuptiTracer::finish() {
   capturing_ = false;
   std::vector<GpuRecord> records;
   std::vector<CorrelationRecord> correlations;
+  std::vector<ApiRecord> api;
+  std::vector<LaunchWindow> windows;
   TraceCapture c;
   std::string error;
   {
     Sink& s = sink();
     std::lock_guard<std::mutex> lock(s.mu);
     s.capturing = false;
+    s.capturing_flag = false;
     records.swap(s.records);
     correlations.swap(s.correlations);
+    api.swap(s.api);
+    windows.swap(s.windows);
     c.dropped = s.dropped;
     error.swap(s.first_error);
   }
   if (!error.empty()) throw DeviceError(error);
-  Attribution a = attribute_records(records, correlations);
+  Attribution a = attribute_records(records, correlations, api, windows);
   c.ops = std::move(a.ops);
   c.records = static_cast<std::int64_t>(records.size());
   c.unattributed = a.unattributed;
+  c.windowed = a.windowed;
   c.untimed = a.untimed;
   return c;
 }
@@ -262,6 +287,31 @@ std::int64_t CuptiTracer::now_ns(std::int32_t rank) {
 }
 
 // --- OpRange ---
+
+LaunchWindowScope::LaunchWindowScope(std::int32_t rank, std::int32_t op) {
+  if (!sink().capturing_flag.load() || !key_packable(rank, op)) return;  // OpRange reports a bad key
+  const CUptiResult r = cuptiGetTimestamp(&begin_ns_);
+  if (r != CUPTI_SUCCESS) {
+    note_trace_error(format_instrument_error("CUPTI", "cuptiGetTimestamp(&begin_ns_)", __FILE__, __LINE__, rank,
+                                             cupti_result_string(r)));
+    return;
+  }
+  key_ = pack_key(rank, op);
+  active_ = true;
+}
+
+LaunchWindowScope::~LaunchWindowScope() {
+  if (!active_) return;
+  uint64_t end = 0;
+  const CUptiResult r = cuptiGetTimestamp(&end);
+  Sink& s = sink();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (r != CUPTI_SUCCESS)
+    note_error_locked(s, format_instrument_error("CUPTI", "cuptiGetTimestamp(&end)", __FILE__, __LINE__, -1,
+                                                 cupti_result_string(r)));
+  else if (s.capturing)
+    s.windows.push_back({key_, begin_ns_, end});
+}
 
 OpRange::OpRange(const std::string& name, std::int32_t rank, std::int32_t op, bool correlate)
     : nvtx_(name.c_str(), static_cast<std::uint64_t>(op)), rank_(rank), op_(op), correlated_(false) {

@@ -13,10 +13,40 @@
 
 namespace cpscope::rt::instrument {
 
-Attribution attribute_records(const std::vector<GpuRecord>& records, const std::vector<CorrelationRecord>& correlations) {
+namespace {
+// The launch windows' claims: correlation id -> key, for the API calls that began inside exactly one window
+// and that no external correlation claims already.
+std::unordered_map<std::uint32_t, std::uint64_t> window_claims(std::vector<LaunchWindow> windows,
+                                                               const std::vector<ApiRecord>& api,
+                                                               const std::unordered_map<std::uint32_t, std::uint64_t>& key_of) {
+  std::unordered_map<std::uint32_t, std::uint64_t> claims;
+  if (windows.empty()) return claims;
+  std::sort(windows.begin(), windows.end(),
+            [](const LaunchWindow& a, const LaunchWindow& b) { return a.begin_ns < b.begin_ns; });
+  // reach[i]: the latest end among windows 0..i, so "does an earlier window also contain t" is one lookup.
+  std::vector<std::uint64_t> reach(windows.size());
+  for (std::size_t i = 0; i < windows.size(); ++i)
+    reach[i] = std::max(windows[i].end_ns, i > 0 ? reach[i - 1] : 0);
+  for (const ApiRecord& c : api) {
+    if (key_of.contains(c.correlation)) continue;
+    const auto after = std::upper_bound(windows.begin(), windows.end(), c.start_ns,
+                                        [](std::uint64_t t, const LaunchWindow& w) { return t < w.begin_ns; });
+    if (after == windows.begin()) continue;
+    const auto i = static_cast<std::size_t>(after - windows.begin()) - 1;
+    const bool inside = windows[i].end_ns >= c.start_ns;
+    const bool shared = i > 0 && reach[i - 1] >= c.start_ns;  // overlapping windows: whose call is unknown
+    if (inside && !shared) claims[c.correlation] = windows[i].key;
+  }
+  return claims;
+}
+}  // namespace
+
+Attribution attribute_records(const std::vector<GpuRecord>& records, const std::vector<CorrelationRecord>& correlations,
+                              const std::vector<ApiRecord>& api, const std::vector<LaunchWindow>& windows) {
   std::unordered_map<std::uint32_t, std::uint64_t> key_of;
   key_of.reserve(correlations.size());
   for (const CorrelationRecord& c : correlations) key_of[c.correlation] = c.key;
+  const std::unordered_map<std::uint32_t, std::uint64_t> claims = window_claims(windows, api, key_of);
   std::map<std::pair<std::int32_t, std::int32_t>, OpInterval> by_op;
   Attribution a;
   for (const GpuRecord& r : records) {
@@ -24,13 +54,21 @@ Attribution attribute_records(const std::vector<GpuRecord>& records, const std::
       ++a.untimed;
       continue;
     }
-    const auto it = key_of.find(r.correlation);
-    const std::optional<KeyParts> k = it == key_of.end() ? std::nullopt : unpack_key(it->second);
+    std::optional<std::uint64_t> key;
+    bool windowed = false;
+    if (const auto f = key_of.find(r.correlation); f != key_of.end()) {
+      key = f->second;
+    } else if (const auto g = claims.find(r.correlation); g != claims.end()) {
+      key = g->second;
+      windowed = true;
+    }
+    const std::optional<KeyParts> k = key ? unpack_key(*key) : std::nullopt;
     if (!k) {
       ++a.unattributed;
       continue;
     }
     ++a.attributed;
+    a.windowed += windowed;
     const auto start = static_cast<std::int64_t>(r.start_ns);
     const auto end = static_cast<std::int64_t>(std::max(r.end_ns, r.start_ns));
     auto [pos, fresh] = by_op.try_emplace({k->rank, k->op}, OpInterval{k->rank, k->op, start, end});

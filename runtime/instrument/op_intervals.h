@@ -28,16 +28,36 @@ struct CorrelationRecord {
   std::uint64_t key = 0;
 };
 
+// CUPTI RUNTIME or DRIVER record: an API call (a kernel launch among them) and when it began, CUPTI clock.
+struct ApiRecord {
+  std::uint32_t correlation = 0;
+  std::uint64_t start_ns = 0;
+};
+
+// A span of an op's issuing thread (CUPTI clock) in which a library launches the op's work from threads
+// of its own: NCCL's group job thread on a non-blocking communicator, between ncclGroupEnd and the
+// communicator leaving ncclInProgress. External correlation ids are per thread, so those launches carry
+// none; an API call that began inside exactly one window, and that no external correlation claims, is
+// that window's op.
+struct LaunchWindow {
+  std::uint64_t key = 0;  // correlation.h
+  std::uint64_t begin_ns = 0, end_ns = 0;
+};
+
 struct Attribution {
   std::vector<OpInterval> ops;    // one per (rank, op) with records, sorted by (rank, op)
   std::int64_t attributed = 0;    // records that landed in an op
-  std::int64_t unattributed = 0;  // records launched outside any op (other libraries; nccl's own threads)
+  std::int64_t windowed = 0;      // of those, through a launch window (NCCL's own thread)
+  std::int64_t unattributed = 0;  // records launched outside any op or window (other libraries)
   std::int64_t untimed = 0;       // records CUPTI could not time (start = end = 0): ignored
 };
 
 // An op's interval is [min start, max end] over every record its calls launched, on any stream (an NCCL
-// exchange launches kernels; a backward attention its fills, the pass's delta, the kernel and a conversion).
-Attribution attribute_records(const std::vector<GpuRecord>& records, const std::vector<CorrelationRecord>& correlations);
+// exchange launches kernels; a backward attention its fills, the pass's delta and the kernel). A record's
+// op comes from the external correlation of the call that launched it, else from the launch window that
+// call began in (`api` gives when each call began).
+Attribution attribute_records(const std::vector<GpuRecord>& records, const std::vector<CorrelationRecord>& correlations,
+                              const std::vector<ApiRecord>& api = {}, const std::vector<LaunchWindow>& windows = {});
 
 // Moves intervals from a rank's clock onto the reference clock: t - offset_ns, where offset_ns is the
 // rank's clock minus the reference's (clock_offset below).

@@ -82,6 +82,45 @@ TEST(AttributeRecords, RecordWithoutCorrelationIsUnattributed) {
   EXPECT_EQ(a.unattributed, 1);
 }
 
+// The nccl transport's non-blocking communicators: NCCL launches a group's kernels from its own thread,
+// where the op's external correlation (pushed on the issuing thread) does not reach. The launch window
+// the transport notes around ncclGroupEnd claims the API calls that began inside it.
+TEST(AttributeRecords, LaunchWindowsClaimCallsFromOtherThreads) {
+  const std::uint64_t op5 = pack_key(2, 5), op6 = pack_key(2, 6);
+  const std::vector<GpuRecord> records = {
+      {GpuRecordKind::Kernel, 40, 3, 2'000, 9'000},   // NCCL kernel of op 5 (no external correlation)
+      {GpuRecordKind::Kernel, 41, 4, 12'000, 15'000},  // NCCL kernel of op 6, launched at the window's end
+      {GpuRecordKind::Memcpy, 42, 3, 1'000, 1'100},    // op 5's own packing copy: external correlation
+      {GpuRecordKind::Kernel, 43, 3, 20'000, 21'000},  // launched outside any window: unattributed
+      {GpuRecordKind::Kernel, 44, 3, 30'000, 31'000},  // launched where two windows overlap: unknown
+  };
+  const std::vector<CorrelationRecord> corr = {{42, op5}};
+  const std::vector<ApiRecord> api = {{40, 1'500}, {41, 11'000}, {42, 1'050}, {43, 10'500}, {44, 25'500}};
+  const std::vector<LaunchWindow> windows = {{op6, 10'600, 11'000}, {op5, 1'200, 1'600},
+                                             {pack_key(2, 7), 24'000, 26'000}, {pack_key(2, 8), 25'000, 25'600}};
+  const Attribution a = attribute_records(records, corr, api, windows);
+  ASSERT_EQ(a.ops.size(), 2u);
+  EXPECT_TRUE(same(a.ops[0], OpInterval{2, 5, 1'000, 9'000}));
+  EXPECT_TRUE(same(a.ops[1], OpInterval{2, 6, 12'000, 15'000}));
+  EXPECT_EQ(a.attributed, 3);
+  EXPECT_EQ(a.windowed, 2);
+  EXPECT_EQ(a.unattributed, 2);
+
+  // Without the windows (or without the API records) the NCCL kernels are what they used to be: unattributed.
+  EXPECT_EQ(attribute_records(records, corr).unattributed, 4);
+  EXPECT_EQ(attribute_records(records, corr, {}, windows).unattributed, 4);
+}
+
+// A call with an external correlation keeps it even inside another op's window (the issuing thread's own
+// launches: a transport's unpack right after the group).
+TEST(AttributeRecords, ExternalCorrelationWinsOverAWindow) {
+  const std::vector<GpuRecord> records = {{GpuRecordKind::Kernel, 7, 1, 100, 200}};
+  const Attribution a = attribute_records(records, {{7, pack_key(0, 1)}}, {{7, 50}}, {{pack_key(0, 2), 0, 100}});
+  ASSERT_EQ(a.ops.size(), 1u);
+  EXPECT_EQ(a.ops[0].op, 1);
+  EXPECT_EQ(a.windowed, 0);
+}
+
 TEST(ClockOffset, MedianOfDifferencesIgnoresOneSkewedBarrier) {
   // True offset 1000 ns; the third barrier let this rank out 80 us late.
   const std::vector<std::int64_t> root = {100, 200, 300, 400, 500};
