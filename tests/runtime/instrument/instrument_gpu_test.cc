@@ -13,9 +13,11 @@
 
 #include <map>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "runtime/cuda/cuda_run.h"
+#include "runtime/instrument/cupti_tracer.h"
 #include "sim/schedule.h"
 #include "tests/runtime/gpu_test_util.h"
 #include "sim/timeline.h"
@@ -153,6 +155,46 @@ TEST(InstrumentGpu, NoTraceLeavesNoTimeline) {
   EXPECT_FALSE(r.traced);
   EXPECT_TRUE(r.timeline.intervals.empty());
 }
+
+#if !defined(CPS_SIMT_EMU)
+// What the nccl transport relies on for NCCL's own-thread launches (non-blocking communicators): a launch
+// from another thread inside an op's launch window is that op's, one outside any window is unattributed.
+// The emulation's stand-in tracer has no API records, so this runs on a GPU only.
+TEST(InstrumentGpu, LaunchWindowClaimsAnotherThreadsLaunch) {
+  CPS_REQUIRE_GPU();
+  constexpr std::size_t kBytes = std::size_t{1} << 20;
+  void* buf = nullptr;
+  ASSERT_EQ(cudaMalloc(&buf, kBytes), cudaSuccess);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  cudaError_t in_window = cudaErrorUnknown, outside = cudaErrorUnknown;
+  instrument::TraceCapture c;
+  {
+    instrument::CuptiTracer tracer(0);
+    tracer.start();
+    {
+      const instrument::LaunchWindowScope window(0, 7);
+      std::thread t([&] { in_window = cudaMemsetAsync(buf, 0, kBytes, stream); });
+      t.join();
+    }
+    std::thread t([&] { outside = cudaMemsetAsync(buf, 1, kBytes, stream); });
+    t.join();
+    tracer.end_launches();
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    c = tracer.finish();
+  }
+  cudaStreamDestroy(stream);
+  cudaFree(buf);
+  ASSERT_EQ(in_window, cudaSuccess);
+  ASSERT_EQ(outside, cudaSuccess);
+  ASSERT_EQ(c.ops.size(), 1u);
+  EXPECT_EQ(c.ops[0].rank, 0);
+  EXPECT_EQ(c.ops[0].op, 7);
+  EXPECT_LE(c.ops[0].start_ns, c.ops[0].end_ns);
+  EXPECT_EQ(c.windowed, 1);
+  EXPECT_EQ(c.unattributed, 1);
+}
+#endif
 
 }  // namespace
 }  // namespace cpscope::rt
