@@ -106,8 +106,10 @@ struct Op {
   Bytes staged() const { return staged_send + staged_recv; }
   // Compute ops: what the runtime fills on the op's stream right after its waits and before the op
   // itself, so that accumulators start empty (gen::RankBuilder::add_fills says which): bytes written and
-  // memset kernels, one per tensor. Timed with the op (CostModel::compute_ns) and measured with it (the
-  // executor attributes the fills to the op); the executor checks them against its tensors. 0 elsewhere.
+  // memset kernels, one per tensor; also the other memory kernels the runtime adds to an attention op
+  // (the backward's delta; allgather --dkv input's converting add of the fp32 stage after the block).
+  // Timed with the op (CostModel::compute_ns) and measured with it (the executor attributes the fills to
+  // the op); the executor checks them against its tensors. 0 elsewhere.
   std::int32_t fills = 0;
   Bytes fill_bytes = 0;
 };
