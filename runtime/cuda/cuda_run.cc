@@ -668,10 +668,13 @@ CudaRunResult run_replay(const Schedule& schedule, const CudaRunOptions& opt) {
   return res;
 }
 
-CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt) {
+CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, ProcessGroup& group) {
   const Workload& w = schedule.workload;
-  std::unique_ptr<ProcessGroup> pg = make_mpi_group();
+  ProcessGroup* pg = &group;
   const std::int32_t r = pg->rank();
+  if ((opt.trace || opt.trace_overhead) && !pg->is_mpi())
+    throw InputError("trace", "a traced nccl run aligns its ranks' clocks and gathers their timelines over MPI: run "
+                              "the ranks under mpirun or srun, or pass --no-trace");
   if (pg->size() != static_cast<std::int32_t>(schedule.ranks.size()))
     throw InputError("cp", fmt::format("the schedule has {} ranks, but {} processes were started (mpirun -np {})",
                                        schedule.ranks.size(), pg->size(), schedule.ranks.size()));
@@ -716,7 +719,7 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt) {
   // Collective (MPI_Comm_dup): every rank traces, or none (the options are the same everywhere).
   std::optional<instrument::MpiSync> sync;
   if (opt.trace || opt.trace_overhead) sync.emplace();
-  const Iterated it = iterate(ranks, w, opt, pg.get(), [&] { lr.executor->issue(); });
+  const Iterated it = iterate(ranks, w, opt, pg, [&] { lr.executor->issue(); });
   set_iterations(it, opt, res);
   res.rank = r;
   res.ranks = pg->size();
@@ -768,9 +771,19 @@ CudaRunResult run_on_cuda(const Schedule& schedule, const CudaRunOptions& option
   switch (options.transport) {
     case Transport::Loopback: return run_loopback(schedule, options);
     case Transport::Replay: return run_replay(schedule, options);
-    case Transport::Nccl: return run_nccl(schedule, options);
+    case Transport::Nccl: {
+      const std::unique_ptr<ProcessGroup> pg = make_mpi_group();
+      return run_nccl(schedule, options, *pg);
+    }
   }
   throw InternalError("run_on_cuda: unknown transport");
+}
+
+CudaRunResult run_nccl_rank(const Schedule& schedule, const CudaRunOptions& options, ProcessGroup& group) {
+  validate_options(schedule, options);
+  if (options.transport != Transport::Nccl)
+    throw InternalError("run_nccl_rank: a run of the nccl transport (options.transport)");
+  return run_nccl(schedule, options, group);
 }
 
 }  // namespace cpscope::rt

@@ -82,4 +82,10 @@ struct CudaRunResult {
 // file:line, rank, op and step where known.
 CudaRunResult run_on_cuda(const Schedule& schedule, const CudaRunOptions& options);
 
+class ProcessGroup;  // runtime/cuda/transport.h
+// One rank of a nccl-transport run whose ranks meet through `group`: run_on_cuda's nccl transport passes MPI's
+// (make_mpi_group); the emulation's test runs every rank as a thread of one process with a group of threads.
+// Tracing aligns clocks and gathers the timelines over MPI, so it needs MPI's group (InputError otherwise).
+CudaRunResult run_nccl_rank(const Schedule& schedule, const CudaRunOptions& options, ProcessGroup& group);
+
 }  // namespace cpscope::rt

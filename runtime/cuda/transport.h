@@ -49,7 +49,8 @@ void loopback_abort(LoopbackWorld& world, const std::string& why);
 std::unique_ptr<CudaTransport> make_replay_transport(const Schedule& schedule, std::int32_t rank);
 
 // --- nccl: one process per rank, bootstrapped over MPI ---
-// The process group the nccl transport and the run use for their host-side collectives (MPI).
+// The process group the nccl transport and the run use for their host-side collectives (MPI; threads of one
+// process in the emulation's test).
 class ProcessGroup {
  public:
   virtual ~ProcessGroup() = default;
@@ -63,12 +64,15 @@ class ProcessGroup {
   virtual std::vector<double> max(const std::vector<double>& v) = 0;
   // Throws InputError naming the ranks whose `hash` differs from rank 0's (`what` says what was hashed).
   virtual void check_same(std::uint64_t hash, const std::string& what) = 0;
+  // MPI's group (make_mpi_group): a traced run aligns clocks and gathers timelines over MPI itself.
+  virtual bool is_mpi() const { return false; }
 };
 // True when this build has MPI (the nccl transport).
 bool have_mpi();
 // Initializes MPI once per process (finalized at exit). Throws DeviceError in a build without MPI.
 std::unique_ptr<ProcessGroup> make_mpi_group();
-// Communicators are created by allocate() (collective over the ranks); the rank is group.rank().
+// Communicators are created by allocate() (collective over the ranks); the rank is group.rank(). Built
+// wherever NCCL is (the SIMT emulation's stand-in included); only make_mpi_group() needs MPI.
 std::unique_ptr<CudaTransport> make_nccl_transport(const Schedule& schedule, ProcessGroup& group);
 // Ends the whole MPI job with `code` (MPI_Abort) when this process runs MPI with other ranks: after a
 // failed run, finalizing would wait for ranks stuck in a barrier or collective that wait for this one.
