@@ -1,8 +1,9 @@
 // What the CUDA runtime library (runtime/cuda) needs beyond the CUDA runtime API, under the SIMT emulation:
-// the nccl transport (many ranks over MPI) and MPI are not emulated and say so (replay and the bench run on
-// the stand-in NCCL of emu/nccl_emu.cc); NVTX ranges do nothing; the CUPTI tracer is rebuilt on the stand-in
+// MPI is not emulated and says so (the nccl transport runs on the stand-in NCCL of emu/nccl_emu.cc with its ranks
+// as threads, through run_nccl_rank); NVTX ranges do nothing; the CUPTI tracer is rebuilt on the stand-in
 // runtime's activity records (cuda_runtime_api.h), so a traced run yields one interval per op through the same
-// attribution (op_intervals.cc) as on a GPU, timed by the host clock.
+// attribution (op_intervals.cc) as on a GPU, timed by the host clock. It has no API records, so launch windows
+// (LaunchWindowScope) do nothing: the stand-in NCCL launches from the issuing thread, inside the op's range.
 #include <cuda_runtime_api.h>  // the emulation's stand-in
 
 #include <fmt/format.h>
@@ -23,12 +24,12 @@ namespace cpscope::rt {
 namespace {
 [[noreturn]] void not_emulated(const char* transport) {
   throw InputError("transport", std::string(transport) +
-                                    " needs NCCL across ranks and MPI, which the SIMT emulation does not have; the "
-                                    "emulation runs loopback and replay");
+                                    " needs MPI to start its ranks, which the SIMT emulation does not have; the "
+                                    "emulation runs loopback and replay (and the nccl transport's ranks as threads "
+                                    "in its tests)");
 }
 }  // namespace
 
-std::unique_ptr<CudaTransport> make_nccl_transport(const Schedule&, ProcessGroup&) { not_emulated("nccl"); }
 bool have_mpi() { return false; }
 std::unique_ptr<ProcessGroup> make_mpi_group() { not_emulated("nccl"); }
 void end_mpi_job(int) {}
@@ -106,6 +107,8 @@ TraceCapture CuptiTracer::finish() {
 }
 std::int64_t CuptiTracer::now_ns(std::int32_t) { return static_cast<std::int64_t>(cps_emu_now_ns()); }
 void note_trace_error(const std::string&) {}
+LaunchWindowScope::LaunchWindowScope(std::int32_t, std::int32_t) {}
+LaunchWindowScope::~LaunchWindowScope() = default;
 
 }  // namespace instrument
 }  // namespace cpscope::rt

@@ -1,13 +1,18 @@
 // The SIMT emulation's stand-in NCCL (runtime/kernels/emu/nccl_emu.cc): a one-rank communicator's grouped send
 // to itself is a copy on the stream, and what would hang or be undefined with a real NCCL is an error whose
-// reason ncclGetLastError gives and CPS_NCCL_CALL reports.
+// reason ncclGetLastError gives and CPS_NCCL_CALL reports. Ranks as threads: point-to-point rings, all-gather,
+// reduce-scatter and non-blocking init and split behave as the nccl transport expects of NCCL.
 #include <gtest/gtest.h>
 
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <barrier>
+#include <bit>
 #include <cstring>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/cuda/check.h"
@@ -69,15 +74,7 @@ TEST_F(NcclEmu, WhatWouldHangOrBeUndefinedIsAnError) {
   ASSERT_EQ(ncclGroupStart(), ncclSuccess);
   ASSERT_EQ(ncclSend(a_, 16, ncclUint8, 0, comm_, s_), ncclSuccess);
   ASSERT_EQ(ncclRecv(b_, 32, ncclUint8, 0, comm_, s_), ncclSuccess);
-  ExpectError(ncclGroupEnd(), ncclInvalidUsage, "of 16 bytes paired with a receive of 32");
-
-  cudaStream_t other = nullptr;
-  ASSERT_EQ(cudaStreamCreate(&other), cudaSuccess);
-  ASSERT_EQ(ncclGroupStart(), ncclSuccess);
-  ASSERT_EQ(ncclSend(a_, 16, ncclUint8, 0, comm_, s_), ncclSuccess);
-  ASSERT_EQ(ncclRecv(b_, 16, ncclUint8, 0, comm_, other), ncclSuccess);
-  ExpectError(ncclGroupEnd(), ncclInvalidUsage, "two streams");
-  cudaStreamDestroy(other);
+  ExpectError(ncclGroupEnd(), ncclInvalidUsage, "a send of 16 bytes from rank 0 paired with a receive of 32");
 
   // Buffers must be device memory, inside one allocation.
   std::vector<char> host(64);
@@ -89,8 +86,9 @@ TEST_F(NcclEmu, WhatWouldHangOrBeUndefinedIsAnError) {
 
   ExpectError(ncclGroupEnd(), ncclInvalidUsage, "without ncclGroupStart");
   ncclUniqueId id;
+  ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
   ncclComm_t two = nullptr;
-  ExpectError(ncclCommInitRank(&two, 2, id, 0), ncclInvalidUsage, "one-rank communicators only");
+  ExpectError(ncclCommInitRank(&two, 2, id, 2), ncclInvalidArgument, "rank 2 of 2");
 }
 
 TEST_F(NcclEmu, CallCheckReportsTheReason) {
@@ -100,8 +98,196 @@ TEST_F(NcclEmu, CallCheckReportsTheReason) {
   } catch (const cpscope::rt::DeviceError& e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("rank 3"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("invalid usage (ncclSend to self outside ncclGroupStart"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("invalid usage (ncclSend outside ncclGroupStart"), std::string::npos) << msg;
   }
+}
+
+// --- ranks as threads ---
+
+// Runs body(rank) on n threads.
+void on_ranks(int n, const std::function<void(int)>& body) {
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) threads.emplace_back(body, r);
+  for (std::thread& t : threads) t.join();
+}
+
+// Polls a non-blocking communicator until it leaves ncclInProgress.
+ncclResult_t settle(ncclComm_t c) {
+  ncclResult_t state = ncclInProgress;
+  while (state == ncclInProgress)
+    if (ncclCommGetAsyncError(c, &state) != ncclSuccess) return ncclInternalError;
+  return state;
+}
+
+ncclComm_t join(int n, int rank, const ncclUniqueId& id) {
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclComm_t c = nullptr;
+  const ncclResult_t r = ncclCommInitRankConfig(&c, n, id, rank, &config);
+  EXPECT_TRUE(r == ncclSuccess || r == ncclInProgress) << ncclGetLastError(nullptr);
+  EXPECT_EQ(settle(c), ncclSuccess);
+  return c;
+}
+
+std::vector<float> download(const void* p, std::size_t n) {
+  std::vector<float> v(n);
+  EXPECT_EQ(cudaMemcpy(v.data(), p, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  return v;
+}
+
+void* upload(const std::vector<float>& v) {
+  void* p = nullptr;
+  EXPECT_EQ(cudaMalloc(&p, v.size() * 4), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(p, v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  return p;
+}
+
+TEST(NcclEmuRanks, RingOfSendsAndReceivesOnTwoStreamsPerRank) {
+  constexpr int n = 4;
+  constexpr std::size_t count = 64;
+  ncclUniqueId id;
+  ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  std::vector<std::vector<float>> got(n);
+  on_ranks(n, [&](int r) {
+    ncclComm_t c = join(n, r, id);
+    cudaStream_t send_s = nullptr, recv_s = nullptr;
+    cudaStreamCreate(&send_s);
+    cudaStreamCreate(&recv_s);
+    void* in = upload(std::vector<float>(count, static_cast<float>(100 + r)));
+    void* out = upload(std::vector<float>(count, -1.f));
+    for (int round = 0; round < 3; ++round) {  // pairs match in issue order, round after round
+      ncclGroupStart();
+      ncclSend(in, count, ncclFloat32, (r + 1) % n, c, send_s);
+      ncclRecv(out, count, ncclFloat32, (r + n - 1) % n, c, recv_s);
+      const ncclResult_t e = ncclGroupEnd();
+      EXPECT_EQ(e, ncclInProgress) << ncclGetLastError(nullptr);  // non-blocking
+      EXPECT_EQ(settle(c), ncclSuccess);
+    }
+    cudaStreamSynchronize(recv_s);
+    cudaStreamSynchronize(send_s);
+    got[r] = download(out, count);
+    cudaFree(in);
+    cudaFree(out);
+    cudaStreamDestroy(send_s);
+    cudaStreamDestroy(recv_s);
+    ncclCommDestroy(c);
+  });
+  for (int r = 0; r < n; ++r) EXPECT_EQ(got[r], std::vector<float>(count, static_cast<float>(100 + (r + n - 1) % n)));
+}
+
+TEST(NcclEmuRanks, AllGatherAndInPlaceReduceScatterInBf16) {
+  constexpr int n = 4;
+  constexpr std::size_t count = 8;  // per rank
+  ncclUniqueId id;
+  ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  std::vector<std::vector<float>> gathered(n);
+  std::vector<std::vector<std::uint16_t>> reduced(n);
+  on_ranks(n, [&](int r) {
+    ncclComm_t c = join(n, r, id);
+    cudaStream_t s = nullptr;
+    cudaStreamCreate(&s);
+    std::vector<float> mine(count);
+    for (std::size_t i = 0; i < count; ++i) mine[i] = static_cast<float>(r * 10 + static_cast<int>(i));
+    void* src = upload(mine);
+    void* all = upload(std::vector<float>(n * count, 0.f));
+    EXPECT_EQ(ncclAllGather(src, all, count, ncclFloat32, c, s), ncclInProgress);
+    // Reduce-scatter in place, bf16: rank r's slice of its buffer receives the sum; values stay exact in bf16.
+    std::vector<std::uint16_t> bf(n * count);
+    for (std::size_t i = 0; i < bf.size(); ++i)
+      bf[i] = static_cast<std::uint16_t>(std::bit_cast<std::uint32_t>(static_cast<float>(r + 1 + i % 3)) >> 16);
+    void* rs = nullptr;
+    cudaMalloc(&rs, bf.size() * 2);
+    cudaMemcpy(rs, bf.data(), bf.size() * 2, cudaMemcpyHostToDevice);
+    EXPECT_EQ(ncclReduceScatter(rs, static_cast<std::uint16_t*>(rs) + r * count, count, ncclBfloat16, ncclSum, c, s),
+              ncclInProgress);
+    cudaStreamSynchronize(s);
+    gathered[r] = download(all, n * count);
+    reduced[r].resize(count);
+    cudaMemcpy(reduced[r].data(), static_cast<std::uint16_t*>(rs) + r * count, count * 2, cudaMemcpyDeviceToHost);
+    cudaFree(src);
+    cudaFree(all);
+    cudaFree(rs);
+    cudaStreamDestroy(s);
+    ncclCommDestroy(c);
+  });
+  for (int r = 0; r < n; ++r) {
+    for (int m = 0; m < n; ++m)
+      for (std::size_t i = 0; i < count; ++i) EXPECT_EQ(gathered[r][m * count + i], static_cast<float>(m * 10 + static_cast<int>(i)));
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t g = r * count + i;  // the element's index in every rank's buffer
+      const float want = static_cast<float>(1 + 2 + 3 + 4 + n * static_cast<int>(g % 3));
+      EXPECT_EQ(std::bit_cast<float>(static_cast<std::uint32_t>(reduced[r][i]) << 16), want) << "rank " << r << " " << i;
+    }
+  }
+}
+
+// ncclCommSplit on a non-blocking parent writes the new handle only when every rank has arrived (NCCL's init job
+// fills it later, nccl issue #1472): a caller that reads it right after the call gets null. Ranks are ordered by
+// key; NCCL_SPLIT_NOCOLOR gets no communicator.
+TEST(NcclEmuRanks, SplitWritesTheHandlesOnlyOnceEveryRankArrived) {
+  constexpr int n = 4;
+  ncclUniqueId id;
+  ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  std::vector<std::vector<float>> order(n);
+  std::vector<bool> early_null(n, false), has_comm(n, false);
+  std::barrier first_split(2), parents(n);
+  on_ranks(n, [&](int r) {
+    ncclComm_t parent = join(n, r, id);
+    parents.arrive_and_wait();
+    if (r == 0) {
+      ncclComm_t mine = nullptr;
+      EXPECT_EQ(ncclCommSplit(parent, 0, -r, &mine, nullptr), ncclInProgress);
+      ncclResult_t state = ncclSuccess;
+      ncclCommGetAsyncError(parent, &state);
+      early_null[0] = mine == nullptr && state == ncclInProgress;
+      first_split.arrive_and_wait();
+      EXPECT_EQ(settle(parent), ncclSuccess);
+      has_comm[0] = mine != nullptr;
+      if (mine != nullptr) {
+        cudaStream_t s = nullptr;
+        cudaStreamCreate(&s);
+        void* src = upload({static_cast<float>(r)});
+        void* all = upload({-1.f, -1.f});
+        ncclAllGather(src, all, 1, ncclFloat32, mine, s);
+        settle(mine);
+        cudaStreamSynchronize(s);
+        order[r] = download(all, 2);
+        cudaFree(src);
+        cudaFree(all);
+        cudaStreamDestroy(s);
+        ncclCommDestroy(mine);
+      }
+    } else {
+      if (r == 1) first_split.arrive_and_wait();  // rank 1 lets the others go once rank 0 has looked
+      ncclComm_t mine = nullptr;
+      const int color = r == 3 ? NCCL_SPLIT_NOCOLOR : r % 2;
+      const ncclResult_t e = ncclCommSplit(parent, color, -r, &mine, nullptr);
+      EXPECT_TRUE(e == ncclSuccess || e == ncclInProgress);
+      EXPECT_EQ(settle(parent), ncclSuccess);
+      has_comm[r] = mine != nullptr;
+      if (mine != nullptr) {
+        const int size = r == 2 ? 2 : 1;
+        cudaStream_t s = nullptr;
+        cudaStreamCreate(&s);
+        void* src = upload({static_cast<float>(r)});
+        void* all = upload(std::vector<float>(size, -1.f));
+        ncclAllGather(src, all, 1, ncclFloat32, mine, s);
+        settle(mine);
+        cudaStreamSynchronize(s);
+        order[r] = download(all, size);
+        cudaFree(src);
+        cudaFree(all);
+        cudaStreamDestroy(s);
+        ncclCommDestroy(mine);
+      }
+    }
+    ncclCommDestroy(parent);
+  });
+  EXPECT_TRUE(early_null[0]);
+  EXPECT_EQ(has_comm, (std::vector<bool>{true, true, true, false}));
+  EXPECT_EQ(order[0], (std::vector<float>{2.f, 0.f}));  // key -2 before key 0
+  EXPECT_EQ(order[2], (std::vector<float>{2.f, 0.f}));
+  EXPECT_EQ(order[1], (std::vector<float>{1.f}));
 }
 
 }  // namespace

@@ -1,0 +1,243 @@
+// The nccl transport (runtime/cuda/transport_nccl.cc), the code a cluster runs, on the SIMT emulation: the ranks
+// are threads of this process that meet through a ProcessGroup of threads, and NCCL is the emulation's stand-in
+// (runtime/kernels/emu/nccl_emu.cc: non-blocking init and split, grouped point-to-point, all-gather and
+// reduce-scatter). Every schedule runs forward and backward with --check against plain attention, so the
+// transport's communicators, splits, peer numbering, staging, packing and in-place collectives are exercised
+// in CI, where MPI and GPUs are not. What it cannot show: NCCL's own behaviour and timing on real links.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <barrier>
+#include <cmath>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "runtime/cuda/cuda_run.h"
+#include "runtime/cuda/transport.h"
+#include "sim/error.h"
+#include "sim/schedule.h"
+
+namespace cpscope::rt {
+namespace {
+
+constexpr double kTolerance = 2e-2;  // bf16 inputs, as the loopback checks
+
+// What the ranks of one run share.
+struct Meeting {
+  explicit Meeting(int n) : n(n), barrier(n), hashes(static_cast<std::size_t>(n)) {}
+  int n;
+  std::barrier<> barrier;
+  std::mutex mu;
+  std::vector<unsigned char> bytes;
+  std::vector<double> acc;
+  int contributed = 0;
+  std::vector<std::uint64_t> hashes;
+};
+
+// A ProcessGroup whose ranks are threads (one node: the local rank is the rank).
+class ThreadGroup final : public ProcessGroup {
+ public:
+  ThreadGroup(Meeting& m, int rank) : m_(m), rank_(rank) {}
+  std::int32_t rank() const override { return rank_; }
+  std::int32_t size() const override { return m_.n; }
+  std::int32_t local_rank() const override { return rank_; }
+  void barrier() override { m_.barrier.arrive_and_wait(); }
+  void broadcast(void* data, std::int64_t bytes, std::int32_t root) override {
+    barrier();
+    if (rank_ == root) {
+      const std::lock_guard<std::mutex> lock(m_.mu);
+      m_.bytes.assign(static_cast<unsigned char*>(data), static_cast<unsigned char*>(data) + bytes);
+    }
+    barrier();
+    if (rank_ != root) {
+      const std::lock_guard<std::mutex> lock(m_.mu);
+      std::copy(m_.bytes.begin(), m_.bytes.end(), static_cast<unsigned char*>(data));
+    }
+    barrier();
+  }
+  std::vector<double> max(const std::vector<double>& v) override {
+    barrier();
+    {
+      const std::lock_guard<std::mutex> lock(m_.mu);
+      if (m_.contributed++ == 0)
+        m_.acc = v;
+      else
+        for (std::size_t i = 0; i < v.size(); ++i) m_.acc[i] = std::max(m_.acc[i], v[i]);
+    }
+    barrier();
+    std::vector<double> out;
+    {
+      const std::lock_guard<std::mutex> lock(m_.mu);
+      out = m_.acc;
+    }
+    barrier();
+    if (rank_ == 0) m_.contributed = 0;  // before anyone passes the next call's first barrier
+    return out;
+  }
+  void check_same(std::uint64_t hash, const std::string& what) override {
+    m_.hashes[static_cast<std::size_t>(rank_)] = hash;
+    barrier();
+    std::vector<std::int32_t> differ;
+    for (std::int32_t r = 0; r < m_.n; ++r)
+      if (m_.hashes[static_cast<std::size_t>(r)] != m_.hashes[0]) differ.push_back(r);
+    barrier();
+    if (!differ.empty())
+      throw InputError("config", fmt::format("{} differs between the ranks: ranks {} do not match rank 0", what,
+                                             fmt::join(differ, ", ")));
+  }
+
+ private:
+  Meeting& m_;
+  int rank_;
+};
+
+CudaRunOptions options() {
+  CudaRunOptions o;
+  o.transport = Transport::Nccl;
+  o.check = true;
+  o.warmup = 1;
+  o.iters = 2;  // a second iteration reuses communicators, staging and slots
+  o.timeout = std::chrono::seconds(300);
+  o.trace = false;  // tracing gathers over MPI
+  return o;
+}
+
+// Runs `schedule` with one thread per rank; `opts(rank)` gives each rank's options. Returns each rank's result
+// and the message of each rank's exception (empty when it returned).
+struct Outcome {
+  std::vector<CudaRunResult> results;
+  std::vector<std::string> errors;
+};
+Outcome run_ranks(const Schedule& schedule, const std::function<CudaRunOptions(int)>& opts) {
+  const int n = static_cast<int>(schedule.ranks.size());
+  Meeting meeting(n);
+  Outcome out;
+  out.results.resize(static_cast<std::size_t>(n));
+  out.errors.resize(static_cast<std::size_t>(n));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      ThreadGroup group(meeting, r);
+      try {
+        out.results[static_cast<std::size_t>(r)] = run_nccl_rank(schedule, opts(r), group);
+      } catch (const std::exception& e) {
+        out.errors[static_cast<std::size_t>(r)] = e.what();
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  return out;
+}
+
+Workload small(ScheduleKind kind, std::int64_t cp) {
+  Workload w;
+  w.schedule = kind;
+  w.cp = cp;
+  w.batch = 1;
+  w.seq = 256;  // 64 tokens per rank at cp 4: the emulation is some 10^4 times slower than a GPU
+  w.heads = 4;
+  w.kv_heads = 2;
+  w.head_dim = 64;
+  w.dtype = DType::BF16;
+  w.mask = Mask::Causal;
+  w.pass = PassSet::FwdBwd;
+  w.gpus_per_node = 8;
+  return w;
+}
+
+std::string describe(const Workload& w) {
+  return fmt::format("{} cp={} U={} B={} H={}/{} mask={} balance={} dkv={} G={}", to_string(w.schedule), w.cp,
+                     w.ulysses, w.batch, w.heads, w.kv_heads, to_string(w.mask), to_string(w.balance),
+                     to_string(w.dkv), w.kv_head_groups);
+}
+
+void expect_matches_reference(const Workload& w) {
+  SCOPED_TRACE(describe(w));
+  ASSERT_EQ(invalid_reason(w), "");
+  const Outcome o = run_ranks(make_schedule(w), [](int) { return options(); });
+  for (std::size_t r = 0; r < o.errors.size(); ++r) ASSERT_EQ(o.errors[r], "") << "rank " << r;
+  for (std::size_t r = 0; r < o.results.size(); ++r) {
+    const CudaRunResult& res = o.results[r];
+    SCOPED_TRACE(fmt::format("rank {}", r));
+    ASSERT_TRUE(res.check.ran);
+    EXPECT_EQ(res.rank, static_cast<std::int32_t>(r));
+    EXPECT_EQ(res.ranks, w.cp);
+    // The errors are reduced over the ranks: every rank reports the same.
+    EXPECT_EQ(res.check.o, o.results[0].check.o);
+    EXPECT_LE(res.check.o, kTolerance) << "O";
+    EXPECT_LE(res.check.lse, kTolerance) << "LSE";
+    EXPECT_LE(res.check.dq, kTolerance) << "dQ";
+    EXPECT_LE(res.check.dk, kTolerance) << "dK";
+    EXPECT_LE(res.check.dv, kTolerance) << "dV";
+    ASSERT_EQ(res.iteration_ms.size(), 2u);
+    for (double ms : res.iteration_ms) EXPECT_TRUE(std::isfinite(ms) && ms > 0) << ms;
+  }
+}
+
+// Point-to-point rings: SendRecv on the stream communicators, K/V forward and fp32 dK/dV (PyTorch) or
+// TransformerEngine's packed [K/V; dK/dV] messages in the input dtype, reversed.
+TEST(NcclTransportEmu, RingsMatchReference) {
+  Workload ring = small(ScheduleKind::Ring, 4);
+  expect_matches_reference(ring);
+  Workload te = small(ScheduleKind::ZigzagRing, 4);
+  te.dkv = DkvVariant::Input;
+  expect_matches_reference(te);
+}
+
+// Collectives on split communicators: all-gather and reduce-scatter per plane, in place (one head group, batch 1)
+// and staged (two head groups: packing the rank's heads, unpacking into a head slice; batch 2: every member's
+// rows), the reduce-scatter summing in fp32 or, with dK/dV in the input dtype, in bf16.
+TEST(NcclTransportEmu, AllGatherMatchesReference) {
+  Workload in_place = small(ScheduleKind::AllGather, 4);
+  in_place.balance = Balance::Contiguous;
+  expect_matches_reference(in_place);
+  Workload groups = small(ScheduleKind::AllGather, 4);
+  groups.kv_head_groups = 2;
+  groups.dkv = DkvVariant::Input;
+  expect_matches_reference(groups);
+  Workload batch = small(ScheduleKind::AllGather, 2);
+  batch.batch = 2;
+  batch.mask = Mask::Full;
+  expect_matches_reference(batch);
+}
+
+// All-to-alls as grouped sends and receives on split communicators (peers numbered by their position in the
+// group): Ulysses over all ranks, and hybrid's Ulysses groups beside its rings.
+TEST(NcclTransportEmu, UlyssesAndHybridMatchReference) {
+  Workload ulysses = small(ScheduleKind::Ulysses, 2);
+  expect_matches_reference(ulysses);
+  Workload hybrid = small(ScheduleKind::Hybrid, 4);
+  hybrid.ulysses = 2;
+  expect_matches_reference(hybrid);
+}
+
+// A rank started with other options is refused on every rank before any collective, naming it.
+TEST(NcclTransportEmu, RanksWithDifferentOptionsAreRefusedBeforeAnyCollective) {
+  const Schedule s = make_schedule(small(ScheduleKind::Ring, 2));
+  const Outcome o = run_ranks(s, [](int r) {
+    CudaRunOptions opt = options();
+    if (r == 1) opt.seed = 99;
+    return opt;
+  });
+  for (const std::string& e : o.errors) EXPECT_NE(e.find("ranks 1 do not match rank 0"), std::string::npos) << e;
+}
+
+// Tracing gathers the timelines over MPI: a group of threads cannot, and says so.
+TEST(NcclTransportEmu, TracingNeedsMpi) {
+  const Schedule s = make_schedule(small(ScheduleKind::Ring, 2));
+  const Outcome o = run_ranks(s, [](int) {
+    CudaRunOptions opt = options();
+    opt.trace = true;
+    return opt;
+  });
+  for (const std::string& e : o.errors) EXPECT_NE(e.find("over MPI"), std::string::npos) << e;
+}
+
+}  // namespace
+}  // namespace cpscope::rt
