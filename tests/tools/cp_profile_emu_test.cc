@@ -114,7 +114,7 @@ TEST_F(CpProfileEmu, CudaBenchWritesEveryKindOfRow) {
 
 // What the emulation does not have: the nccl transport needs MPI and one process per GPU.
 TEST_F(CpProfileEmu, NcclTransportIsRefused) {
-  ExpectInputError(std::string(kSmall) + " --schedule ring --cp 2 --transport nccl", "needs NCCL across ranks");
+  ExpectInputError(std::string(kSmall) + " --schedule ring --cp 2 --transport nccl", "needs MPI to start its ranks");
 }
 
 }  // namespace
