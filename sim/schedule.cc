@@ -487,7 +487,9 @@ std::vector<StagingNeed> staging_needs(const Schedule& schedule, std::int32_t ra
         n.recv = op.staged_recv / P * a(P);
       } else {
         n.send = slices(op.staged_send);
-        n.recv = slices(op.staged_recv);
+        // A reduce-scatter's result that must be unpacked is reduced in place, in the rank's segment of
+        // what it sends (its tensor or the packed send slice), and unpacked from there.
+        n.recv = op.kind == OpKind::ReduceScatter ? 0 : slices(op.staged_recv);
       }
     } else {
       switch (op.kind) {

@@ -149,7 +149,8 @@ std::string op_name(const Op&);
 std::int64_t block_pairs(const AttnBlock&);
 
 // The staging buffers a rank's transport allocates per IR stream (the most any one op on it needs, each
-// message in its own 256-byte aligned slice). The nccl transport stages what Op::staged_send/recv say;
+// message in its own 256-byte aligned slice). The nccl transport stages what Op::staged_send/recv say,
+// except a reduce-scatter's result, which NCCL reduces in place and the transport unpacks from there;
 // `replay` (one rank sending to itself) also needs room for the bytes its self-send moves: max(send,
 // receive) for a SendRecv, (members-1) parts for a collective, whatever the layout. Counted in the
 // simulator's peak memory (the nccl case) as the buffer "staging".

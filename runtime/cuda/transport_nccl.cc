@@ -220,10 +220,8 @@ class NcclTransport final : public CudaTransport {
   void reduce_scatter(CudaBackend& b, const Op& op, std::int32_t stream, const ReduceScatterArgs& x) override {
     const std::string what = b.describe(op);
     const cudaStream_t s = b.stream(stream);
-    Staging& so = staging_.send(stream);
-    Staging& si = staging_.recv(stream);
+    Staging& so = staging_.send(stream);  // no receive staging: see below
     so.reset();
-    si.reset();
     ncclComm_t comm = group_comm(x.group, stream, what);
     struct Call {
       ReduceScatterArgs args;
@@ -245,7 +243,12 @@ class NcclTransport final : public CudaTransport {
         pack(b, c.args.src, slice, c.dt, s, what);  // member i's segment at i·P: every src region is P bytes
         c.from = slice;
       }
-      c.to = incoming(b, {c.args.dst}, c.dt, si, &c.staged, what);
+      // Where the sum cannot land in the destination itself (a head slice of the output, or an fp32 sum for an
+      // output in the input dtype), NCCL reduces in place, into this rank's segment of what it sends, and the
+      // unpack reads it there: no receive staging (1 GiB at 1M tokens for all-gather's fp32 dK/dV).
+      c.to = contiguous_span(b, {c.args.dst}, c.dt);
+      c.staged = c.to == nullptr;
+      if (c.staged) c.to = static_cast<char*>(const_cast<void*>(c.from)) + c.args.position * P;
       calls.push_back(std::move(c));
     }
     CPS_NCCL_CALL(rank_, ncclGroupStart());

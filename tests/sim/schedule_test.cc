@@ -267,6 +267,24 @@ TEST(TransportStaging, ReplayPacksEveryAllToAllAndUnpacksEveryReduceScatter) {
   EXPECT_EQ(transport_staging(s.ranks[1].ops[find_op(s.ranks[1], OpKind::Attend)], 4, true), StagedCopies{});
 }
 
+// The nccl transport reduces a result it must unpack in place, in the rank's segment of what it sends, so
+// the reduce-scatter needs no receive staging (all-gather's fp32 dK/dV: 1 GiB at 1M tokens); the unpack
+// copy stays in the IR. Replay's self-send still receives into staging.
+TEST(TransportStaging, ReduceScatterUnpacksFromItsInPlaceResult) {
+  Workload w = small_allgather();
+  w.pass = PassSet::Bwd;
+  w.dkv = DkvVariant::Fp32;  // the fp32 sum converts into the input-dtype output: unpacked
+  const Schedule s = make_schedule(w);
+  const Op& rs = s.ranks[1].ops[find_op(s.ranks[1], OpKind::ReduceScatter)];
+  ASSERT_EQ(rs.staged_recv, rs.bytes_per_peer);
+  ASSERT_EQ(rs.staged_send, 0);  // batch 1: the members' rows lie end to end in the slot
+  Bytes nccl_recv = 0, replay_recv = 0;
+  for (const StagingNeed& n : staging_needs(s, 1, false)) nccl_recv = std::max(nccl_recv, n.recv);
+  for (const StagingNeed& n : staging_needs(s, 1, true)) replay_recv = std::max(replay_recv, n.recv);
+  EXPECT_EQ(nccl_recv, 0);
+  EXPECT_GE(replay_recv, rs.bytes_per_peer);
+}
+
 TEST(CheckSchedule, DetectsCrossRankDeadlock) {
   // Rank 0 talks on channel 0 then 1, rank 1 on channel 1 then 0, each on one stream: every op
   // waits for a partner that is queued behind the other.
