@@ -186,8 +186,12 @@ void Executor::check_staging(const Op& op, const StagingCount& c) const {
 
 void Executor::fill(const Op& op, const Region& r, double value) {
   backend_.fill(op, op.stream, r, value);
+  count_kernel(region_bytes(r));
+}
+
+void Executor::count_kernel(std::int64_t bytes) {
   ++fills_;
-  fill_bytes_ += region_bytes(r);
+  fill_bytes_ += bytes;
 }
 
 void Executor::check_fills(const Op& op) const {
@@ -303,8 +307,7 @@ void Executor::issue_op(const Op& op) {
       if (!delta_ready_) {  // counted as a fill: one kernel reading O and dO, writing a float per row and head
         backend_.prepare_backward(op, st, a);
         delta_ready_ = true;
-        ++fills_;
-        fill_bytes_ += region_bytes(whole(a.o)) + region_bytes(whole(a.dout)) + region_bytes(whole(a.lse));
+        count_kernel(region_bytes(whole(a.o)) + region_bytes(whole(a.dout)) + region_bytes(whole(a.lse)));
       }
       if (layout_.desc(layout_.storage(a.dkv)).precision == Precision::Acc) {
         backend_.attend_bwd(op, st, a);
@@ -326,8 +329,7 @@ void Executor::issue_op(const Op& op) {
       a.dkv_plane = 0;
       backend_.attend_bwd(op, st, a);
       backend_.copy(op, st, block, into, true);
-      ++fills_;
-      fill_bytes_ += region_bytes(block) + region_bytes(into);
+      count_kernel(region_bytes(block) + region_bytes(into));
       return;
     }
     case OpKind::DkvAdd: {

@@ -25,7 +25,8 @@ bool is_collective(OpKind k) {
 }  // namespace
 
 Nanos CostModel::compute_ns(const Op& op) const {
-  // The fills the runtime issues right before the op (Op::fills): a memset kernel each, at HBM bandwidth.
+  // The memory kernels the runtime adds to the op (Op::fills: its memsets, the backward's delta, a dkv
+  // stage's converting add): a launch each, their bytes at HBM bandwidth.
   const Nanos fills =
       op.fills > 0 ? op.fills * hw_.launch_latency_ns +
                          ceil_ns(static_cast<double>(op.fill_bytes) / hw_.memory_bandwidth_GBps)

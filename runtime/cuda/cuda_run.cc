@@ -668,22 +668,21 @@ CudaRunResult run_replay(const Schedule& schedule, const CudaRunOptions& opt) {
   return res;
 }
 
-CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, ProcessGroup& group) {
+CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, ProcessGroup& pg) {
   const Workload& w = schedule.workload;
-  ProcessGroup* pg = &group;
-  const std::int32_t r = pg->rank();
-  if ((opt.trace || opt.trace_overhead) && !pg->is_mpi())
+  const std::int32_t r = pg.rank();
+  if ((opt.trace || opt.trace_overhead) && !pg.is_mpi())
     throw InputError("trace", "a traced nccl run aligns its ranks' clocks and gathers their timelines over MPI: run "
                               "the ranks under mpirun or srun, or pass --no-trace");
-  if (pg->size() != static_cast<std::int32_t>(schedule.ranks.size()))
+  if (pg.size() != static_cast<std::int32_t>(schedule.ranks.size()))
     throw InputError("cp", fmt::format("the schedule has {} ranks, but {} processes were started (mpirun -np {})",
-                                       schedule.ranks.size(), pg->size(), schedule.ranks.size()));
+                                       schedule.ranks.size(), pg.size(), schedule.ranks.size()));
   // Every rank must run the same schedule and the same number of iterations, or the collectives
   // mismatch and hang: compare a hash of what defines them before the first collective.
-  pg->check_same(fnv1a(to_json(w).dump() + fmt::format("|{}|{}|{}|{}|{}|{}", opt.warmup, opt.iters, opt.check, opt.seed,
+  pg.check_same(fnv1a(to_json(w).dump() + fmt::format("|{}|{}|{}|{}|{}|{}", opt.warmup, opt.iters, opt.check, opt.seed,
                                                        opt.trace, opt.trace_overhead)),
                  "the workload or the run options (warmup, iters, check, seed, trace)");
-  const std::int32_t device = pick_device(opt, pg->local_rank());
+  const std::int32_t device = pick_device(opt, pg.local_rank());
   CPS_CUDA_CALL(r, cudaSetDevice(device));
   CudaRunResult res;
   describe_device(r, device, res);
@@ -705,7 +704,7 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, Proc
   std::vector<LocalRank> ranks(1);
   LocalRank& lr = ranks[0];
   lr.rank = r;
-  lr.transport = make_nccl_transport(schedule, *pg);
+  lr.transport = make_nccl_transport(schedule, pg);
   check_memory(r, device, CudaBackend::required_bytes(mine) + lr.transport->staging_bytes(), kNcclReserveBytes,
                fmt::format("rank {}", r));
   lr.backend = std::make_unique<CudaBackend>(backend_config(schedule, opt, r, device), w, *lr.transport);
@@ -719,15 +718,15 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, Proc
   // Collective (MPI_Comm_dup): every rank traces, or none (the options are the same everywhere).
   std::optional<instrument::MpiSync> sync;
   if (opt.trace || opt.trace_overhead) sync.emplace();
-  const Iterated it = iterate(ranks, w, opt, pg, [&] { lr.executor->issue(); });
+  const Iterated it = iterate(ranks, w, opt, &pg, [&] { lr.executor->issue(); });
   set_iterations(it, opt, res);
   res.rank = r;
-  res.ranks = pg->size();
+  res.ranks = pg.size();
   {
     // Node layout: each rank's node-local rank; local rank 0 starts a node.
-    std::vector<double> local(static_cast<std::size_t>(pg->size()), -1.0);
-    local[static_cast<std::size_t>(r)] = pg->local_rank();
-    local = pg->max(local);
+    std::vector<double> local(static_cast<std::size_t>(pg.size()), -1.0);
+    local[static_cast<std::size_t>(r)] = pg.local_rank();
+    local = pg.max(local);
     res.nodes = static_cast<std::int32_t>(std::count(local.begin(), local.end(), 0.0));
     res.ranks_per_node = static_cast<std::int32_t>(*std::max_element(local.begin(), local.end())) + 1;
   }
@@ -737,14 +736,14 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, Proc
     const std::int64_t offset = sync->clock_offset_ns([&] { return instrument::CuptiTracer::now_ns(r); }, 7);
     std::vector<OpInterval> ops = it.capture.ops;
     instrument::shift_clock(ops, offset);
-    std::vector<double> offsets(static_cast<std::size_t>(pg->size()), -std::numeric_limits<double>::infinity());
+    std::vector<double> offsets(static_cast<std::size_t>(pg.size()), -std::numeric_limits<double>::infinity());
     offsets[static_cast<std::size_t>(r)] = static_cast<double>(offset);  // exact below 2^53 ns (104 days)
-    offsets = pg->max(offsets);
-    const double worst_dropped = pg->max({static_cast<double>(it.capture.dropped)}).front();
+    offsets = pg.max(offsets);
+    const double worst_dropped = pg.max({static_cast<double>(it.capture.dropped)}).front();
     std::vector<OpInterval> all = sync->gather_to_root(ops);
     if (r == 0) {
-      std::vector<std::int32_t> every(static_cast<std::size_t>(pg->size()));
-      for (std::int32_t k = 0; k < pg->size(); ++k) every[static_cast<std::size_t>(k)] = k;
+      std::vector<std::int32_t> every(static_cast<std::size_t>(pg.size()));
+      for (std::int32_t k = 0; k < pg.size(); ++k) every[static_cast<std::size_t>(k)] = k;
       set_trace(schedule, every, all, res);
       for (double o : offsets) res.trace.clock_offset_ns.push_back(static_cast<std::int64_t>(o));
       res.trace.dropped = static_cast<std::int64_t>(worst_dropped);
@@ -755,7 +754,7 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, Proc
     check_rank(*lr.backend, lr.executor->layout(), ref, e);
     // Normwise over all ranks: the largest difference over the largest reference value.
     const std::vector<double> m =
-        pg->max({e.o.diff, e.o.ref, e.lse.diff, e.lse.ref, e.dq.diff, e.dq.ref, e.dk.diff, e.dk.ref, e.dv.diff, e.dv.ref});
+        pg.max({e.o.diff, e.o.ref, e.lse.diff, e.lse.ref, e.dq.diff, e.dq.ref, e.dk.diff, e.dk.ref, e.dv.diff, e.dv.ref});
     auto rel = [](double d, double rv) { return rv > 0 ? d / rv : d; };
     res.check = {true, rel(m[0], m[1]), rel(m[2], m[3]), rel(m[4], m[5]), rel(m[6], m[7]), rel(m[8], m[9])};
   }

@@ -17,6 +17,15 @@ bool same(const OpInterval& a, const OpInterval& b) {
   return a.rank == b.rank && a.op == b.op && a.start_ns == b.start_ns && a.end_ns == b.end_ns;
 }
 
+// `a` holds exactly `ops` (in order) and counts `attributed` and `unattributed` records.
+void expect_attribution(const Attribution& a, const std::vector<OpInterval>& ops, std::int64_t attributed,
+                        std::int64_t unattributed) {
+  ASSERT_EQ(a.ops.size(), ops.size());
+  for (std::size_t i = 0; i < ops.size(); ++i) EXPECT_TRUE(same(a.ops[i], ops[i])) << "interval " << i;
+  EXPECT_EQ(a.attributed, attributed);
+  EXPECT_EQ(a.unattributed, unattributed);
+}
+
 TEST(CorrelationKey, RoundTripsRankAndOp) {
   for (std::int32_t rank : {0, 1, 7, 4095, kMaxKeyRank})
     for (std::int32_t op : {0, 1, 1000, std::numeric_limits<std::int32_t>::max()}) {
@@ -57,11 +66,7 @@ TEST(AttributeRecords, OpIntervalIsTheHullOfItsRecordsOnEveryStream) {
   const std::vector<CorrelationRecord> corr = {
       {10, pack_key(1, 3)}, {11, pack_key(1, 3)}, {12, pack_key(1, 3)}, {20, pack_key(0, 4)}, {30, 99}};
   const Attribution a = attribute_records(records, corr);
-  ASSERT_EQ(a.ops.size(), 2u);
-  EXPECT_TRUE(same(a.ops[0], OpInterval{0, 4, 2'000, 9'000}));
-  EXPECT_TRUE(same(a.ops[1], OpInterval{1, 3, 1'000, 4'200}));
-  EXPECT_EQ(a.attributed, 4);
-  EXPECT_EQ(a.unattributed, 1);
+  expect_attribution(a, {{0, 4, 2'000, 9'000}, {1, 3, 1'000, 4'200}}, 4, 1);
   EXPECT_EQ(a.untimed, 1);
 }
 
@@ -99,12 +104,8 @@ TEST(AttributeRecords, LaunchWindowsClaimCallsFromOtherThreads) {
   const std::vector<LaunchWindow> windows = {{op6, 10'600, 11'000}, {op5, 1'200, 1'600},
                                              {pack_key(2, 7), 24'000, 26'000}, {pack_key(2, 8), 25'000, 25'600}};
   const Attribution a = attribute_records(records, corr, api, windows);
-  ASSERT_EQ(a.ops.size(), 2u);
-  EXPECT_TRUE(same(a.ops[0], OpInterval{2, 5, 1'000, 9'000}));
-  EXPECT_TRUE(same(a.ops[1], OpInterval{2, 6, 12'000, 15'000}));
-  EXPECT_EQ(a.attributed, 3);
+  expect_attribution(a, {{2, 5, 1'000, 9'000}, {2, 6, 12'000, 15'000}}, 3, 2);
   EXPECT_EQ(a.windowed, 2);
-  EXPECT_EQ(a.unattributed, 2);
 
   // Without the windows (or without the API records) the NCCL kernels are what they used to be: unattributed.
   EXPECT_EQ(attribute_records(records, corr).unattributed, 4);
