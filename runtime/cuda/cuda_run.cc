@@ -733,20 +733,14 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, Proc
   if (it.captured) {
     // Each process stamps with its own CUPTI clock: align them to rank 0's (readings at barriers), then
     // gather every rank's intervals at rank 0, which builds the Timeline of all ranks.
-    const std::int64_t offset = sync->clock_offset_ns([&] { return instrument::CuptiTracer::now_ns(r); }, 7);
-    std::vector<OpInterval> ops = it.capture.ops;
-    instrument::shift_clock(ops, offset);
-    std::vector<double> offsets(static_cast<std::size_t>(pg.size()), -std::numeric_limits<double>::infinity());
-    offsets[static_cast<std::size_t>(r)] = static_cast<double>(offset);  // exact below 2^53 ns (104 days)
-    offsets = pg.max(offsets);
-    const double worst_dropped = pg.max({static_cast<double>(it.capture.dropped)}).front();
-    std::vector<OpInterval> all = sync->gather_to_root(ops);
+    instrument::MpiSync::Gathered all = sync->align_and_gather([&] { return instrument::CuptiTracer::now_ns(r); },
+                                                                it.capture.ops, it.capture.dropped);
     if (r == 0) {
       std::vector<std::int32_t> every(static_cast<std::size_t>(pg.size()));
       for (std::int32_t k = 0; k < pg.size(); ++k) every[static_cast<std::size_t>(k)] = k;
-      set_trace(schedule, every, all, res);
-      for (double o : offsets) res.trace.clock_offset_ns.push_back(static_cast<std::int64_t>(o));
-      res.trace.dropped = static_cast<std::int64_t>(worst_dropped);
+      set_trace(schedule, every, all.ops, res);
+      res.trace.clock_offset_ns = all.clock_offset_ns;
+      res.trace.dropped = all.dropped;
     }
   }
   if (opt.check) {

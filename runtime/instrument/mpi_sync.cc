@@ -85,6 +85,19 @@ std::vector<OpInterval> MpiSync::gather_to_root(const std::vector<OpInterval>& m
   return rank_ == 0 ? unflatten(all) : std::vector<OpInterval>{};
 }
 
+MpiSync::Gathered MpiSync::align_and_gather(const std::function<std::int64_t()>& now, std::vector<OpInterval> mine,
+                                            std::int64_t dropped, std::int32_t rounds) {
+  Gathered g;
+  std::int64_t offset = clock_offset_ns(now, rounds);
+  shift_clock(mine, offset);
+  if (rank_ == 0) g.clock_offset_ns.resize(static_cast<std::size_t>(size_));
+  CPS_INSTR_MPI_CALL(rank_, MPI_Gather(&offset, 1, MPI_INT64_T, g.clock_offset_ns.data(), 1, MPI_INT64_T, 0,
+                                       as_comm(comm_)));
+  CPS_INSTR_MPI_CALL(rank_, MPI_Reduce(&dropped, &g.dropped, 1, MPI_INT64_T, MPI_MAX, 0, as_comm(comm_)));
+  g.ops = gather_to_root(mine);
+  return g;
+}
+
 #else  // no MPI
 
 namespace {
@@ -99,6 +112,10 @@ MpiSync::MpiSync() { no_mpi(); }
 MpiSync::~MpiSync() = default;
 std::int64_t MpiSync::clock_offset_ns(const std::function<std::int64_t()>&, std::int32_t) { no_mpi(); }
 std::vector<OpInterval> MpiSync::gather_to_root(const std::vector<OpInterval>&) { no_mpi(); }
+MpiSync::Gathered MpiSync::align_and_gather(const std::function<std::int64_t()>&, std::vector<OpInterval>,
+                                            std::int64_t, std::int32_t) {
+  no_mpi();
+}
 
 #endif
 

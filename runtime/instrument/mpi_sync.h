@@ -31,6 +31,17 @@ class MpiSync {
   // Collective.
   std::vector<OpInterval> gather_to_root(const std::vector<OpInterval>& mine);
 
+  // A traced run's cross-rank step: measures this rank's clock offset (`rounds` barrier readings of `now`),
+  // moves `mine` (stamped by that clock) onto rank 0's clock and gathers every rank's intervals at rank 0.
+  // Collective.
+  struct Gathered {
+    std::vector<OpInterval> ops;                // rank 0: every rank's intervals on its clock, in rank order
+    std::vector<std::int64_t> clock_offset_ns;  // rank 0: each rank's clock minus rank 0's
+    std::int64_t dropped = 0;                   // rank 0: the most records any rank's tracer dropped
+  };
+  Gathered align_and_gather(const std::function<std::int64_t()>& now, std::vector<OpInterval> mine,
+                            std::int64_t dropped, std::int32_t rounds = 7);
+
  private:
   std::int32_t rank_ = 0, size_ = 1;
   void* comm_ = nullptr;  // MPI_Comm (kept opaque so this header needs no mpi.h)
