@@ -10,12 +10,10 @@ packages=(
   libeigen3-dev libcli11-dev libfmt-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev zlib1g-dev
   python3 python3-numpy jupyter-nbconvert python3-nbformat python3-ipykernel python3-matplotlib
+  # Open MPI bootstraps the CUDA backend's nccl transport (mpirun/srun launches); its MPI parts build and are
+  # tested under mpirun without the toolkit too.
+  libopenmpi-dev openmpi-bin
 )
-# OpenMPI bootstraps the NCCL transport of the CUDA backend (mpirun/srun launches); only a machine with
-# the CUDA toolkit builds that backend, so only there is it installed.
-if command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; then
-  packages+=(libopenmpi-dev openmpi-bin)
-fi
 
 missing=()
 for p in "${packages[@]}"; do
