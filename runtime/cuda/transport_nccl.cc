@@ -122,6 +122,18 @@ class NcclTransport final : public CudaTransport {
       ready(parent, r, what);
       if (member) group_comms_[{group, stream}] = c;
       if (c != nullptr) ready(c, ncclInProgress, what);
+      if (member) {
+        // Peers and in-place offsets in a group are positions in it: NCCL ranks a split by key, so the
+        // communicator's rank must be the position (checked once, here, rather than trusted in every op).
+        int count = 0, position = -1;
+        CPS_NCCL_CALL(rank_, ncclCommCount(c, &count));
+        CPS_NCCL_CALL(rank_, ncclCommUserRank(c, &position));
+        const auto members = schedule_.groups.at(static_cast<std::size_t>(group)).size();
+        if (count != static_cast<int>(members) || position != key)
+          throw DeviceError(fmt::format("rank {}: {}: the communicator of group {} has {} ranks and gives this rank "
+                                        "rank {}, but the group has {} members and this rank is its member {}",
+                                        rank_, what, group, count, position, members, key));
+      }
     }
   }
 

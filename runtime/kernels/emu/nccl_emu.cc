@@ -185,6 +185,18 @@ ncclResult_t queue(Pending p, const char* what) {
     const bool gather = p.kind == Pending::Gather;
     if (ncclResult_t r = check_buffer(what, p.src, gather ? bytes : whole); r != ncclSuccess) return r;
     if (ncclResult_t r = check_buffer(what, p.dst, gather ? whole : bytes); r != ncclSuccess) return r;
+    // NCCL's in-place rule: the buffers may overlap only as the rank's own segment of the whole buffer
+    // (all-gather: sendbuff == recvbuff + rank*count; reduce-scatter: recvbuff == sendbuff + rank*count). Any
+    // other overlap is undefined on a GPU, where peers read a segment while this rank writes it.
+    const char* part = static_cast<const char*>(gather ? p.src : p.dst);
+    const char* all = static_cast<const char*>(gather ? p.dst : p.src);
+    if (bytes > 0 && part < all + whole && all < part + bytes &&
+        part != all + static_cast<std::size_t>(p.comm->rank) * bytes)
+      return fail(ncclInvalidArgument,
+                  std::string(what) + ": rank " + std::to_string(p.comm->rank) + "'s " +
+                      (gather ? "send" : "receive") + " buffer overlaps the " + (gather ? "receive" : "send") +
+                      " buffer at byte " + std::to_string(part - all) + ", not at its own segment (byte " +
+                      std::to_string(static_cast<std::size_t>(p.comm->rank) * bytes) + "), the only in-place form");
   }
   t_pending.push_back(p);
   if (t_group_depth == 0) {  // a collective outside a group is a group of its own
@@ -412,6 +424,9 @@ ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t* newc
   if (comm == nullptr || newcomm == nullptr) return fail(ncclInvalidArgument, "ncclCommSplit: null communicator");
   std::unique_lock<std::mutex> lock(g_mu);
   Team& team = *comm->team;
+  // A rank of the family aborted (its split or another wait failed): the ranks that arrived earlier may have
+  // freed the handles they passed, so write none.
+  if (!team.family->aborted.empty()) return fail(ncclRemoteError, why_not(team, "ncclCommSplit"));
   const std::uint64_t seq = comm->splits++;
   auto& slot = team.splits[seq];
   if (!slot) slot = std::make_shared<Split>(team.n);
@@ -464,6 +479,19 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* state) {
     comm->pending_split.reset();
     *state = ncclSuccess;
   }
+  return ncclSuccess;
+}
+
+ncclResult_t ncclCommCount(const ncclComm_t comm, int* count) {
+  if (comm == nullptr || count == nullptr) return fail(ncclInvalidArgument, "ncclCommCount: null argument");
+  const std::lock_guard<std::mutex> lock(g_mu);
+  *count = comm->team->n;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclCommUserRank(const ncclComm_t comm, int* rank) {
+  if (comm == nullptr || rank == nullptr) return fail(ncclInvalidArgument, "ncclCommUserRank: null argument");
+  *rank = comm->rank;
   return ncclSuccess;
 }
 

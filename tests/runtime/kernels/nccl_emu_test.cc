@@ -221,6 +221,41 @@ TEST(NcclEmuRanks, AllGatherAndInPlaceReduceScatterInBf16) {
   }
 }
 
+// NCCL's in-place forms are the only overlaps it allows: all-gather's send buffer at the rank's own segment of the
+// receive buffer, reduce-scatter's receive buffer at the rank's own segment of the send buffer. Another segment
+// (here the next rank's) is refused, so a transport that computes the wrong in-place offset fails in CI.
+TEST(NcclEmuRanks, InPlaceBuffersOutsideTheRanksOwnSegmentAreRefused) {
+  constexpr int n = 2;
+  constexpr std::size_t count = 8;
+  ncclUniqueId id;
+  ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  std::vector<std::string> why(2 * n);
+  on_ranks(n, [&](int r) {
+    ncclComm_t c = join(n, r, id);
+    cudaStream_t s = nullptr;
+    cudaStreamCreate(&s);
+    float* whole = static_cast<float*>(upload(std::vector<float>(n * count, 1.f)));
+    float* other = whole + ((r + 1) % n) * count;
+    EXPECT_EQ(ncclAllGather(other, whole, count, ncclFloat32, c, s), ncclInvalidArgument);
+    why[2 * r] = ncclGetLastError(nullptr);
+    EXPECT_EQ(ncclReduceScatter(whole, other, count, ncclFloat32, ncclSum, c, s), ncclInvalidArgument);
+    why[2 * r + 1] = ncclGetLastError(nullptr);
+    cudaFree(whole);
+    cudaStreamDestroy(s);
+    ncclCommDestroy(c);
+  });
+  for (int r = 0; r < n; ++r) {
+    const std::string own = "not at its own segment (byte " + std::to_string(r * count * 4) + ")";
+    EXPECT_NE(why[2 * r].find("ncclAllGather: rank " + std::to_string(r) + "'s send buffer overlaps"), std::string::npos)
+        << why[2 * r];
+    EXPECT_NE(why[2 * r].find(own), std::string::npos) << why[2 * r];
+    EXPECT_NE(why[2 * r + 1].find("ncclReduceScatter: rank " + std::to_string(r) + "'s receive buffer overlaps"),
+              std::string::npos)
+        << why[2 * r + 1];
+    EXPECT_NE(why[2 * r + 1].find(own), std::string::npos) << why[2 * r + 1];
+  }
+}
+
 // ncclCommSplit on a non-blocking parent writes the new handle only when every rank has arrived (NCCL's init job
 // fills it later, nccl issue #1472): a caller that reads it right after the call gets null. Ranks are ordered by
 // key; NCCL_SPLIT_NOCOLOR gets no communicator.
