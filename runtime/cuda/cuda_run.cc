@@ -671,9 +671,6 @@ CudaRunResult run_replay(const Schedule& schedule, const CudaRunOptions& opt) {
 CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, ProcessGroup& pg) {
   const Workload& w = schedule.workload;
   const std::int32_t r = pg.rank();
-  if ((opt.trace || opt.trace_overhead) && !pg.is_mpi())
-    throw InputError("trace", "a traced nccl run aligns its ranks' clocks and gathers their timelines over MPI: run "
-                              "the ranks under mpirun or srun, or pass --no-trace");
   if (pg.size() != static_cast<std::int32_t>(schedule.ranks.size()))
     throw InputError("cp", fmt::format("the schedule has {} ranks, but {} processes were started (mpirun -np {})",
                                        schedule.ranks.size(), pg.size(), schedule.ranks.size()));
@@ -682,6 +679,11 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, Proc
   pg.check_same(fnv1a(to_json(w).dump() + fmt::format("|{}|{}|{}|{}|{}|{}", opt.warmup, opt.iters, opt.check, opt.seed,
                                                        opt.trace, opt.trace_overhead)),
                  "the workload or the run options (warmup, iters, check, seed, trace)");
+  // After the hash check: every rank then has the same options, so all refuse together (a rank that refused
+  // alone would leave the others waiting in a collective).
+  if ((opt.trace || opt.trace_overhead) && !pg.is_mpi())
+    throw InputError("trace", "a traced nccl run aligns its ranks' clocks and gathers their timelines over MPI: run "
+                              "the ranks under mpirun or srun, or pass --no-trace");
   const std::int32_t device = pick_device(opt, pg.local_rank());
   CPS_CUDA_CALL(r, cudaSetDevice(device));
   CudaRunResult res;
