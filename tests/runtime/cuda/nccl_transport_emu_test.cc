@@ -9,12 +9,14 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <barrier>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <exception>
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,11 +31,36 @@ namespace {
 
 constexpr double kTolerance = 2e-2;  // bf16 inputs, as the loopback checks
 
+// A barrier whose waiters give up after a while: a rank that never comes (it failed alone) fails the test
+// instead of hanging it.
+class TimedBarrier {
+ public:
+  explicit TimedBarrier(int n) : n_(n) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    const std::uint64_t gen = generation_;
+    if (++count_ == n_) {
+      count_ = 0;
+      ++generation_;
+      cv_.notify_all();
+      return;
+    }
+    if (!cv_.wait_for(lock, std::chrono::seconds(120), [&] { return generation_ != gen; }))
+      throw std::runtime_error("a peer rank did not reach the process group's barrier within 120 s");
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int n_, count_ = 0;
+  std::uint64_t generation_ = 0;
+};
+
 // What the ranks of one run share.
 struct Meeting {
   explicit Meeting(int n) : n(n), barrier(n), hashes(static_cast<std::size_t>(n)) {}
   int n;
-  std::barrier<> barrier;
+  TimedBarrier barrier;
   std::mutex mu;
   std::vector<unsigned char> bytes;
   std::vector<double> acc;
