@@ -186,11 +186,18 @@ void Executor::check_staging(const Op& op, const StagingCount& c) const {
 
 void Executor::fill(const Op& op, const Region& r, double value) {
   backend_.fill(op, op.stream, r, value);
-  count_kernel(region_bytes(r));
+  // A fill writes each contiguous run of the region with one kernel (CudaBackend::fill_region): whole rows
+  // of every head are one run across batch entries and planes; part of the rows, one per plane and batch
+  // entry; part of the heads, one per row of those too. (LSE tensors, stored heads-major, are only
+  // filled whole.)
+  const TensorDesc& d = layout_.desc(r.tensor);
+  const std::int64_t batch = schedule_.workload.batch;
+  const std::int64_t kernels = r.heads < d.heads ? r.planes * batch * r.rows : r.rows < d.rows ? r.planes * batch : 1;
+  count_kernel(region_bytes(r), kernels);
 }
 
-void Executor::count_kernel(std::int64_t bytes) {
-  ++fills_;
+void Executor::count_kernel(std::int64_t bytes, std::int64_t kernels) {
+  fills_ += kernels;
   fill_bytes_ += bytes;
 }
 
@@ -315,7 +322,7 @@ void Executor::issue_op(const Op& op) {
       }
       // A destination in the input dtype (allgather --dkv input): attention adds in fp32, so the
       // block's dK/dV go to the fp32 stage (only the block's key rows and KV heads are zeroed), which is
-      // then added, converting, into the destination. Both kernels count with the op's fills.
+      // then added, converting, into the destination, a kernel per plane. All count with the op's fills.
       const std::int32_t last = (a.head_begin + a.head_count - 1) / a.gqa_ratio - a.kv_head_shift;
       const Region block{TensorId::DkvStage, 0, 2, a.kv_off, a.kv_len, first, last - first + 1};
       Region into = block;
@@ -329,7 +336,7 @@ void Executor::issue_op(const Op& op) {
       a.dkv_plane = 0;
       backend_.attend_bwd(op, st, a);
       backend_.copy(op, st, block, into, true);
-      count_kernel(region_bytes(block) + region_bytes(into));
+      count_kernel(region_bytes(block) + region_bytes(into), block.planes);
       return;
     }
     case OpKind::DkvAdd: {

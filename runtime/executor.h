@@ -56,9 +56,9 @@ class Executor {
   // Every fill the executor issues goes through here: counted against the IR's Op::fills / fill_bytes
   // (gen::RankBuilder::add_fills), which the simulator times with the op.
   void fill(const Op& op, const Region& r, double value);
-  // Counts one memory kernel of `bytes` that the executor adds to the op besides its fills (the backward's
-  // delta, the dkv stage's converting add) the same way.
-  void count_kernel(std::int64_t bytes);
+  // Counts `kernels` memory kernels writing `bytes` in all that the executor adds to the op besides its fills
+  // (the backward's delta, the dkv stage's converting add) the same way.
+  void count_kernel(std::int64_t bytes, std::int64_t kernels = 1);
   void check_fills(const Op& op) const;
 
   const Schedule& schedule_;

@@ -88,12 +88,19 @@ void RankBuilder::add_fills(Op& op) {
         }
       }
       if (gather && w.cp > 1 && w.dkv == DkvVariant::Input) {
-        // The fp32 dkv stage: the block's key rows and KV heads zeroed, then added (converting) into the slot.
+        // The fp32 dkv stage (the gathered range's rows, a head group's KV heads, dK and dV planes): the
+        // block's key rows and KV heads zeroed, a kernel per contiguous run (Executor::fill: one when the
+        // block is the whole stage, else one per plane and batch entry, per row too for part of the heads),
+        // then added (converting) into the slot, a kernel per plane.
         const std::int64_t ratio = w.heads / w.kv_heads;
         const std::int64_t kvh = (op.attn.head_begin + op.attn.head_count - 1) / ratio - op.attn.head_begin / ratio + 1;
+        const std::int64_t stage_heads = w.kv_heads / w.kv_head_groups;
         const Bytes block = B * op.attn.kv_len * kvh * 2 * D;
-        fill(op, block * 4);
-        fill(op, block * (4 + e));
+        const std::int64_t runs = kvh < stage_heads        ? 2 * B * op.attn.kv_len
+                                  : op.attn.kv_len < w.seq ? 2 * B
+                                                           : 1;
+        fill(op, block * 4, static_cast<std::int32_t>(runs));
+        fill(op, block * (4 + e), 2);
       }
     }
   }

@@ -107,9 +107,9 @@ class RankBuilder {
   // Sets Op::fill_bytes / Op::fills: what the runtime's executor fills right before the op (rt::Executor,
   // with rt::RankLayout's tensor sizes; the executor checks the two agree, op by op).
   void add_fills(Op& op);
-  void fill(Op& op, Bytes bytes) {
+  void fill(Op& op, Bytes bytes, std::int32_t kernels = 1) {
     op.fill_bytes += bytes;
-    ++op.fills;
+    op.fills += kernels;
   }
 
   const Workload& w_;
