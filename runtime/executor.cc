@@ -339,22 +339,34 @@ void Executor::issue_op(const Op& op) {
       count_kernel(region_bytes(block) + region_bytes(into), block.planes);
       return;
     }
+    // A copy is a kernel per plane and per run of consecutive rows of its row map (CudaBackend::copy_region),
+    // and an in-place one goes through a scratch buffer (a second copy, a kernel per plane). The op itself
+    // counts one kernel writing its bytes; the others count with its fills.
     case OpKind::DkvAdd: {
       const TensorId dst = layout_.operand(op.recv.buffer, op.recv.slot);
       const std::int32_t plane = op.recv.buffer == BufferKind::KvDkv ? 2 : 0;
-      backend_.copy(op, st, whole(TensorId::DkvScratch), whole(dst, plane, 2), true);
+      const Region to = whole(dst, plane, 2);
+      backend_.copy(op, st, whole(TensorId::DkvScratch), to, true);
+      count_kernel(0, to.planes - 1);
       return;
     }
     case OpKind::Layout: {
       const TensorId src = layout_.operand(op.send.buffer, op.send.slot);
       const TensorId dst = layout_.operand(op.recv.buffer, op.recv.slot);
       if (op.send.buffer == BufferKind::KV && op.recv.buffer == BufferKind::KvDkv) {
-        backend_.copy(op, st, whole(src), whole(dst, 0, 2), false);  // TE: saved K/V -> packed slot 0
+        const Region to = whole(dst, 0, 2);
+        backend_.copy(op, st, whole(src), to, false);  // TE: saved K/V -> packed slot 0
+        count_kernel(0, to.planes - 1);
         return;
       }
       CPSCOPE_CHECK(src == dst && !to_global_.empty(), where() + ": unknown layout");
       const bool forward = op.send.buffer == BufferKind::KV;
-      backend_.copy(op, st, whole(src), whole(dst), false, forward ? to_global_ : to_rank_order_);
+      const std::vector<std::int64_t>& map = forward ? to_global_ : to_rank_order_;
+      const Region r = whole(dst);
+      backend_.copy(op, st, whole(src), r, false, map);
+      std::int64_t runs = map.empty() ? 0 : 1;
+      for (std::size_t i = 1; i < map.size(); ++i) runs += map[i] != map[i - 1] + 1 ? 1 : 0;
+      count_kernel(region_bytes(r), r.planes * runs + r.planes - 1);  // in place: via the scratch
       return;
     }
     case OpKind::SendRecv: {

@@ -22,8 +22,8 @@ void RankBuilder::reset(RankProgram& prog, std::size_t expected_ops) {
   delta_ready_ = false;
 }
 
-// The executor's fills (runtime/executor.cc), with the sizes of rt::RankLayout's tensors (one memset
-// kernel per tensor: each is one contiguous run):
+// The executor's fills and extra memory kernels (runtime/executor.cc), with the sizes of rt::RankLayout's
+// tensors (a kernel per contiguous run: a whole tensor is one):
 //  - a pass's first compute-stream op: forward O = 0 and LSE = -inf (fp32); backward dQ = 0 (fp32), and
 //    with a ring (R > 1, not allgather) its dK/dV accumulators: both fp32 slots, or the dK/dV halves of
 //    both packed slots (input dtype). Without a ring the dK/dV slots start "fresh" instead;
@@ -35,7 +35,20 @@ void RankBuilder::reset(RankProgram& prog, std::size_t expected_ops) {
 //  - allgather with its gathered dK/dV in the input dtype (--dkv input, cp > 1), every AttendBwd: the
 //    block's key rows and KV heads of the fp32 dkv stage = 0, and after the attention the converting add
 //    of the stage into the slot (a memory kernel too: counted here with the stage's and the slot's bytes).
+//  - copies (Executor::issue_op): a kernel per plane and per run of consecutive rows, plus a kernel per plane
+//    for an in-place copy's second pass through the scratch buffer; the op itself counts one kernel writing
+//    its bytes, the rest count here. DkvAdd and TransformerEngine's packing Layout copy two planes (one more
+//    kernel); all-gather's zigzag reorder copies two planes in place through a row map of 2N-1 runs (the
+//    rank-order chunks r and 2N-1-r meet only at rank N-1): 4N-1 more kernels and its bytes written again.
 void RankBuilder::add_fills(Op& op) {
+  if (op.kind == OpKind::DkvAdd) {
+    fill(op, 0);
+  } else if (op.kind == OpKind::Layout) {
+    if (op.recv.buffer == BufferKind::KvDkv)
+      fill(op, 0);
+    else
+      fill(op, op.bytes, static_cast<std::int32_t>(4 * w_.cp - 1));
+  }
   // Most ops fill nothing: leave before any arithmetic (this runs for every op of a schedule).
   const bool starts_pass = op.stream == kCompute && !pass_started_[op.pass == OpPass::Fwd ? 0 : 1];
   if (!starts_pass && op.kind != OpKind::AttendBwd && op.kind != OpKind::ReduceScatter) return;

@@ -540,6 +540,7 @@ TEST(Ring, FillsStartThePassesAndClearTheScratch) {
           kernels += 1;
         }
       }
+      if (op.kind == OpKind::DkvAdd) kernels += 1;  // the add's second plane (dV after dK)
       EXPECT_EQ(op.fill_bytes, want) << "rank " << r.rank << " op " << op.id;
       EXPECT_EQ(op.fills, kernels) << "rank " << r.rank << " op " << op.id;
     }
@@ -617,6 +618,27 @@ TEST(Ring, InputBackwardIsReversedAndPacked) {
       EXPECT_EQ(bwd[static_cast<std::size_t>(i)]->attn.kv_src, (r.rank + 1 + i) % N);
     }
     EXPECT_EQ(bwd.back()->attn.kv_src, r.rank);  // the last block is the rank's own: its dK/dV is home
+  }
+}
+
+// The zigzag reorder is an in-place copy through a row map: a kernel per plane and per run of consecutive
+// rows (2N-1: rank-order chunks r and 2N-1-r meet only at rank N-1), then a kernel per plane back from the
+// scratch, writing the bytes a second time. The op counts one kernel and its bytes; its fills the rest
+// (the executor counts the runs of its real row map and checks them against these in every host test).
+TEST(AllGather, ZigzagReorderCountsItsCopyKernels) {
+  for (std::int64_t N : {2, 4, 8}) {
+    Workload w = base(ScheduleKind::AllGather, N, Mask::Causal, PassSet::FwdBwd);
+    w.kv_head_groups = 2;  // group 1's reorders start no pass: their fills are the copy's alone
+    const Schedule s = make_schedule(w);
+    int seen = 0;
+    for (const auto& r : s.ranks)
+      for (const Op& op : r.ops) {
+        if (op.kind != OpKind::Layout || op.step != 1) continue;
+        ++seen;
+        EXPECT_EQ(op.fills, 4 * N - 1) << "N=" << N << " rank " << r.rank << " op " << op.id;
+        EXPECT_EQ(op.fill_bytes, op.bytes) << "N=" << N << " rank " << r.rank << " op " << op.id;
+      }
+    EXPECT_EQ(seen, 3 * N) << "group 1's reorders per rank: K/V forward, K/V gathered again and dK/dV backward";
   }
 }
 

@@ -225,7 +225,7 @@ TEST(CheckSchedule, RejectsStagingOutsideCollectivesOrWithoutCopies) {
   ring.ranks[0].ops[find_op(ring.ranks[0], OpKind::SendRecv)].staged_send = 8;
   expect_check_error(ring, "staging on an op that is not a collective");
 
-  ring = small_ring();  // fills only before compute ops, bytes with kernels
+  ring = small_ring();  // fills only before compute ops, bytes need kernels
   ring.ranks[0].ops[find_op(ring.ranks[0], OpKind::SendRecv)].fills = 1;
   ring.ranks[0].ops[find_op(ring.ranks[0], OpKind::SendRecv)].fill_bytes = 8;
   expect_check_error(ring, "only compute ops fill");
