@@ -196,6 +196,18 @@ void Executor::fill(const Op& op, const Region& r, double value) {
   count_kernel(region_bytes(r), kernels);
 }
 
+void Executor::copy(const Op& op, const Region& src, const Region& dst, bool add,
+                    const std::vector<std::int64_t>& row_map, bool is_op, std::int64_t bytes) {
+  backend_.copy(op, op.stream, src, dst, add, row_map);
+  std::int64_t runs = 1;
+  for (std::size_t i = 1; i < row_map.size(); ++i) runs += row_map[i] != row_map[i - 1] + 1 ? 1 : 0;
+  auto overlap = [](std::int64_t a, std::int64_t an, std::int64_t b, std::int64_t bn) { return a < b + bn && b < a + an; };
+  const bool in_place = layout_.storage(src.tensor) == layout_.storage(dst.tensor) &&
+                        overlap(src.plane, src.planes, dst.plane, dst.planes) &&
+                        overlap(src.row, src.rows, dst.row, dst.rows) && overlap(src.head, src.heads, dst.head, dst.heads);
+  count_kernel(bytes, src.planes * runs + (in_place ? src.planes : 0) - (is_op ? 1 : 0));
+}
+
 void Executor::count_kernel(std::int64_t bytes, std::int64_t kernels) {
   fills_ += kernels;
   fill_bytes_ += bytes;
@@ -335,38 +347,27 @@ void Executor::issue_op(const Op& op) {
       a.dkv = TensorId::DkvStage;
       a.dkv_plane = 0;
       backend_.attend_bwd(op, st, a);
-      backend_.copy(op, st, block, into, true);
-      count_kernel(region_bytes(block) + region_bytes(into), block.planes);
+      copy(op, block, into, true, {}, false, region_bytes(block) + region_bytes(into));
       return;
     }
-    // A copy is a kernel per plane and per run of consecutive rows of its row map (CudaBackend::copy_region),
-    // and an in-place one goes through a scratch buffer (a second copy, a kernel per plane). The op itself
-    // counts one kernel writing its bytes; the others count with its fills.
+    // A copy that is the op: the op counts one kernel writing its bytes, copy() the rest with its fills.
     case OpKind::DkvAdd: {
       const TensorId dst = layout_.operand(op.recv.buffer, op.recv.slot);
       const std::int32_t plane = op.recv.buffer == BufferKind::KvDkv ? 2 : 0;
-      const Region to = whole(dst, plane, 2);
-      backend_.copy(op, st, whole(TensorId::DkvScratch), to, true);
-      count_kernel(0, to.planes - 1);
+      copy(op, whole(TensorId::DkvScratch), whole(dst, plane, 2), true, {}, true, 0);
       return;
     }
     case OpKind::Layout: {
       const TensorId src = layout_.operand(op.send.buffer, op.send.slot);
       const TensorId dst = layout_.operand(op.recv.buffer, op.recv.slot);
       if (op.send.buffer == BufferKind::KV && op.recv.buffer == BufferKind::KvDkv) {
-        const Region to = whole(dst, 0, 2);
-        backend_.copy(op, st, whole(src), to, false);  // TE: saved K/V -> packed slot 0
-        count_kernel(0, to.planes - 1);
+        copy(op, whole(src), whole(dst, 0, 2), false, {}, true, 0);  // TE: saved K/V -> packed slot 0
         return;
       }
       CPSCOPE_CHECK(src == dst && !to_global_.empty(), where() + ": unknown layout");
       const bool forward = op.send.buffer == BufferKind::KV;
-      const std::vector<std::int64_t>& map = forward ? to_global_ : to_rank_order_;
-      const Region r = whole(dst);
-      backend_.copy(op, st, whole(src), r, false, map);
-      std::int64_t runs = map.empty() ? 0 : 1;
-      for (std::size_t i = 1; i < map.size(); ++i) runs += map[i] != map[i - 1] + 1 ? 1 : 0;
-      count_kernel(region_bytes(r), r.planes * runs + r.planes - 1);  // in place: via the scratch
+      // In place through the scratch buffer: its bytes are written twice.
+      copy(op, whole(src), whole(dst), false, forward ? to_global_ : to_rank_order_, true, region_bytes(whole(dst)));
       return;
     }
     case OpKind::SendRecv: {
