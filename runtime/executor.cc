@@ -6,12 +6,14 @@
 //              block's rows and KV heads there, attend, add them (converting) into the destination.
 //  DkvAdd      adds the dkv scratch into the dK/dV of Op::recv (the dK/dV planes of a packed slot).
 //  Layout      Op::send -> Op::recv: allgather's gathered K/V from rank order to token order (and its
-//              dK/dV back), or TransformerEngine's copy of the saved K/V block into packed slot 0.
+//              dK/dV back), or TransformerEngine's copy of the saved K/V block into packed slot 0; with
+//              buffer DQKV, Ulysses' sum of the KV-head copies (DkvReplicas) into the dK/dV output.
 //  SendRecv    moves the slots of Op::send / Op::recv; a packed [K/V; dK/dV] message carries its K/V
 //              half when step <= R-2 and its dK/dV half when step >= 1.
 //  AllGather   rank's K/V input (the op's head group) -> the gathered slot of Op::recv, rank order.
 //  ReduceScatter the gathered-range dK/dV of Op::send -> the rank's dK/dV output (head group).
-//  AllToAll    by Op::buffer: QKV, O, DO, DQKV (hybrid.cc): per peer, the head slice it owns.
+//  AllToAll    by Op::buffer: QKV, O, DO, DQKV (hybrid.cc): per peer, the head slice it owns (with KV
+//              heads repeated, r = U/Hkv: peer v's K/V is input head v/r, and its dK/dV returns copy v % r).
 // Fills that start a pass (the IR's "accumulators start empty"): the forward sets O = 0 and LSE = -inf
 // with its first compute-stream op (after that op's waits); the backward zero-fills dQ, the ring's dK/dV
 // accumulators and the dK/dV halves of packed slots. A dK/dV destination that attention adds into directly (no ring: R = 1, allgather)
@@ -102,7 +104,7 @@ Executor::Executor(const Schedule& schedule, std::int32_t rank, Backend& backend
     : schedule_(schedule), rank_(rank), backend_(backend), layout_(schedule.workload, rank) {
   const Workload& w = schedule.workload;
   CPSCOPE_CHECK(rank >= 0 && static_cast<std::size_t>(rank) < schedule.ranks.size(), "rank out of range");
-  gqa_ratio_ = static_cast<std::int32_t>(w.heads / w.kv_heads);
+  gqa_ratio_ = layout_.attention_gqa_ratio();
   scale_ = 1.0 / std::sqrt(static_cast<double>(w.head_dim));
   if (w.schedule == ScheduleKind::AllGather && w.cp > 1) {
     // Row i of the token-ordered slot is token i; rank order is the ranks' sequence layouts concatenated.
@@ -358,6 +360,17 @@ void Executor::issue_op(const Op& op) {
       return;
     }
     case OpKind::Layout: {
+      if (op.buffer == BufferKind::DQKV) {  // Ulysses: add copies 1..r-1 of each KV head's dK/dV into the output
+        const std::int64_t r = layout_.kv_replicas();
+        CPSCOPE_CHECK(r > 1, where() + ": a replica sum without KV-head replicas");
+        const auto hkv = static_cast<std::int32_t>(w.kv_heads);
+        for (std::int64_t i = 1; i < r; ++i) {
+          const Region out = whole(TensorId::DkvOut);
+          copy(op, heads(TensorId::DkvReplicas, static_cast<std::int32_t>((i - 1) * hkv), hkv), out, true, {}, i == 1,
+               i == 1 ? 0 : region_bytes(out));
+        }
+        return;
+      }
       const TensorId src = layout_.operand(op.send.buffer, op.send.slot);
       const TensorId dst = layout_.operand(op.recv.buffer, op.recv.slot);
       if (op.send.buffer == BufferKind::KV && op.recv.buffer == BufferKind::KvDkv) {
@@ -468,7 +481,7 @@ void Executor::issue_op(const Op& op) {
         Part send{peer, {}}, recv{peer, {}};
         switch (op.buffer) {
           case BufferKind::QKV:
-            send.regions = {heads(TensorId::QIn, v * hq, hq), heads(TensorId::KvIn, v * hk, hk)};
+            send.regions = {heads(TensorId::QIn, v * hq, hq), heads(TensorId::KvIn, layout_.packed_kv_head(v), hk)};
             recv.regions = {rows(TensorId::Q, row, s), rows(TensorId::Kv0, row, s)};
             break;
           case BufferKind::O:
@@ -483,7 +496,14 @@ void Executor::issue_op(const Op& op) {
             const TensorId home = layout_.operand(op.send.buffer, op.send.slot);
             const std::int32_t plane = op.send.buffer == BufferKind::KvDkv ? 2 : 0;
             send.regions = {rows(TensorId::Dq, row, s), rows(home, row, s, plane, 2)};
-            recv.regions = {heads(TensorId::DqOut, v * hq, hq), heads(TensorId::DkvOut, v * hk, hk)};
+            // Copy i = v % r of KV head v / r (one head each when r > 1): copy 0 into the output, the rest
+            // into the replicas, which the Layout after this op adds in.
+            const std::int64_t r = layout_.kv_replicas();
+            const Region dkv = r == 1 || v % r == 0
+                                   ? heads(TensorId::DkvOut, layout_.packed_kv_head(v), hk)
+                                   : heads(TensorId::DkvReplicas,
+                                           static_cast<std::int32_t>((v % r - 1) * w.kv_heads + v / r), hk);
+            recv.regions = {heads(TensorId::DqOut, v * hq, hq), dkv};
             break;
           }
           default:

@@ -16,7 +16,7 @@ namespace {
 constexpr std::array<std::string_view, kNumTensors> kTensorNames = {
     "q_in", "kv_in", "do_in", "o_out", "dq_out", "dkv_out", "q",        "o",       "lse",        "do",
     "dq",   "kv0",   "kv1",   "kv2",   "dkv0",   "dkv1",    "kv_dkv0", "kv_dkv1", "dkv_scratch",
-    "dkv_stage"};
+    "dkv_stage", "dkv_replicas"};
 static_assert(kTensorNames.size() == static_cast<std::size_t>(TensorId::kCount), "TensorId changed: update kTensorNames");
 
 bool is_allgather(const Workload& w) { return w.schedule == ScheduleKind::AllGather; }
@@ -114,15 +114,19 @@ RankLayout::RankLayout(const Workload& w, std::int32_t rank) : w_(w), rank_(rank
   u_ = rank % U_;
   const std::int64_t L = w.seq / R_;
   const auto hq = static_cast<std::int32_t>(H / U_);
-  const auto hk = static_cast<std::int32_t>(Hkv / U_);
+  replicas_ = w.kv_replicas();
+  const auto hk = static_cast<std::int32_t>(w.ulysses_kv_heads());
   const auto qbase = static_cast<std::int32_t>(u_ * hq);
-  const auto kbase = static_cast<std::int32_t>(u_ * hk);
+  const auto kbase = static_cast<std::int32_t>(u_ * hk / replicas_);  // r > 1: one head, u/r
+  repeated_kv_base_ = static_cast<std::int32_t>(u_ * hk);
   work_tokens_ = block_tokens(k_);
   if (U_ > 1) {
     if (fwd) use(TensorId::OOut, s, H, 0, 1, Precision::Input, false);
     if (bwd) {
       use(TensorId::DqOut, s, H, 0, 1, Precision::Input, false);
       use(TensorId::DkvOut, s, Hkv, 0, 2, Precision::Input, true);
+      if (replicas_ > 1)
+        use(TensorId::DkvReplicas, s, static_cast<std::int32_t>((replicas_ - 1) * Hkv), 0, 2, Precision::Input, true);
     }
     use(TensorId::Q, L, hq, qbase, 1, Precision::Input, false);
     use(TensorId::Kv0, L, hk, kbase, 2, Precision::Input, true);
@@ -218,7 +222,16 @@ std::int32_t RankLayout::kv_head_base(TensorId t, const Op& op) const {
       (t == TensorId::Kv0 || t == TensorId::Kv1 || t == TensorId::Dkv0 || t == TensorId::Dkv1 ||
        t == TensorId::DkvStage))
     return static_cast<std::int32_t>(op.step * (w_.kv_heads / w_.kv_head_groups));
-  return desc(t).head_base;
+  const TensorDesc& d = desc(t);
+  // The working K/V tensors (the input itself only when U = 1, and then r = 1).
+  if (replicas_ > 1 && d.kv_heads && t != TensorId::KvIn && t != TensorId::DkvOut && t != TensorId::DkvReplicas)
+    return repeated_kv_base_;
+  return d.head_base;
+}
+
+std::int32_t RankLayout::packed_kv_head(std::int64_t v) const {
+  const std::int64_t hk = w_.ulysses_kv_heads();
+  return static_cast<std::int32_t>(v * hk / replicas_);
 }
 
 std::int32_t RankLayout::ring_member(std::int64_t j) const {

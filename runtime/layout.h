@@ -25,6 +25,8 @@ enum class TensorId : std::uint8_t {
   KvDkv0, KvDkv1,              // TransformerEngine packed slots
   DkvScratch,                  // one backward block's dK/dV before DkvAdd
   DkvStage,                    // allgather, dK/dV in the input dtype: a block's fp32 dK/dV before it is added
+  DkvReplicas,                 // Ulysses with r = U/Hkv > 1: copies 1..r-1 of each KV head's dK/dV from the
+                               // backward all-to-all (sequence layout, head (i-1)·Hkv + j = copy i of head j)
   kCount
 };
 // clang-format on
@@ -81,8 +83,14 @@ class RankLayout {
   // The tensor an IR operand names. Throws InternalError for an operand this schedule never uses.
   TensorId operand(BufferKind kind, std::int32_t slot) const;
   // Global KV head of head 0 of the K/V tensor `t` as op `op` sees it (gathered allgather slots hold
-  // the KV heads of the op's head group).
+  // the KV heads of the op's head group). With KV heads repeated for Ulysses (r > 1) the working K/V
+  // tensors count among the Hkv·r repeated heads, the ones attention indexes with the ratio
+  // attention_gqa_ratio(): rank u's head is u (TensorDesc::head_base keeps the input head, u/r).
   std::int32_t kv_head_base(TensorId t, const Op& op) const;
+  // Query heads per KV head as attention sees them: H / (Hkv·r).
+  std::int32_t attention_gqa_ratio() const {
+    return static_cast<std::int32_t>(w_.heads / (w_.kv_heads * replicas_));
+  }
 
   // Global tokens of the rows of the working tensors Q, O, Lse, Do, Dq (the ring's local sequence).
   const std::vector<std::int64_t>& work_tokens() const { return work_tokens_; }
@@ -118,6 +126,11 @@ class RankLayout {
   // K/V block of the TransformerEngine backward).
   std::vector<Load> loads() const;
 
+  // Ulysses: copies of each KV head the all-to-all moves (Workload::kv_replicas), and the input KV head
+  // the rank packs for group position v (head (v·hk)/r of hk heads).
+  std::int64_t kv_replicas() const { return replicas_; }
+  std::int32_t packed_kv_head(std::int64_t v) const;
+
   std::int64_t ring_size() const { return R_; }
   std::int64_t ring_pos() const { return k_; }
   std::int32_t ring_member(std::int64_t j) const;
@@ -129,7 +142,8 @@ class RankLayout {
 
   Workload w_;
   std::int32_t rank_;
-  std::int64_t U_ = 1, R_ = 1, k_ = 0, u_ = 0;
+  std::int64_t U_ = 1, R_ = 1, k_ = 0, u_ = 0, replicas_ = 1;
+  std::int32_t repeated_kv_base_ = 0;  // r > 1: rank u's KV head among the repeated ones (u·hk)
   std::array<TensorDesc, kNumTensors> desc_{};
   std::vector<std::int64_t> io_tokens_, work_tokens_;
 };

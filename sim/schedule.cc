@@ -9,7 +9,8 @@
 //      AttendBwd   send = K/V read; recv = dK/dV destination, or None for the dkv scratch that the
 //                  next DkvAdd consumes; reads Q, O/LSE, dO and adds into dQ implicitly.
 //      DkvAdd      recv = the dK/dV accumulator it adds the scratch into.
-//      Layout      send = source, recv = destination (equal when in place).
+//      Layout      send = source, recv = destination (equal when in place). With buffer DQKV (send = recv
+//                  = DQKV): Ulysses' sum of the KV-head copies the backward all-to-all received (hybrid.cc).
 //      AllGather   recv = gathered slot (reads the rank's K/V input).
 //      ReduceScatter send = the gathered-range dK/dV slot (writes the rank's dK/dV output).
 //      AllToAll    by Op::buffer: QKV writes Q and recv (K/V slot 0); O reads O; DO writes dO;

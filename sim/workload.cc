@@ -113,6 +113,11 @@ std::int64_t Workload::ulysses_size() const {
   }
 }
 
+std::int64_t Workload::kv_replicas() const {
+  const std::int64_t U = ulysses_size();
+  return U > kv_heads && kv_heads > 0 && U % kv_heads == 0 ? U / kv_heads : 1;
+}
+
 std::int64_t Workload::ring_size() const {
   switch (schedule) {
     case ScheduleKind::Ulysses: return 1;
@@ -196,9 +201,10 @@ void validate(const Workload& w) {
     if (w.heads % U != 0)
       throw InputError("heads", fmt::format("{} is not divisible by the Ulysses group size {} (heads are split over it)",
                                             w.heads, U));
-    if (w.kv_heads % U != 0)
+    if (w.kv_heads % U != 0 && U % w.kv_heads != 0)
       throw InputError("kv_heads",
-                       fmt::format("{} is not divisible by the Ulysses group size {} (KV heads are split over it)",
+                       fmt::format("{} and the Ulysses group size {} do not divide one another (KV heads are split "
+                                   "over the group, or repeated up to it when there are fewer)",
                                    w.kv_heads, U));
   }
   const std::int64_t R = w.ring_size();

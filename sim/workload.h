@@ -80,6 +80,12 @@ struct Workload {
   // Derived sizes (valid after validate()).
   std::int64_t ring_size() const;      // R: ranks in the ring (N for ring kinds, N/U for hybrid, 1 for ulysses)
   std::int64_t ulysses_size() const;   // U: N for ulysses, `ulysses` for hybrid, 1 otherwise
+  // r: how many copies of each KV head a Ulysses all-to-all moves. U / Hkv when the group is larger than
+  // the KV heads (DeepSpeed-Ulysses and USP repeat each KV head up to U, so every rank holds one; needs
+  // Hkv | U), else 1. The backward sums the r copies of each head's dK/dV after its all-to-all.
+  std::int64_t kv_replicas() const;
+  // KV heads per rank after a Ulysses all-to-all: Hkv·r/U (Hkv for the other schedules, where U = 1).
+  std::int64_t ulysses_kv_heads() const { return kv_heads * kv_replicas() / ulysses_size(); }
   std::int64_t local_tokens() const { return seq / cp; }  // s
   Bytes elem_bytes() const { return dtype_bytes(dtype); }
   // Unmasked query-key pairs of the whole (single-device) attention, per batch and head.

@@ -40,14 +40,20 @@ void RankBuilder::reset(RankProgram& prog, std::size_t expected_ops) {
 //    its bytes, the rest count here. DkvAdd and TransformerEngine's packing Layout copy two planes (one more
 //    kernel); all-gather's zigzag reorder copies two planes in place through a row map of 2N-1 runs (the
 //    rank-order chunks r and 2N-1-r meet only at rank N-1): 4N-1 more kernels and its bytes written again.
+//    Ulysses' replica sum (Layout of DQKV, hybrid.cc) adds r-1 copies of two planes: 2(r-1)-1 more kernels
+//    and r-2 more times its bytes.
 void RankBuilder::add_fills(Op& op) {
   if (op.kind == OpKind::DkvAdd) {
     fill(op, 0);
   } else if (op.kind == OpKind::Layout) {
-    if (op.recv.buffer == BufferKind::KvDkv)
+    if (op.recv.buffer == BufferKind::KvDkv) {
       fill(op, 0);
-    else
+    } else if (op.buffer == BufferKind::DQKV) {
+      const std::int64_t adds = w_.kv_replicas() - 1;
+      fill(op, (adds - 1) * op.bytes, static_cast<std::int32_t>(2 * adds - 1));
+    } else {
       fill(op, op.bytes, static_cast<std::int32_t>(4 * w_.cp - 1));
+    }
   }
   // Most ops fill nothing: leave before any arithmetic (this runs for every op of a schedule).
   const bool starts_pass = op.stream == kCompute && !pass_started_[op.pass == OpPass::Fwd ? 0 : 1];
@@ -57,7 +63,7 @@ void RankBuilder::add_fills(Op& op) {
   const bool gather = w.schedule == ScheduleKind::AllGather;
   const std::int64_t U = gather ? 1 : w.ulysses_size(), R = gather ? 1 : w.ring_size();
   const std::int64_t rows = gather ? w.local_tokens() : w.seq / R;  // of O, LSE and dQ
-  const std::int64_t hq = w.heads / U, hk = w.kv_heads / U;
+  const std::int64_t hq = w.heads / U, hk = w.ulysses_kv_heads();
   const Bytes dkv_block = B * rows * hk * 2 * D * 4;  // a ring's fp32 dK/dV slot or scratch, or R = 1's slot
   if (op.stream == kCompute) {
     const int p = op.pass == OpPass::Fwd ? 0 : 1;

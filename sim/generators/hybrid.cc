@@ -15,15 +15,24 @@
 //   So no Layout op is needed: the head<->sequence permutation is folded into the all-to-all's packing
 //   (the runtime packs per-peer head slices), and the token order after it is the ring's.
 //
-// Per rank, heads [u·H/U, (u+1)·H/U) and KV heads Hkv/U after the all-to-all:
-//   forward:  AllToAll QKV in the group (buffer QKV, bytes_per_peer = B·s·(H+2·Hkv)/U·D·b, step 0);
+// KV heads: hk = Hkv/U per rank after the all-to-all. With fewer KV heads than the group (Hkv < U, Hkv | U)
+// each is repeated r = U/Hkv times, as DeepSpeed-Ulysses and USP repeat them before the all-to-all: rank
+// u then holds one KV head, u/r (hk = Hkv·r/U = 1), the one its query heads [u·H/U, (u+1)·H/U) read.
+// The runtime packs that head for each peer straight from the input (no repeated copy is made), so the
+// all-to-all moves B·s·(H/U + 2)·D·b per peer. Its backward returns every copy's dK/dV, and the r copies
+// of a head must be summed: copy 0 lands in the dK/dV output, copies 1..r-1 in a buffer
+// ("a2a_dkv_replicas", B·s·(r-1)·Hkv·2·D·b), and a Layout (compute, buffer DQKV) adds them in, r-1
+// copies of two planes (DQKV's last step).
+//
+// Per rank, heads [u·H/U, (u+1)·H/U) and KV heads hk after the all-to-all:
+//   forward:  AllToAll QKV in the group (buffer QKV, bytes_per_peer = B·s·(H/U+2·hk)·D·b, step 0);
 //             the forward ring over R (ring_steps.cc) with L tokens per position, ring peers r ± U,
-//             K/V block 2·B·L·(Hkv/U)·D·b (= M_kv) — with R = 1 a single Attend of the whole group
+//             K/V block 2·B·L·hk·D·b (= M_kv) — with R = 1 a single Attend of the whole group
 //             sequence (causal offset 0 or full); then AllToAll O back (buffer O, bytes_per_peer =
 //             B·s·(H/U)·D·b, step R-1).
 //   backward: AllToAll dO in (buffer DO, B·s·(H/U)·D·b per peer, step 0); the backward ring in the
 //             workload's dK/dV variant (R = 1: one AttendBwd); AllToAll of packed dQ/dK/dV out
-//             (buffer DQKV, B·s·(H+2·Hkv)/U·D·b per peer, input dtype: the fp32 accumulators are cast
+//             (buffer DQKV, B·s·(H/U+2·hk)·D·b per peer, input dtype: the fp32 accumulators are cast
 //             while packing, step R-1).
 //   With U = 1 there is no all-to-all (a group of one); hybrid is then the ring over N.
 //   The backward assumes the forward's head-layout Q/K/V, O and LSE are kept (as autograd saves them);
@@ -34,8 +43,8 @@
 // out from the fp32 accumulator (packed, converting, unless the input dtype is fp32 and B = 1) and
 // lands in a head slice of the output (unpacked). dO is packed from a head slice and lands in rows of
 // the head-layout dO, unpacked only when B > 1 (its batch entries are then apart).
-// Per-rank bytes sent per pass: all-to-all (U-1)·B·s·D·b·((H+2·Hkv)/U + H/U) plus the ring's bytes for
-// R (ring_steps.cc) with M_kv = 2·B·L·(Hkv/U)·D·b.
+// Per-rank bytes sent per pass: all-to-all (U-1)·B·s·D·b·((H/U+2·hk) + H/U) plus the ring's bytes for
+// R (ring_steps.cc) with M_kv = 2·B·L·hk·D·b.
 // Buffers: q, kv, o, lse (+ do, dq, dkv) in sequence layout; a2a_qkv and o_heads (fwd, kept for bwd),
 // a2a_do and a2a_dqkv (bwd) in head layout; the ring's slots and accumulators.
 #include <utility>
@@ -62,7 +71,8 @@ Schedule make_a2a_ring(const Workload& w) {
   const std::int64_t s = w.local_tokens();
   const std::int64_t L = w.seq / R;
   const std::int64_t hq = w.heads / U;
-  const std::int64_t hk = w.kv_heads / U;
+  const std::int64_t hk = w.ulysses_kv_heads();
+  const std::int64_t replicas = w.kv_replicas();
   const Bytes qkv_per_peer = w.batch * s * (hq + 2 * hk) * w.head_dim * b;
   const Bytes o_per_peer = w.batch * s * hq * w.head_dim * b;
   const bool a2a = U > 1;
@@ -94,7 +104,7 @@ Schedule make_a2a_ring(const Workload& w) {
     spec.head_begin = static_cast<std::int32_t>(u * hq);
     spec.head_count = static_cast<std::int32_t>(hq);
     spec.kv_heads = hk;
-    bld.reset(prog, ring_ops_estimate(w, spec) + 4);
+    bld.reset(prog, ring_ops_estimate(w, spec) + 5);
     if (has_fwd(w.pass)) {
       if (a2a) {
         Op op = staged(RankBuilder::collective(OpKind::AllToAll, OpPass::Fwd, 0, group, U, BufferKind::QKV,
@@ -119,6 +129,13 @@ Schedule make_a2a_ring(const Workload& w) {
                                                qkv_per_peer), 2, 2);
         op.send = home.operand;  // dK/dV from where the ring left them, dQ from its accumulator
         bld.emit(op, {Res::Dq, home.res}, {Res::Out});
+        if (replicas > 1) {
+          // Sum each KV head's r copies into the output: r-1 adds of B·s·Hkv·2·D·b (the op counts one).
+          const Transfer rep = local_operand(BufferKind::DQKV, 0);
+          bld.emit(RankBuilder::local(OpKind::Layout, OpPass::Bwd, last, BufferKind::DQKV,
+                                      w.batch * s * w.kv_heads * 2 * w.head_dim * b, rep, rep),
+                   {Res::Out}, {Res::Out});
+        }
       }
     }
     add_io_buffers(prog, w);
@@ -127,6 +144,9 @@ Schedule make_a2a_ring(const Workload& w) {
       add_buffer(prog, w, "o_heads", w.batch * L * hq * w.head_dim * b, true, true);
       add_buffer(prog, w, "a2a_do", w.batch * L * hq * w.head_dim * b, false, true);
       add_buffer(prog, w, "a2a_dqkv", w.batch * L * (hq + 2 * hk) * w.head_dim * b, false, true);
+      if (replicas > 1)
+        add_buffer(prog, w, "a2a_dkv_replicas", w.batch * s * (replicas - 1) * w.kv_heads * 2 * w.head_dim * b, false,
+                   true);
     }
     add_ring_buffers(prog, w, spec);
   }

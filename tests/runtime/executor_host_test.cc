@@ -152,8 +152,8 @@ TEST(ExecutorHost, UlyssesMatchesPlainAttention) {
     for (bool gqa : {true, false})
       for (Mask m : kMasks)
         for (PassSet p : kPasses) cases.push_back(base_workload(ScheduleKind::Ulysses, n, gqa, m, p));
-  // GQA (2 KV heads) splits over at most 2 ranks: N = 1, 2 with GQA, all four N for MHA.
-  EXPECT_EQ(check_all(cases), (2 + 4) * 2 * 3);
+  // Every N with GQA too: 2 KV heads are split over N = 2 and repeated up to N = 4, 8 (r = 2, 4).
+  EXPECT_EQ(check_all(cases), 4 * 2 * 2 * 3);
 }
 
 TEST(ExecutorHost, HybridMatchesPlainAttention) {
@@ -171,8 +171,8 @@ TEST(ExecutorHost, HybridMatchesPlainAttention) {
               w.dkv = dkv;
               cases.push_back(w);
             }
-  // GQA (2 KV heads) allows U <= 2: (2,2), (2,4), (1,4); MHA all five splits.
-  EXPECT_EQ(check_all(cases), (3 + 5) * 2 * 2 * 5);
+  // All five splits with GQA too (2 KV heads repeated up to U = 4 and 8).
+  EXPECT_EQ(check_all(cases), 5 * 2 * 2 * 2 * 5);
 }
 
 TEST(ExecutorHost, BatchOfTwoAndRepeatedIterations) {

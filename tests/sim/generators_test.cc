@@ -264,9 +264,11 @@ Bytes expected_bytes(const Workload& w) {
       // All-to-all per pass: (U-1)/U·B·s·D·(H+2Hkv)·b one way and (U-1)/U·B·s·D·H·b the other.
       const std::int64_t U = w.schedule == ScheduleKind::Ulysses ? N : w.ulysses;
       const std::int64_t R = N / U;
-      const Bytes a2a = (U - 1) * B * s * D * b * ((H + 2 * Hkv) / U + H / U);
-      const Bytes m_ring = 2 * B * (w.seq / R) * (Hkv / U) * D * b;  // ring message 2·B·(S/R)·(Hkv/U)·D·b
-      return (fwd ? a2a : 0) + (bwd ? a2a : 0) + ring(R, m_ring, 2 * B * (w.seq / R) * (Hkv / U) * D * 4);
+      // CP-SCHEDULES.md: with fewer KV heads than U they are replicated up to U (one per rank).
+      const std::int64_t Hkv_moved = std::max(Hkv, U);
+      const Bytes a2a = (U - 1) * B * s * D * b * ((H + 2 * Hkv_moved) / U + H / U);
+      const Bytes m_ring = 2 * B * (w.seq / R) * (Hkv_moved / U) * D * b;  // ring message 2·B·(S/R)·(Hkv/U)·D·b
+      return (fwd ? a2a : 0) + (bwd ? a2a : 0) + ring(R, m_ring, 2 * B * (w.seq / R) * (Hkv_moved / U) * D * 4);
     }
   }
   return -1;
@@ -314,7 +316,7 @@ std::vector<Case> all_cases() {
 
 TEST(Generators, EveryValidCombinationIsConsistentAndConserves) {
   const std::vector<Case> cases = all_cases();
-  int hybrid_splits = 0, ulysses = 0, gathers_pipelined = 0;
+  int hybrid_splits = 0, ulysses = 0, gathers_pipelined = 0, repeated_kv = 0;
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name());
     const Workload& w = c.w;
@@ -381,12 +383,14 @@ TEST(Generators, EveryValidCombinationIsConsistentAndConserves) {
     }
     hybrid_splits += w.schedule == ScheduleKind::Hybrid && w.ulysses > 1 && w.ulysses < w.cp;
     ulysses += w.schedule == ScheduleKind::Ulysses;
+    repeated_kv += w.kv_replicas() > 1;
     gathers_pipelined += w.schedule == ScheduleKind::AllGather && w.kv_head_groups > 1;
   }
   // The matrix really covers what it claims (guards against validate() rejecting too much).
   EXPECT_GT(cases.size(), 1000u);
   EXPECT_GT(hybrid_splits, 100);
   EXPECT_GT(ulysses, 30);
+  EXPECT_GT(repeated_kv, 30);
   EXPECT_GT(gathers_pipelined, 50);
 }
 
@@ -694,6 +698,43 @@ TEST(Ulysses, OpsAndHeads) {
     EXPECT_EQ(r.ops[3].buffer, BufferKind::DO);
     EXPECT_EQ(r.ops[5].buffer, BufferKind::DQKV);
   }
+}
+
+// Fewer KV heads than the group (Hkv = 2, U = 8): each is repeated 4 times, so a rank receives one KV
+// head per peer and, after the backward all-to-all, sums each head's 4 dK/dV copies.
+TEST(Ulysses, RepeatsKvHeadsUpToTheGroup) {
+  Workload w = base(ScheduleKind::Ulysses, 8, Mask::Causal, PassSet::FwdBwd);
+  w.heads = 8;
+  w.kv_heads = 2;
+  const Schedule s = make_schedule(w);
+  const Bytes B = w.batch, sl = w.seq / 8, D = w.head_dim, b = w.elem_bytes();
+  const Bytes block = B * sl * w.kv_heads * 2 * D * b;  // the rank's dK/dV output
+  for (const auto& r : s.ranks) {
+    std::vector<std::string> names;
+    for (const Op& op : r.ops) names.push_back(op_name(op));
+    const std::vector<std::string> want = {"fwd/step0/alltoall", "fwd/step0/attend",     "fwd/step0/alltoall",
+                                           "bwd/step0/alltoall", "bwd/step0/attend_bwd", "bwd/step0/alltoall",
+                                           "bwd/step0/layout"};
+    ASSERT_EQ(names, want);
+    EXPECT_EQ(r.ops[0].bytes_per_peer, B * sl * (1 + 2 * 1) * D * b);  // H/U query heads, one K and one V head
+    EXPECT_EQ(r.ops[5].bytes_per_peer, B * sl * (1 + 2 * 1) * D * b);
+    const Op& sum = r.ops[6];
+    EXPECT_EQ(sum.buffer, BufferKind::DQKV);
+    EXPECT_EQ(sum.stream, 0);
+    EXPECT_EQ(sum.bytes, block);  // one of the three adds; the other two with their five more kernels
+    EXPECT_EQ(sum.fill_bytes, 2 * block);
+    EXPECT_EQ(sum.fills, 2 * 3 - 1);
+    EXPECT_TRUE(std::find(sum.wait.begin(), sum.wait.end(), r.ops[5].record) != sum.wait.end() &&
+                r.ops[5].record != kNoEvent)
+        << "the sum must wait for the all-to-all";
+    Bytes replicas = 0;
+    for (const BufferUse& u : r.buffers)
+      if (u.name == "a2a_dkv_replicas") replicas = u.bytes;
+    EXPECT_EQ(replicas, 3 * block);
+  }
+  w.kv_heads = 8;  // as many KV heads as ranks: split, nothing to sum
+  const Schedule split = make_schedule(w);
+  for (const Op& op : split.ranks[0].ops) EXPECT_NE(op.kind, OpKind::Layout);
 }
 
 TEST(Hybrid, RingsAreStridedAndGroupsAdjacent) {

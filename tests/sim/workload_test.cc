@@ -100,9 +100,28 @@ TEST(Workload, RejectsUlyssesHeadSplits) {
   w.heads = 12;
   w.kv_heads = 4;
   expect_rejected(w, "heads", "Ulysses group size 8");
+  // Fewer KV heads than the group: each is repeated U/Hkv times (one per rank), as DeepSpeed-Ulysses and
+  // USP do; that needs Hkv | U.
   w.heads = 32;
   w.kv_heads = 4;
-  expect_rejected(w, "kv_heads", "Ulysses group size 8");
+  EXPECT_NO_THROW(validate(w));
+  EXPECT_EQ(w.kv_replicas(), 2);
+  EXPECT_EQ(w.ulysses_kv_heads(), 1);
+  w.kv_heads = 1;
+  EXPECT_NO_THROW(validate(w));
+  EXPECT_EQ(w.kv_replicas(), 8);
+  w.kv_heads = 16;  // more KV heads than the group: split, not repeated
+  EXPECT_NO_THROW(validate(w));
+  EXPECT_EQ(w.kv_replicas(), 1);
+  EXPECT_EQ(w.ulysses_kv_heads(), 2);
+  w.heads = 48;
+  w.kv_heads = 6;  // neither divides the other
+  expect_rejected(w, "kv_heads", "Ulysses group size 8 do not divide one another");
+  w.schedule = ScheduleKind::Ring;  // no all-to-all: nothing to repeat
+  w.kv_heads = 2;
+  w.heads = 32;
+  EXPECT_EQ(w.kv_replicas(), 1);
+  EXPECT_EQ(w.ulysses_kv_heads(), 2);
 }
 
 TEST(Workload, RejectsHybridWhenUDoesNotDivideN) {

@@ -134,8 +134,11 @@ TEST(CudaLoopback, UlyssesMatchesReference) {
     Workload four = small(ScheduleKind::Ulysses, 4, 1024, 64, m, PassSet::FwdBwd);
     four.kv_heads = 4;  // Ulysses splits KV heads over the group
     cases.push_back(four);
+    Workload repeated = four;
+    repeated.kv_heads = 2;  // ... or repeats them up to it: two copies of each, summed in the backward
+    cases.push_back(repeated);
   }
-  EXPECT_EQ(check_all(cases), 4);
+  EXPECT_EQ(check_all(cases), 6);
 }
 
 TEST(CudaLoopback, HybridMatchesReference) {
@@ -147,7 +150,12 @@ TEST(CudaLoopback, HybridMatchesReference) {
       w.dkv = dkv;
       cases.push_back(w);
     }
-  EXPECT_EQ(check_all(cases), 4);
+  // U = 4 > Hkv = 2: each KV head repeated twice, the copies rotating round a ring of 2.
+  Workload repeated = small(ScheduleKind::Hybrid, 8, 4096, 64, Mask::Causal, PassSet::FwdBwd);
+  repeated.ulysses = 4;
+  repeated.dkv = DkvVariant::Input;
+  cases.push_back(repeated);
+  EXPECT_EQ(check_all(cases), 5);
 }
 
 TEST(CudaLoopback, ForwardOnlyAndBackwardOnlyMatchReference) {
