@@ -46,7 +46,8 @@
 // Per-rank bytes sent per pass: all-to-all (U-1)·B·s·D·b·((H/U+2·hk) + H/U) plus the ring's bytes for
 // R (ring_steps.cc) with M_kv = 2·B·L·hk·D·b.
 // Buffers: q, kv, o, lse (+ do, dq, dkv) in sequence layout; a2a_qkv and o_heads (fwd, kept for bwd),
-// a2a_do and a2a_dqkv (bwd) in head layout; the ring's slots and accumulators.
+// a2a_do and a2a_dqkv (bwd) in head layout, a2a_dkv_replicas (bwd, r > 1) in sequence layout; the ring's
+// slots and accumulators.
 #include <utility>
 
 #include "sim/error.h"
