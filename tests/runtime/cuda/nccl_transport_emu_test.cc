@@ -237,13 +237,17 @@ TEST(NcclTransportEmu, AllGatherMatchesReference) {
 }
 
 // All-to-alls as grouped sends and receives on split communicators (peers numbered by their position in the
-// group): Ulysses over all ranks, and hybrid's Ulysses groups beside its rings.
+// group): Ulysses over all ranks (KV heads split or repeated), and hybrid's Ulysses groups beside its rings.
 TEST(NcclTransportEmu, UlyssesAndHybridMatchReference) {
   Workload ulysses = small(ScheduleKind::Ulysses, 2);
   expect_matches_reference(ulysses);
   Workload hybrid = small(ScheduleKind::Hybrid, 4);
   hybrid.ulysses = 2;
   expect_matches_reference(hybrid);
+  // Ulysses over more ranks than KV heads: each head goes to two ranks, and the backward all-to-all brings
+  // back two copies of its dK/dV, one into the output and one into the replicas buffer.
+  Workload repeated = small(ScheduleKind::Ulysses, 4);
+  expect_matches_reference(repeated);
 }
 
 // A rank started with other options is refused on every rank before any collective, naming it.
