@@ -27,7 +27,9 @@ nlohmann::json bench_attention_row(bool backward, bool causal, std::int64_t head
 // {"schema": "cpscope.bench/1", "backend": "host", "rows": [
 //   {"kind": "attention", "pass", "mask", "head_dim", "q_tokens", "kv_tokens", "batch", "heads", "flops", "ns"},
 //   {"kind": "transfer", "link": "nvlink", "bytes", "ns"},
-//   {"kind": "interference", ...attention fields..., "alone_ns", "with_comm_ns"}]}
+//   {"kind": "interference", ...attention fields..., "alone_ns", "with_comm_ns"},
+//   {"kind": "memory", "op", "bytes" (written), "kernels", "ns", "baseline" (optional: true for the CUDA
+//    bench's cudaMemcpyAsync, which calibrate skips)}]}   (memory rows: the CUDA bench only)
 nlohmann::json run_host_bench(const BenchOptions& options);
 
 }  // namespace cpscope::rt

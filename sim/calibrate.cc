@@ -276,7 +276,21 @@ void collect_bench(const NamedBench& nb, Samples& s) {
     const nlohmann::json& row = (*rows)[i];
     const std::string where = fmt::format("{}.rows[{}]", nb.name, i);
     if (!row.is_object()) throw InputError(where, "is not an object");
-    const std::string kind = bench_string(row, "kind", where, {"attention", "transfer", "interference"});
+    const std::string kind = bench_string(row, "kind", where, {"attention", "transfer", "interference", "memory"});
+    if (kind == "memory") {
+      // A memory kernel writing `bytes` (Op::bytes' convention) in `kernels` launches; the CUDA bench's
+      // cudaMemcpyAsync baseline is what the runtime's kernels are compared with, not one of them.
+      const auto baseline = row.find("baseline");
+      if (baseline != row.end() && !baseline->is_boolean()) throw InputError(where + ".baseline", "is not a boolean");
+      if (baseline != row.end() && baseline->get<bool>()) continue;
+      ComputeSample c;
+      c.duration = static_cast<double>(bench_int(row, "ns", where));
+      c.bytes = static_cast<double>(bench_int(row, "bytes", where));
+      c.launches = row.contains("kernels") ? static_cast<double>(bench_int(row, "kernels", where)) : 1.0;
+      c.category = "memory " + (row.contains("op") && row["op"].is_string() ? row["op"].get<std::string>() : "kernel");
+      s.compute.push_back(c);
+      continue;
+    }
     if (kind == "transfer") {
       const std::string link = bench_string(row, "link", where, {"nvlink", "network", "self"});
       // One GPU sending to itself is a copy within it, never a link's sample.

@@ -349,8 +349,21 @@ struct BenchArgs {
 
 // One line per bench row: what calibration will fit.
 void print_bench(const nlohmann::json& j) {
+  std::int64_t memcpy_ns = 0;  // the memory kernels' baseline, when the bench ran one
+  for (const auto& r : j["rows"])
+    if (r["kind"] == "memory" && r.value("baseline", false)) memcpy_ns = r["ns"].get<std::int64_t>();
   for (const auto& r : j["rows"]) {
-    if (r["kind"] == "transfer")
+    if (r["kind"] == "memory") {
+      const auto ns = r["ns"].get<std::int64_t>();
+      std::string vs;
+      if (r.value("baseline", false))
+        vs = "  (baseline)";
+      else if (memcpy_ns > 0 && r["op"] == "copy bf16")
+        vs = fmt::format("  {:.2f}x cudaMemcpy's rate", static_cast<double>(memcpy_ns) / static_cast<double>(ns));
+      std::cout << fmt::format("memory       {:<19} {:>12}  {:>12}  {:.1f} GB/s written{}\n", r["op"].get<std::string>(),
+                               format_bytes(r["bytes"].get<std::int64_t>()), format_nanos(ns),
+                               r["bytes"].get<double>() / static_cast<double>(ns), vs);
+    } else if (r["kind"] == "transfer")
       std::cout << fmt::format("transfer     {:>12}  {:>12}\n", format_bytes(r["bytes"].get<std::int64_t>()),
                                format_nanos(r["ns"].get<std::int64_t>()));
     else if (r["kind"] == "attention")

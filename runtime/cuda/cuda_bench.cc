@@ -154,8 +154,39 @@ nlohmann::json run_cuda_bench(const CudaBenchOptions& o) {
           rows.push_back(std::move(row));
         }
 
-  // Transfers on the transport, and a comm load for the interference rows.
+  // The buffers of the memory kernels, the transfers and the comm load of the interference rows.
   DeviceMem src(o.max_bytes), dst(o.max_bytes);
+  // Memory kernels, as Layout, DkvAdd, the transports' packing and the fills run them: rows of Hkv heads of
+  // head_dim, as many as fit the buffers in fp32, each row giving the bytes the kernel writes (the simulator's
+  // Op::bytes convention) and one kernel. cudaMemcpyAsync of the bf16 copy's bytes is the baseline, in the same
+  // run ("baseline": true: calibrate never fits it, the ratio says how far copy_block is from it).
+  const std::int64_t mem_rows = o.max_bytes / 4 / (Hk * D);
+  if (mem_rows > 0) {
+    const std::int64_t elems = mem_rows * Hk * D;
+    k::fill_f32(src.get<float>(), elems, 1.f, s);  // finite values in every dtype
+    k::fill_f32(dst.get<float>(), elems, 1.f, s);
+    auto copy = [&](k::DType from, k::DType to, bool add) {
+      const k::CopyBlockArgs c{from, to, src.get(), dst.get(), 1, mem_rows, static_cast<int>(Hk), mem_rows,
+                               static_cast<int>(Hk), static_cast<int>(D), 0, 0, mem_rows, 0, 0, static_cast<int>(Hk),
+                               add};
+      k::copy_block(c, s);
+    };
+    auto memory_row = [&](const char* op, std::int64_t bytes, const std::function<void()>& f) {
+      nlohmann::json row = {{"kind", "memory"}, {"op", op}, {"bytes", bytes}, {"kernels", 1},
+                            {"ns", ev.median_ns(s, o.repeats, f)}};
+      return row;
+    };
+    rows.push_back(memory_row("copy bf16", elems * 2, [&] { copy(k::DType::BF16, k::DType::BF16, false); }));
+    rows.push_back(memory_row("add fp32", elems * 4, [&] { copy(k::DType::FP32, k::DType::FP32, true); }));
+    rows.push_back(memory_row("add fp32 into bf16", elems * 2, [&] { copy(k::DType::FP32, k::DType::BF16, true); }));
+    rows.push_back(memory_row("fill fp32", elems * 4, [&] { k::fill_f32(dst.get<float>(), elems, 0.f, s); }));
+    nlohmann::json base = memory_row("memcpy", elems * 2, [&] {
+      CPS_CUDA_CALL(kRank, cudaMemcpyAsync(dst.get(), src.get(), static_cast<std::size_t>(elems * 2),
+                                           cudaMemcpyDeviceToDevice, s));
+    });
+    base["baseline"] = true;
+    rows.push_back(std::move(base));
+  }
   ncclComm_t comm = nullptr;
   if (o.transport == Transport::Replay) {
     ncclUniqueId id;

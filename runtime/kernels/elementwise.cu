@@ -53,22 +53,25 @@ __global__ void __launch_bounds__(kThreads) bwd_preprocess_kernel(const OT* o, c
   }
 }
 
+// One warp per (batch, row) of the block: a row's heads·head_dim elements are contiguous in both tensors, so
+// the lanes stride over them without per-element index arithmetic (a 64-bit division per element would make
+// this memory-bound copy compute-bound several times over).
 template <typename ST, typename DT>
 __global__ void __launch_bounds__(kThreads) copy_block_kernel(const ST* src, DT* dst, CopyBlockArgs a,
-                                                              std::int64_t n) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kThreads;
-  for (std::int64_t idx = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; idx < n; idx += stride) {
-    const std::int64_t d = idx % a.head_dim;
-    std::int64_t rest = idx / a.head_dim;
-    const std::int64_t hh = rest % a.heads;
-    rest /= a.heads;
-    const std::int64_t r = rest % a.rows;
-    const std::int64_t b = rest / a.rows;
-    const std::int64_t s = ((b * a.src_tokens + a.src_row + r) * a.src_heads + a.src_head + hh) * a.head_dim + d;
-    const std::int64_t t = ((b * a.dst_tokens + a.dst_row + r) * a.dst_heads + a.dst_head + hh) * a.head_dim + d;
-    float v = to_f32(src[s]);
-    if (a.add) v += to_f32(dst[t]);
-    dst[t] = from_f32<DT>(v);
+                                                              std::int64_t rows_total) {
+  const int lane = threadIdx.x % 32;
+  const std::int64_t span = static_cast<std::int64_t>(a.heads) * a.head_dim;
+  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (kThreads / 32);
+  for (std::int64_t g = static_cast<std::int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32; g < rows_total;
+       g += warps) {
+    const std::int64_t b = g / a.rows, r = g % a.rows;
+    const ST* s = src + ((b * a.src_tokens + a.src_row + r) * a.src_heads + a.src_head) * a.head_dim;
+    DT* t = dst + ((b * a.dst_tokens + a.dst_row + r) * a.dst_heads + a.dst_head) * a.head_dim;
+    for (std::int64_t i = lane; i < span; i += 32) {
+      float v = to_f32(s[i]);
+      if (a.add) v += to_f32(t[i]);
+      t[i] = from_f32<DT>(v);
+    }
   }
 }
 
@@ -121,16 +124,17 @@ void copy_block(const CopyBlockArgs& a, cudaStream_t stream) {
   CPS_REQUIRE(a.dst_row >= 0 && a.dst_row + a.rows <= a.dst_tokens, "copy_block rows outside dst");
   CPS_REQUIRE(a.src_head >= 0 && a.src_head + a.heads <= a.src_heads, "copy_block heads outside src");
   CPS_REQUIRE(a.dst_head >= 0 && a.dst_head + a.heads <= a.dst_heads, "copy_block heads outside dst");
-  const std::int64_t n = static_cast<std::int64_t>(a.batch) * a.rows * a.heads * a.head_dim;
-  if (n == 0) return;
+  const std::int64_t rows_total = static_cast<std::int64_t>(a.batch) * a.rows;
+  if (rows_total == 0 || a.heads == 0) return;
   CPS_REQUIRE(a.src != nullptr && a.dst != nullptr, "copy_block pointers must be set");
-  const unsigned grid = grid_for(n);
+  const unsigned grid = grid_for(rows_total * 32);
   with_type(a.src_dtype, [&](auto* st) {
     with_type(a.dst_dtype, [&](auto* dt) {
       using ST = std::remove_pointer_t<decltype(st)>;
       using DT = std::remove_pointer_t<decltype(dt)>;
       auto* kernel = &copy_block_kernel<ST, DT>;
-      CPS_LAUNCH(kernel, grid, kThreads, 0, stream, static_cast<const ST*>(a.src), static_cast<DT*>(a.dst), a, n);
+      CPS_LAUNCH(kernel, grid, kThreads, 0, stream, static_cast<const ST*>(a.src), static_cast<DT*>(a.dst), a,
+                 rows_total);
     });
   });
   CPS_CUDA_CHECK_LAUNCH();

@@ -2,6 +2,8 @@
 // validation of a simulated profile against its own hardware is exact, and bad inputs are refused.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cmath>
 
 #include <nlohmann/json.hpp>
@@ -257,8 +259,17 @@ TEST(Calibrate, BenchRowsRecoverPlantedParameters) {
   for (std::int64_t bytes : {std::int64_t{1} << 20, std::int64_t{64} << 20})
     rows.push_back({{"kind", "transfer"}, {"link", "self"}, {"bytes", bytes},
                     {"ns", std::llround(8000 + static_cast<double>(bytes) / 1500.0)}});
+  // Memory kernels (the CUDA bench's copy, add and fill rows): latency per kernel + bytes written / bandwidth.
+  // The cudaMemcpyAsync baseline is never fitted: its rate here is far from the kernels' on purpose.
+  for (std::int64_t bytes = 4 << 20; bytes <= (256 << 20); bytes *= 4)
+    for (std::int64_t kernels : {1, 3})
+      rows.push_back({{"kind", "memory"}, {"op", "add fp32"}, {"bytes", bytes}, {"kernels", kernels},
+                      {"ns", std::llround(9000.0 * kernels + static_cast<double>(bytes) / 2600.0)}});
+  rows.push_back({{"kind", "memory"}, {"op", "memcpy"}, {"bytes", 64 << 20}, {"kernels", 1}, {"baseline", true},
+                  {"ns", std::llround(static_cast<double>(64 << 20) / 26000.0)}});
   const NamedBench bench{"bench.json", {{"schema", "cpscope.bench/1"}, {"backend", "synthetic"}, {"rows", rows}}};
   const Calibration cal = calibrate({}, default_hardware(), "", {bench});
+  expect_near_rel(cal.hardware.memory_bandwidth_GBps, 2600, 0.01, "memory bandwidth");
   expect_near_rel(static_cast<double>(cal.hardware.launch_latency_ns), 9000, 0.01, "launch latency");
   expect_near_rel(cal.hardware.comm_compute_interference, 1.25, 0.01, "interference");
   expect_near_rel(cal.hardware.nvlink.bandwidth_GBps, 310, 0.01, "nvlink bandwidth");
@@ -275,6 +286,16 @@ TEST(Calibrate, BenchRowsRecoverPlantedParameters) {
     FAIL();
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("b.json.rows[3].ns"), std::string::npos) << e.what();
+  }
+  bad = bench.bench;
+  bad["rows"].back()["baseline"] = "yes";
+  try {
+    calibrate({}, default_hardware(), "", {{"b.json", bad}});
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(fmt::format("b.json.rows[{}].baseline", bad["rows"].size() - 1)),
+              std::string::npos)
+        << e.what();
   }
 }
 
