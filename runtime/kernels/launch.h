@@ -7,10 +7,13 @@
 #include <cuda_runtime_api.h>  // the emulation's stand-in (runtime/kernels/emu/cuda/): streams queue work
 
 #include "runtime/kernels/emu/simt.h"
-#define CPS_LAUNCH(kernel, grid, block, smem_bytes, stream, ...)                                         \
-  cps_emu_enqueue((stream), [=] {                                                                      \
-    ::cpscope::simt::launch((grid), (block), (smem_bytes), [=] { (*(kernel))(__VA_ARGS__); });         \
-  })
+// A launch asking for more dynamic shared memory than its kernel opted into is refused, as on the GPU.
+#define CPS_LAUNCH(kernel, grid, block, smem_bytes, stream, ...)                                                \
+  static_cast<void>(cps_emu_launch_refused(reinterpret_cast<const void*>(kernel), (smem_bytes)) ||          \
+                    (cps_emu_enqueue((stream), [=] {                                                          \
+                       ::cpscope::simt::launch((grid), (block), (smem_bytes), [=] { (*(kernel))(__VA_ARGS__); }); \
+                     }),                                                                                      \
+                     false))
 #else
 #define CPS_LAUNCH(kernel, grid, block, smem_bytes, stream, ...) \
   kernel<<<(grid), (block), (smem_bytes), (stream)>>>(__VA_ARGS__)

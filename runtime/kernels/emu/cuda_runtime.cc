@@ -12,9 +12,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -292,7 +294,28 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   *ms = static_cast<float>(end->st->ms - start->st->ms);
   return cudaSuccess;
 }
-cudaError_t cudaGetLastError() { return cudaSuccess; }
+namespace {
+std::mutex g_smem_mu;
+std::map<const void*, int> g_max_dynamic_smem;  // per kernel: its cudaFuncSetAttribute opt-in
+thread_local cudaError_t t_launch_error = cudaSuccess;  // the last refused launch's, until cudaGetLastError
+constexpr std::size_t kDefaultDynamicSmem = 48 * 1024;
+}  // namespace
+
+void cps_emu_set_max_dynamic_smem(const void* kernel, int bytes) {
+  const std::lock_guard<std::mutex> lock(g_smem_mu);
+  g_max_dynamic_smem[kernel] = bytes;
+}
+
+bool cps_emu_launch_refused(const void* kernel, std::size_t dynamic_smem_bytes) {
+  if (dynamic_smem_bytes <= kDefaultDynamicSmem) return false;
+  const std::lock_guard<std::mutex> lock(g_smem_mu);
+  const auto it = g_max_dynamic_smem.find(kernel);
+  if (it != g_max_dynamic_smem.end() && dynamic_smem_bytes <= static_cast<std::size_t>(it->second)) return false;
+  t_launch_error = cudaErrorInvalidValue;
+  return true;
+}
+
+cudaError_t cudaGetLastError() { return std::exchange(t_launch_error, cudaSuccess); }
 const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
     case cudaSuccess: return "cudaSuccess";

@@ -434,6 +434,9 @@ std::uint32_t smem_offset(const void* p) {
 void check_global(const void* p, std::size_t bytes, const char* what) {
   Launch& l = L();
   const auto a = reinterpret_cast<std::uintptr_t>(p);
+  // A vector access of 8 or 16 bytes must be aligned to its size (cudaErrorMisalignedAddress on the GPU).
+  if ((bytes == 8 || bytes == 16) && a % bytes != 0)
+    fail(std::string(what) + " at a global address not aligned to its " + std::to_string(bytes) + " bytes");
   for (const auto* list : {&l.globals, &g_registered}) {
     for (const GlobalBuffer& b : *list) {
       const auto lo = reinterpret_cast<std::uintptr_t>(b.p);

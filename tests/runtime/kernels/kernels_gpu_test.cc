@@ -3,6 +3,7 @@
 // (runtime/kernels/emu/: CPS_SIMT_EMU, stand-in CUDA headers), where it runs in CI.
 #include "runtime/kernels/attention.h"
 #include "runtime/kernels/check.h"
+#include "runtime/kernels/launch.h"
 #include "runtime/kernels/host_dtype.h"
 #include "runtime/kernels/reference_attention.h"
 #include "tests/runtime/kernels/attention_reference.h"
@@ -402,6 +403,27 @@ TEST(Emulation, WrongFragmentLayoutFailsTheCheck) {
            nullptr);
   EXPECT_GT(rel_err(dq.download_f32(), ref.dq), 10 * kTol);
   EXPECT_GT(rel_err(dv.download_f32(), ref.dv), 10 * kTol);
+}
+
+void touch_smem() {}
+
+// As on the GPU, more than 48 KiB of dynamic shared memory needs the kernel's cudaFuncSetAttribute opt-in: a
+// launcher that lost it fails here, not first on a device. The flash kernels' own launches opt in (the tests
+// above run them at up to 155 KiB).
+TEST(Emulation, DynamicSharedMemoryAbove48KiBNeedsTheOptIn) {
+  auto* kernel = &touch_smem;
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  CPS_LAUNCH(kernel, 1, 32, 48 * 1024, nullptr);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  CPS_LAUNCH(kernel, 1, 32, 64 * 1024, nullptr);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "the error is returned once";
+  ASSERT_EQ(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024), cudaSuccess);
+  CPS_LAUNCH(kernel, 1, 32, 64 * 1024, nullptr);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  CPS_LAUNCH(kernel, 1, 32, 65 * 1024, nullptr);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  CPS_CUDA_CHECK(cudaDeviceSynchronize());
 }
 #endif
 

@@ -168,6 +168,15 @@ TEST(Simt, ReportsBadAddresses) {
   float2 x{0.f, 0.f};
   EXPECT_NE(run([&] { atomicAdd(&x, make_float2(1.f, 1.f)); }, 0).find("atomicAdd(float2) touches global memory"),
             std::string::npos);
+  // An 8-byte atomic at a 4-byte aligned address: cudaErrorMisalignedAddress on a GPU.
+  alignas(8) float pair[3] = {0.f, 0.f, 0.f};
+  std::vector<simt::GlobalBuffer> globals = {{pair, sizeof pair}};
+  EXPECT_NE(run([&] { atomicAdd(reinterpret_cast<float2*>(pair + 1), make_float2(1.f, 1.f)); }, 0, globals)
+                .find("atomicAdd(float2) at a global address not aligned to its 8 bytes"),
+            std::string::npos);
+  EXPECT_EQ(run([&] { if (threadIdx.x == 0) atomicAdd(reinterpret_cast<float2*>(pair), make_float2(1.f, 1.f)); }, 0,
+                globals),
+            "");
   EXPECT_THROW(simt::launch(Dim3{1, 1, 1}, Dim3{48, 1, 1}, 0, [] {}, {}), std::invalid_argument);
   EXPECT_NE(run([] {
               float local[4] = {};

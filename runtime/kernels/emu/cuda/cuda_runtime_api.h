@@ -88,10 +88,14 @@ void cps_emu_pop_external_id();
 unsigned long long cps_emu_now_ns();  // the clock of the records
 
 // Dynamic shared memory above 48 KB must be opted into, as on the GPU; the emulation allows up to the 227 KB
-// of an sm_90 block.
+// of an sm_90 block. The opt-in is kept per kernel, and CPS_LAUNCH (runtime/kernels/launch.h) refuses a launch
+// that asks for more than its kernel's (cudaGetLastError then returns cudaErrorInvalidValue, as the GPU's would).
+void cps_emu_set_max_dynamic_smem(const void* kernel, int bytes);
+bool cps_emu_launch_refused(const void* kernel, std::size_t dynamic_smem_bytes);
 template <typename F>
-cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute attr, int value) {
-  return attr == cudaFuncAttributeMaxDynamicSharedMemorySize && value >= 0 && value <= 227 * 1024
-             ? cudaSuccess
-             : cudaErrorInvalidValue;
+cudaError_t cudaFuncSetAttribute(F* kernel, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > 227 * 1024)
+    return cudaErrorInvalidValue;
+  cps_emu_set_max_dynamic_smem(reinterpret_cast<const void*>(kernel), value);
+  return cudaSuccess;
 }
