@@ -18,7 +18,11 @@
 #     7. calibration and validation set: 25 replay configs (ring, zigzag-ring, allgather, ulysses, hybrid;
 #        N in {2,4,8}; 2K-32K tokens per rank; causal and full; fwd and fwd+bwd) plus 3 loopback runs,
 #        each a CUPTI-traced cp-profile --json, and cp-profile bench --backend cuda (kernel grid);
-#        then cp-sim calibrate (-o calibrated.json) and cp-sim validate --leave-one-out on them.
+#        then cp-sim calibrate (-o calibrated.json) and cp-sim validate --leave-one-out on them;
+#     8. compute-sanitizer memcheck, racecheck and synccheck of the kernel tests (the flash kernels, the copy and
+#        fill kernels) in the time left before the deadline: what the CPU emulation cannot see (shared-memory
+#        races between warps that really run concurrently, misaligned vector accesses). It usually needs
+#        the second call, GPU_CHECK_STEPS=8; without a compute-sanitizer on the machine it says so and skips.
 #   GPU_CHECK_STEPS="3 7" runs step 1 and only those (default all): a second call, while the machine is still
 #   warm, for a step the first run lost to a crash or to the budget.
 #   It writes gpu-check.json (everything, with card and versions), gpu-check.log, sdpa_compare.json,
@@ -55,9 +59,9 @@ SLOW=1  # factor on the per-run time limits
 HEADS="--heads 32 --kv-heads 8 --head-dim 128"
 BENCH_REPEATS="--repeats 5"  # and the bench's largest transfer: its default 256 MiB
 
-# Is step $1 selected? GPU_CHECK_STEPS lists the steps after the first (default all: "2 3 4 5 6 7"), so that a
+# Is step $1 selected? GPU_CHECK_STEPS lists the steps after the first (default all: "2 3 4 5 6 7 8"), so that a
 # session whose first run lost a step to a crash or the budget can run that step alone while the machine is warm.
-want() { [[ " ${GPU_CHECK_STEPS:-2 3 4 5 6 7} " == *" $1 "* ]]; }
+want() { [[ " ${GPU_CHECK_STEPS:-2 3 4 5 6 7 8} " == *" $1 "* ]]; }
 pick() { want "$1" || { echo "not selected (GPU_CHECK_STEPS)"; return 1; }; }
 # Token count $1 at this run's scale.
 tok() { echo $(($1 / SCALE)); }
@@ -304,6 +308,41 @@ run() {
   tar -C "$cal" -czf "$out/calibration.tar.gz" . && rm -rf "$cal/profiles"
   fi
 
+  echo "== 8. compute-sanitizer of the kernel tests (memcheck, racecheck, synccheck)"
+  : >"$out/.sanitizer.tsv"
+  if pick 8; then
+  local san filter='AttnFwd.*:AttnBwd.*:Elementwise.*'
+  san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+  if [ "$REHEARSAL" = 1 ]; then
+    echo "skipped: a rehearsal has no GPU (the emulation checks its own way: tests emu.Emulation.*)"
+  elif [ -z "$san" ]; then
+    echo "skipped: no compute-sanitizer on this machine (it comes with the CUDA toolkit, not with PyTorch)"
+  elif [ ! -x "$bin/kernels_gpu_test" ]; then
+    echo "skipped: $bin has no kernels_gpu_test"
+  else
+    for tool in memcheck racecheck synccheck; do
+      local left=$((deadline - SECONDS)) verdict
+      if [ $left -lt 30 ]; then
+        echo "skipped $tool: time budget (run again with GPU_CHECK_STEPS=8)"
+        printf '%s\t%s\t%s\n' "$tool" "skipped" "" >>"$out/.sanitizer.tsv"
+        continue
+      fi
+      timeout $((left < 150 ? left : 150)) "$san" --tool "$tool" --error-exitcode 99 "$bin/kernels_gpu_test" \
+        --gtest_filter="$filter" >"$out/sanitizer_$tool.txt" 2>&1
+      rc=$?
+      case $rc in
+        0) verdict=clean ;;
+        99) verdict=errors ;;
+        124) verdict=timeout ;;
+        *) verdict="exit $rc" ;;
+      esac
+      echo "$tool: $verdict ($(grep -c '^=========' "$out/sanitizer_$tool.txt") sanitizer lines; sanitizer_$tool.txt)"
+      [ "$verdict" = clean ] || grep -m8 -E '^=========|FAILED' "$out/sanitizer_$tool.txt"
+      printf '%s\t%s\t%s\n' "$tool" "$verdict" "sanitizer_$tool.txt" >>"$out/.sanitizer.tsv"
+    done
+  fi
+  fi
+
   echo "== done in $((SECONDS - t0)) s"
   python3 - "$out" "$tests_ok" $((SECONDS - t0)) <<'EOF'
 import csv, json, os, sys
@@ -321,13 +360,14 @@ def rows(p):
         return list(csv.reader(f, delimiter="\t"))
 checks = [{"schedule": s, "pass": p, "mask": m, "exit": int(rc), "result": brief(f)} for s, p, m, rc, f in rows(".checks.tsv")]
 timings = [{"args": a, "exit": int(rc), "result": brief(f)} for a, rc, f in rows(".timings.tsv")]
+sanitizer = [{"tool": t, "verdict": v, "log": f} for t, v, f in rows(".sanitizer.tsv")]
 def brief_overhead(p):
     j = load(os.path.join(".calibration", p))
     return j.get("tracing_overhead", j)
 val = load(os.path.join(".calibration", "validation.json"))
 res = {"schema": "cpscope.gpu_check/1", "seconds": int(secs), "tests_passed": None if tests_ok == "" else tests_ok == "1",
-       "steps": os.environ.get("GPU_CHECK_STEPS", "2 3 4 5 6 7"),
-       "checks": checks, "timings": timings,
+       "steps": os.environ.get("GPU_CHECK_STEPS", "2 3 4 5 6 7 8"),
+       "checks": checks, "timings": timings, "sanitizer": sanitizer,
        "sdpa_compare": load("sdpa_compare.json"),
        "tracing_overhead": {"loopback": brief_overhead("overhead.json"), "replay": brief_overhead("overhead_replay.json")},
        "validation": {k: val.get(k) for k in ("hardware", "mean_abs_error", "max_abs_error", "worst")} if "rows" in val else val}
@@ -335,7 +375,7 @@ tmp = os.path.join(out, "gpu-check.json.tmp")
 with open(tmp, "w") as f: json.dump(res, f, indent=2)
 os.replace(tmp, os.path.join(out, "gpu-check.json"))
 EOF
-  rm -f "$out"/.check_* "$out"/.time_* "$out"/.checks.tsv "$out"/.timings.tsv
+  rm -f "$out"/.check_* "$out"/.time_* "$out"/.checks.tsv "$out"/.timings.tsv "$out"/.sanitizer.tsv
   rm -rf "$out/.calibration"
 }
 

@@ -30,14 +30,17 @@ TEST_F(GpuCheckRehearsal, EveryStepRunsAndTheSummaryIsWritten) {
                        Quote(build.string()) + " out");
   ASSERT_EQ(r.code, 0) << r.err << r.out;
   const std::string log = ReadFile(Path("out/gpu-check.log"));
-  for (const char* step : {"== 1.", "== 2.", "== 3.", "== 4.", "== 5.", "== 6.", "== 7.", "== done"})
+  for (const char* step : {"== 1.", "== 2.", "== 3.", "== 4.", "== 5.", "== 6.", "== 7.", "== 8.", "== done"})
     EXPECT_NE(log.find(step), std::string::npos) << step << " missing from the log:\n" << log;
   EXPECT_EQ(log.find("unresolved libraries"), std::string::npos) << log;
   EXPECT_EQ(log.find("does not start"), std::string::npos) << log;
   EXPECT_EQ(log.find("time budget"), std::string::npos) << "a rehearsal has no overall budget:\n" << log;
+  // Step 8 needs a GPU's compute-sanitizer: a rehearsal says so and the summary lists no verdict.
+  EXPECT_NE(log.find("skipped: a rehearsal has no GPU"), std::string::npos) << log;
 
   const nlohmann::json j = nlohmann::json::parse(ReadFile(Path("out/gpu-check.json")));
   EXPECT_EQ(j["schema"], "cpscope.gpu_check/1");
+  EXPECT_TRUE(j["sanitizer"].is_array() && j["sanitizer"].empty()) << j["sanitizer"];
 
   // Step 3: every schedule forward+backward with both masks, and three backward-only runs, all checked.
   ASSERT_EQ(j["checks"].size(), 17u) << j["checks"].dump().substr(0, 2000);
@@ -128,7 +131,7 @@ TEST_F(GpuCheckRehearsal, SelectedStepsRunAlone) {
   std::size_t skipped = 0;
   for (std::size_t at = log.find("not selected"); at != std::string::npos; at = log.find("not selected", at + 1))
     ++skipped;
-  EXPECT_EQ(skipped, 5u) << log;  // steps 2, 3, 4, 6 and 7
+  EXPECT_EQ(skipped, 6u) << log;  // steps 2, 3, 4, 6, 7 and 8
   const nlohmann::json j = nlohmann::json::parse(ReadFile(Path("out/gpu-check.json")));
   EXPECT_EQ(j["steps"], "5");
   EXPECT_TRUE(j["tests_passed"].is_null()) << j["tests_passed"];

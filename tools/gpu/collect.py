@@ -127,8 +127,11 @@ def tables(results, profiles, validation, gpu_check, sdpa, device, card, commit,
     for k, v in (gpu_check.get("tracing_overhead") or {}).items():
         w(f"- tracing overhead, {k}: " + (f"traced/untraced {v['ratio']:.4f}" if isinstance(v, dict) and "ratio" in v
                                           else f"n/a ({v})"))
+    san = gpu_check.get("sanitizer") or []
+    if san:
+        w("- compute-sanitizer: " + ", ".join(f"{x['tool']} {x['verdict']}" for x in san))
     w(f"- gpu tests passed: {gpu_check.get('tests_passed')}; the run took {gpu_check.get('seconds')} s "
-      f"(steps {gpu_check.get('steps', '2 3 4 5 6 7')})")
+      f"(steps {gpu_check.get('steps', '2 3 4 5 6 7 8')})")
     return out.getvalue()
 
 
