@@ -102,6 +102,9 @@ class Backend {
   // dst takes row row_map[i] of src (empty: identity).
   virtual void copy(const Op& op, std::int32_t stream, const Region& src, const Region& dst, bool add,
                     const std::vector<std::int64_t>& row_map = {}) = 0;
+  // A row map that copy() will be given, by the same vector (the executor's permutations, fixed for the
+  // run): called after allocate() and before any op, so a backend can keep it where its kernels read it.
+  virtual void prepare_row_map(const std::vector<std::int64_t>& /*row_map*/) {}
   virtual void attend_fwd(const Op& op, std::int32_t stream, const AttendArgs& a, bool merge) = 0;
   // Before the first attend_bwd of a backward pass (the executor calls it once per pass, on that op's
   // stream, and counts it with the op's fills): what a backend computes once for all the pass's blocks.

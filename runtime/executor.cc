@@ -123,6 +123,8 @@ Executor::Executor(const Schedule& schedule, std::int32_t rank, Backend& backend
 void Executor::allocate() {
   const RankProgram& prog = schedule_.ranks[static_cast<std::size_t>(rank_)];
   backend_.allocate(layout_, static_cast<std::int32_t>(schedule_.streams.size()), prog.num_events);
+  for (const auto* map : {&to_global_, &to_rank_order_})
+    if (!map->empty()) backend_.prepare_row_map(*map);
 }
 
 std::int64_t Executor::region_bytes(const Region& r) const {
@@ -201,13 +203,11 @@ void Executor::fill(const Op& op, const Region& r, double value) {
 void Executor::copy(const Op& op, const Region& src, const Region& dst, bool add,
                     const std::vector<std::int64_t>& row_map, bool is_op, std::int64_t bytes) {
   backend_.copy(op, op.stream, src, dst, add, row_map);
-  std::int64_t runs = 1;
-  for (std::size_t i = 1; i < row_map.size(); ++i) runs += row_map[i] != row_map[i - 1] + 1 ? 1 : 0;
   auto overlap = [](std::int64_t a, std::int64_t an, std::int64_t b, std::int64_t bn) { return a < b + bn && b < a + an; };
   const bool in_place = layout_.storage(src.tensor) == layout_.storage(dst.tensor) &&
                         overlap(src.plane, src.planes, dst.plane, dst.planes) &&
                         overlap(src.row, src.rows, dst.row, dst.rows) && overlap(src.head, src.heads, dst.head, dst.heads);
-  count_kernel(bytes, src.planes * runs + (in_place ? src.planes : 0) - (is_op ? 1 : 0));
+  count_kernel(bytes, src.planes * (in_place ? 2 : 1) - (is_op ? 1 : 0));
 }
 
 void Executor::count_kernel(std::int64_t bytes, std::int64_t kernels) {

@@ -56,8 +56,8 @@ class Executor {
   // Every fill the executor issues goes through here: counted against the IR's Op::fills / fill_bytes
   // (gen::RankBuilder::add_fills), which the simulator times with the op.
   void fill(const Op& op, const Region& r, double value);
-  // Every copy the executor issues goes through here, counted the same way: a kernel per plane and per run
-  // of consecutive rows of `row_map`, and an in-place copy one more per plane back from the scratch buffer
+  // Every copy the executor issues goes through here, counted the same way: a kernel per plane (a row map
+  // permutes rows in the same kernel), and an in-place copy one more per plane back from the scratch buffer
   // (CudaBackend::copy), with `bytes`. A copy that is the op itself (`is_op`: DkvAdd, Layout) leaves out
   // the one kernel the op stands for.
   void copy(const Op& op, const Region& src, const Region& dst, bool add, const std::vector<std::int64_t>& row_map,

@@ -84,7 +84,7 @@ void* DeviceTensor::plane(std::int32_t p) const {
 }
 
 std::int64_t CudaBackend::Plan::total() const {
-  std::int64_t t = align_up(delta_bytes) + align_up(scratch_bytes);
+  std::int64_t t = align_up(delta_bytes) + align_up(scratch_bytes) + align_up(row_map_bytes);
   for (std::int64_t b : tensor_bytes) t += align_up(b);
   return t;
 }
@@ -125,6 +125,7 @@ CudaBackend::Plan CudaBackend::plan(const RankLayout& layout) {
       const TensorId s = layout.storage(t);
       p.scratch_bytes = std::max(p.scratch_bytes, p.tensor_bytes[static_cast<std::size_t>(s)]);
     }
+    p.row_map_bytes = 2 * layout.desc(TensorId::Kv0).rows * 8;  // to token order and back
   }
   return p;
 }
@@ -159,6 +160,8 @@ void CudaBackend::allocate(const RankLayout& layout, std::int32_t num_streams, s
   delta_ = static_cast<float*>(device_alloc(p.delta_bytes, "backward delta"));
   scratch_ = device_alloc(p.scratch_bytes, "permutation scratch");
   scratch_bytes_ = p.scratch_bytes;
+  row_maps_ = static_cast<std::int64_t*>(device_alloc(p.row_map_bytes, "permutation row maps"));
+  row_map_capacity_ = p.row_map_bytes / 8;
 
   // Communication streams get the higher priority so a transfer is not queued behind attention blocks
   // (what NCCL users do); the compute stream keeps the default (lowest) priority.
@@ -364,6 +367,28 @@ void CudaBackend::fill(const Op& op, std::int32_t stream, const Region& r, doubl
   touched(r.tensor);
 }
 
+void CudaBackend::prepare_row_map(const std::vector<std::int64_t>& row_map) {
+  CPSCOPE_CHECK(layout_ != nullptr, fmt::format("rank {}: a row map before allocate", cfg_.rank));
+  const auto n = static_cast<std::int64_t>(row_map.size());
+  std::int64_t used = 0;
+  for (const RowMap& m : row_maps_used_) used += m.size;
+  CPSCOPE_CHECK(used + n <= row_map_capacity_,
+                fmt::format("rank {}: row maps of {} entries, room for {}", cfg_.rank, used + n, row_map_capacity_));
+  for (std::int64_t i = 0; i < n; ++i)
+    CPSCOPE_CHECK(row_map[static_cast<std::size_t>(i)] >= 0 && row_map[static_cast<std::size_t>(i)] < n,
+                  fmt::format("rank {}: row map entry {} out of range", cfg_.rank, i));
+  std::int64_t* dev = row_maps_ + used;
+  CPS_CUDA_CALL(cfg_.rank, cudaMemcpy(dev, row_map.data(), static_cast<std::size_t>(n) * 8, cudaMemcpyHostToDevice));
+  CPS_CUDA_CALL(cfg_.rank, cudaDeviceSynchronize());  // before any stream's kernel reads it
+  row_maps_used_.push_back({row_map.data(), n, dev});
+}
+
+const std::int64_t* CudaBackend::device_row_map(const std::vector<std::int64_t>& row_map, const std::string& where) const {
+  for (const RowMap& m : row_maps_used_)
+    if (m.host == row_map.data() && m.size == static_cast<std::int64_t>(row_map.size())) return m.device;
+  throw InternalError(where + ": a copy through a row map that prepare_row_map() was not given");
+}
+
 void CudaBackend::copy_region(const DeviceRegion& src, const DeviceRegion& dst, bool add,
                               const std::vector<std::int64_t>* row_map, cudaStream_t s,
                               const std::string& where) const {
@@ -376,62 +401,51 @@ void CudaBackend::copy_region(const DeviceRegion& src, const DeviceRegion& dst, 
   CPSCOPE_CHECK(src.t.lse_layout == dst.t.lse_layout, where + ": copy between an LSE tensor and another layout");
   CPSCOPE_CHECK(a.plane >= 0 && a.plane + a.planes <= src.t.planes && b.plane >= 0 && b.plane + b.planes <= dst.t.planes,
                 where + ": copy planes outside the tensors");
-  // Runs of consecutive rows: dst rows [i, i+n) take src rows [m, m+n).
-  struct Run {
-    std::int64_t src, dst, n;
-  };
-  std::vector<Run> runs;
-  if (row_map == nullptr) {
-    runs.push_back({0, 0, a.rows});
-  } else {
+  // A row map is the device copy prepare_row_map() made of it: one kernel per plane permutes the rows.
+  const std::int64_t* map = nullptr;
+  if (row_map != nullptr) {
     CPSCOPE_CHECK(static_cast<std::int64_t>(row_map->size()) == a.rows, where + ": row map of the wrong length");
-    for (std::int64_t i = 0; i < a.rows; ++i) {
-      const std::int64_t m = (*row_map)[static_cast<std::size_t>(i)];
-      CPSCOPE_CHECK(m >= 0 && m < a.rows, where + ": row map entry out of range");
-      if (!runs.empty() && runs.back().src + runs.back().n == m && runs.back().dst + runs.back().n == i)
-        ++runs.back().n;
-      else
-        runs.push_back({m, i, 1});
-    }
+    CPSCOPE_CHECK(!src.t.lse_layout, where + ": a row map over an LSE tensor");
+    map = device_row_map(*row_map, where);
   }
-  for (std::int32_t p = 0; p < a.planes; ++p)
-    for (const Run& run : runs) {
-      if (run.n == 0) continue;
-      kernels::CopyBlockArgs c{};
-      c.src_dtype = src.t.dtype;
-      c.dst_dtype = dst.t.dtype;
-      c.src = src.t.plane(a.plane + p);
-      c.dst = dst.t.plane(b.plane + p);
-      c.batch = static_cast<int>(src.t.batch);
-      c.head_dim = src.t.dim;
-      c.add = add;
-      if (!src.t.lse_layout) {
-        c.src_tokens = src.t.tokens;
-        c.src_heads = src.t.heads;
-        c.dst_tokens = dst.t.tokens;
-        c.dst_heads = dst.t.heads;
-        c.src_row = a.row + run.src;
-        c.dst_row = b.row + run.dst;
-        c.rows = run.n;
-        c.src_head = a.head;
-        c.dst_head = b.head;
-        c.heads = a.heads;
-      } else {
-        // [batch][heads][tokens]: heads are the "rows" of copy_block and tokens its "heads".
-        CPSCOPE_CHECK(src.t.tokens <= 0x7fffffff && dst.t.tokens <= 0x7fffffff, where + ": LSE too long");
-        c.src_tokens = src.t.heads;
-        c.src_heads = static_cast<int>(src.t.tokens);
-        c.dst_tokens = dst.t.heads;
-        c.dst_heads = static_cast<int>(dst.t.tokens);
-        c.src_row = a.head;
-        c.dst_row = b.head;
-        c.rows = a.heads;
-        c.src_head = static_cast<int>(a.row + run.src);
-        c.dst_head = static_cast<int>(b.row + run.dst);
-        c.heads = static_cast<int>(run.n);
-      }
-      launch(where, [&] { kernels::copy_block(c, s); });
+  for (std::int32_t p = 0; p < a.planes; ++p) {
+    if (a.rows == 0) continue;
+    kernels::CopyBlockArgs c{};
+    c.src_dtype = src.t.dtype;
+    c.dst_dtype = dst.t.dtype;
+    c.src = src.t.plane(a.plane + p);
+    c.dst = dst.t.plane(b.plane + p);
+    c.batch = static_cast<int>(src.t.batch);
+    c.head_dim = src.t.dim;
+    c.add = add;
+    c.row_map = map;
+    if (!src.t.lse_layout) {
+      c.src_tokens = src.t.tokens;
+      c.src_heads = src.t.heads;
+      c.dst_tokens = dst.t.tokens;
+      c.dst_heads = dst.t.heads;
+      c.src_row = a.row;
+      c.dst_row = b.row;
+      c.rows = a.rows;
+      c.src_head = a.head;
+      c.dst_head = b.head;
+      c.heads = a.heads;
+    } else {
+      // [batch][heads][tokens]: heads are the "rows" of copy_block and tokens its "heads".
+      CPSCOPE_CHECK(src.t.tokens <= 0x7fffffff && dst.t.tokens <= 0x7fffffff, where + ": LSE too long");
+      c.src_tokens = src.t.heads;
+      c.src_heads = static_cast<int>(src.t.tokens);
+      c.dst_tokens = dst.t.heads;
+      c.dst_heads = static_cast<int>(dst.t.tokens);
+      c.src_row = a.head;
+      c.dst_row = b.head;
+      c.rows = a.heads;
+      c.src_head = static_cast<int>(a.row);
+      c.dst_head = static_cast<int>(b.row);
+      c.heads = static_cast<int>(a.rows);
     }
+    launch(where, [&] { kernels::copy_block(c, s); });
+  }
 }
 
 void CudaBackend::copy(const Op& op, std::int32_t stream, const Region& src, const Region& dst, bool add,

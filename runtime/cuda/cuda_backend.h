@@ -72,6 +72,8 @@ class CudaBackend final : public Backend {
   void fill(const Op& op, std::int32_t stream, const Region& r, double value) override;
   void copy(const Op& op, std::int32_t stream, const Region& src, const Region& dst, bool add,
             const std::vector<std::int64_t>& row_map) override;
+  // Keeps a device copy of the row map (the executor's permutations), which copy() then finds by the vector.
+  void prepare_row_map(const std::vector<std::int64_t>& row_map) override;
   void attend_fwd(const Op& op, std::int32_t stream, const AttendArgs& a, bool merge) override;
   void prepare_backward(const Op& op, std::int32_t stream, const AttendArgs& a) override;
   void attend_bwd(const Op& op, std::int32_t stream, const AttendArgs& a) override;
@@ -112,7 +114,8 @@ class CudaBackend final : public Backend {
   // "rank r op i (fwd/step3/attend)".
   std::string describe(const Op& op) const;
   // dst (+)= src through copy_block, converting element types; row i of dst takes row row_map[i] of src
-  // (null: identity). The regions must have equal shape and must not overlap (copy() handles in place).
+  // (null: identity; else a map prepare_row_map() was given, one kernel per plane). The regions must have
+  // equal shape and must not overlap (copy() handles in place).
   void copy_region(const DeviceRegion& src, const DeviceRegion& dst, bool add, const std::vector<std::int64_t>* row_map,
                    cudaStream_t s, const std::string& where) const;
   // Runs `settle` before the next call that enqueues on `stream` (a send completes only when its receiver
@@ -127,6 +130,7 @@ class CudaBackend final : public Backend {
     std::array<std::int64_t, kNumTensors> tensor_bytes{};  // storage tensors only
     std::int64_t delta_bytes = 0;     // fp32 [batch][heads][rows] of O (backward)
     std::int64_t scratch_bytes = 0;   // in-place permutations (allgather's zigzag Layout)
+    std::int64_t row_map_bytes = 0;   // their row maps on the device (int64 per gathered row, both ways)
     std::int64_t total() const;
   };
   static Plan plan(const RankLayout& layout);
@@ -151,6 +155,15 @@ class CudaBackend final : public Backend {
   float* delta_ = nullptr;
   void* scratch_ = nullptr;
   std::int64_t scratch_bytes_ = 0;
+  struct RowMap {
+    const std::int64_t* host;  // the vector's data, as copy() is given it
+    std::int64_t size;
+    std::int64_t* device;
+  };
+  const std::int64_t* device_row_map(const std::vector<std::int64_t>& row_map, const std::string& where) const;
+  std::int64_t* row_maps_ = nullptr;
+  std::int64_t row_map_capacity_ = 0;  // entries
+  std::vector<RowMap> row_maps_used_;
   std::vector<cudaStream_t> streams_;
   std::vector<cudaEvent_t> events_;       // IR events
   std::vector<cudaEvent_t> sync_events_;  // synchronize() and join_into(), one per stream

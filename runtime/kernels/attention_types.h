@@ -53,6 +53,8 @@ struct CopyBlockArgs {
   DType src_dtype, dst_dtype; const void* src; void* dst; int batch;
   std::int64_t src_tokens; int src_heads; std::int64_t dst_tokens; int dst_heads; int head_dim;
   std::int64_t src_row, dst_row, rows; int src_head, dst_head, heads; bool add;
+  // Device memory, `rows` entries: dst row dst_row + r takes src row src_row + row_map[r] (null: src_row + r).
+  const std::int64_t* row_map = nullptr;
 };
 
 }  // namespace cpscope::rt::kernels

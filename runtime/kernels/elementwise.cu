@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kThreads) bwd_preprocess_kernel(const OT* o, c
 
 // One warp per (batch, row) of the block: a row's heads·head_dim elements are contiguous in both tensors, so
 // the lanes stride over them without per-element index arithmetic (a 64-bit division per element would make
-// this memory-bound copy compute-bound several times over).
+// this memory-bound copy compute-bound several times over). A row map permutes whole rows in the same launch.
 template <typename ST, typename DT>
 __global__ void __launch_bounds__(kThreads) copy_block_kernel(const ST* src, DT* dst, CopyBlockArgs a,
                                                               std::int64_t rows_total) {
@@ -65,7 +65,8 @@ __global__ void __launch_bounds__(kThreads) copy_block_kernel(const ST* src, DT*
   for (std::int64_t g = static_cast<std::int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32; g < rows_total;
        g += warps) {
     const std::int64_t b = g / a.rows, r = g % a.rows;
-    const ST* s = src + ((b * a.src_tokens + a.src_row + r) * a.src_heads + a.src_head) * a.head_dim;
+    const std::int64_t sr = a.row_map != nullptr ? a.row_map[r] : r;
+    const ST* s = src + ((b * a.src_tokens + a.src_row + sr) * a.src_heads + a.src_head) * a.head_dim;
     DT* t = dst + ((b * a.dst_tokens + a.dst_row + r) * a.dst_heads + a.dst_head) * a.head_dim;
     for (std::int64_t i = lane; i < span; i += 32) {
       float v = to_f32(s[i]);

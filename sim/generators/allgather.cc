@@ -42,7 +42,7 @@
 // N = 1: no collectives and no Layout (one rank holds everything, in order).
 // Per-rank bytes sent: forward (N-1)·M_kv; backward (N-1)·M_kv + (N-1)·2·B·s·Hkv·D·e.
 // Buffers: q, kv, o, lse (+ do, dq, dkv); gathered_kv (N·M_kv/G per slot, one or two slots, fwd and
-// bwd), layout_scratch (zigzag causal), dkv_gathered (bwd, one or two slots), dkv_stage_fp32 (bwd, with
+// bwd), layout_scratch and layout_row_maps (zigzag causal), dkv_gathered (bwd, one or two slots), dkv_stage_fp32 (bwd, with
 // DkvVariant::Input: each AttendBwd's fp32 dK/dV before the converting add into the slot). No fp32 O or dQ
 // accumulator: every output row is written by exactly one attention call per head group.
 #include <algorithm>
@@ -189,6 +189,7 @@ Schedule make_allgather(const Workload& w) {
       if (layout) {
         add_buffer(prog, w, "layout_scratch", N * ag_per_peer, true, false);
         add_buffer(prog, w, "layout_scratch_bwd", N * std::max(ag_per_peer, rs_per_peer), false, true);
+        add_buffer(prog, w, "layout_row_maps", 2 * w.seq * 8, true, true);  // int64 per row, both ways
       }
       add_buffer(prog, w, "dkv_gathered", slots * N * rs_per_peer, false, true);
       // Attention adds dK/dV in fp32: an input-dtype slot takes each block's through an fp32 stage.

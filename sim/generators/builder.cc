@@ -35,11 +35,11 @@ void RankBuilder::reset(RankProgram& prog, std::size_t expected_ops) {
 //  - allgather with its gathered dK/dV in the input dtype (--dkv input, cp > 1), every AttendBwd: the
 //    block's key rows and KV heads of the fp32 dkv stage = 0, and after the attention the converting add
 //    of the stage into the slot (a memory kernel too: counted here with the stage's and the slot's bytes).
-//  - copies (Executor::issue_op): a kernel per plane and per run of consecutive rows, plus a kernel per plane
-//    for an in-place copy's second pass through the scratch buffer; the op itself counts one kernel writing
-//    its bytes, the rest count here. DkvAdd and TransformerEngine's packing Layout copy two planes (one more
-//    kernel); all-gather's zigzag reorder copies two planes in place through a row map of 2N-1 runs (the
-//    rank-order chunks r and 2N-1-r meet only at rank N-1): 4N-1 more kernels and its bytes written again.
+//  - copies (Executor::issue_op): a kernel per plane (a row map permutes rows within it), plus a kernel per
+//    plane for an in-place copy's second pass through the scratch buffer; the op itself counts one kernel
+//    writing its bytes, the rest count here. DkvAdd and TransformerEngine's packing Layout copy two planes (one
+//    more kernel); all-gather's zigzag reorder copies two planes in place through its row map: 3 more kernels
+//    and its bytes written again.
 //    Ulysses' replica sum (Layout of DQKV, hybrid.cc) adds r-1 copies of two planes: 2(r-1)-1 more kernels
 //    and r-2 more times its bytes.
 void RankBuilder::add_fills(Op& op) {
@@ -52,7 +52,7 @@ void RankBuilder::add_fills(Op& op) {
       const std::int64_t adds = w_.kv_replicas() - 1;
       fill(op, (adds - 1) * op.bytes, static_cast<std::int32_t>(2 * adds - 1));
     } else {
-      fill(op, op.bytes, static_cast<std::int32_t>(4 * w_.cp - 1));
+      fill(op, op.bytes, 3);
     }
   }
   // Most ops fill nothing: leave before any arithmetic (this runs for every op of a schedule).

@@ -255,6 +255,39 @@ TEST(Elementwise, CopyBlockConvertsAndAdds) {
   }
 }
 
+// A row map permutes whole rows in the same launch: dst row dst_row + r takes src row src_row + map[r] (the
+// all-gather reorder's chunk permutation, here of 2-row chunks, reversed), every batch entry and head slice.
+TEST(Elementwise, CopyBlockPermutesRowsThroughARowMap) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(17);
+  const int batch = 2, d = 64, sh = 4, dh = 2;
+  const i64 st = 12, dtok = 10, rows = 8;
+  Tensor16 src(rng, static_cast<std::size_t>(batch * st * sh * d), DType::BF16);
+  std::vector<std::int64_t> map(static_cast<std::size_t>(rows));
+  for (i64 r = 0; r < rows; ++r) map[static_cast<std::size_t>(r)] = (rows / 2 - 1 - r / 2) * 2 + r % 2;
+  DevBuf dmap(map.size() * 8), dst(static_cast<std::size_t>(batch * dtok * dh * d) * 4);
+  dmap.upload(map);
+  dst.upload(std::vector<float>(static_cast<std::size_t>(batch * dtok * dh * d), -1.f));
+  CopyBlockArgs a{DType::BF16, DType::FP32, src.dev.get(), dst.get(), batch, st, sh, dtok, dh, d,
+                  /*src_row=*/3, /*dst_row=*/1, rows, /*src_head=*/2, /*dst_head=*/0, /*heads=*/2, false,
+                  static_cast<const std::int64_t*>(dmap.get())};
+  copy_block(a, nullptr);
+  CPS_CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<float> got = dst.download_f32();
+  for (int b = 0; b < batch; ++b)
+    for (i64 t = 0; t < dtok; ++t)
+      for (int h = 0; h < dh; ++h)
+        for (int c = 0; c < d; ++c) {
+          const std::size_t di = static_cast<std::size_t>(((b * dtok + t) * dh + h) * d + c);
+          float want = -1.f;
+          if (t >= 1 && t < 1 + rows) {
+            const i64 sr = 3 + map[static_cast<std::size_t>(t - 1)];
+            want = src.val[static_cast<std::size_t>(((b * st + sr) * sh + h + 2) * d + c)];
+          }
+          ASSERT_EQ(got[di], want) << "b" << b << " t" << t << " h" << h << " c" << c;
+        }
+}
+
 TEST(Elementwise, CopyBlockRoundsToSixteenBits) {
   SKIP_WITHOUT_GPU();
   const int d = 64;
