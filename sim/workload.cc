@@ -146,6 +146,18 @@ std::int64_t Workload::global_rank(std::int64_t cp_rank) const {
   return placement == Placement::CpInner ? cp_rank : cp_rank * tp;
 }
 
+bool tp_spans_nodes(const Workload& w) {
+  return w.tp > 1 && w.placement == Placement::CpInner && w.cp * w.tp > w.gpus_per_node;
+}
+
+std::string placement_note(const Workload& w) {
+  if (!tp_spans_nodes(w)) return {};
+  return fmt::format("placement cp-inner puts each TP group of {} GPUs {} GPUs apart, across nodes of {}: the "
+                     "simulator times the CP group only, but TP traffic would cross the network; Megatron places TP "
+                     "innermost (--placement tp-inner)",
+                     w.tp, w.cp, w.gpus_per_node);
+}
+
 std::string invalid_reason(const Workload& w) {
   try {
     validate(w);

@@ -102,6 +102,11 @@ struct Workload {
 void validate(const Workload&);
 // Same rules, returning the message instead (empty when valid). Used by sweep/plan to list rejects.
 std::string invalid_reason(const Workload&);
+// Whether each TP group spans nodes: placement cp-inner with cp·tp > gpus_per_node puts a CP rank's TP
+// peers cp GPUs apart. Valid, but TP traffic (not simulated) then crosses the network.
+bool tp_spans_nodes(const Workload&);
+// The advice the tools print for such a workload (empty otherwise).
+std::string placement_note(const Workload&);
 
 // JSON round trip. from_json rejects unknown fields and wrong types with the field name.
 nlohmann::json to_json(const Workload&);

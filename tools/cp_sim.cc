@@ -112,6 +112,7 @@ int cmd_run(const RunArgs& a) {
   gpn_set = apply_workload_flags(a.flags, w) || gpn_set;
   if (!gpn_set) w.gpus_per_node = hw.gpus_per_node;
   validate(w);
+  if (const std::string note = placement_note(w); !note.empty()) std::cerr << "cp-sim: note: " << note << "\n";
   check_sharing(a.sharing, "ranks-per-device", "compute-slots");
   check_output_path(a.json, "json");
   check_output_path(a.trace, "trace");

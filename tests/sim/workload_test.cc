@@ -140,6 +140,22 @@ TEST(Workload, RejectsHybridWhenUDoesNotDivideN) {
   EXPECT_EQ(w.ulysses_size(), 2);
 }
 
+TEST(Workload, NotesTpGroupsSpanningNodes) {
+  Workload w;  // 8 GPUs per node
+  w.cp = 4;
+  w.tp = 2;
+  EXPECT_FALSE(tp_spans_nodes(w));  // cp-inner: CP ranks c and their TP peers c + 4 share a node
+  EXPECT_EQ(placement_note(w), "");
+  w.cp = 8;
+  EXPECT_TRUE(tp_spans_nodes(w));
+  EXPECT_NE(placement_note(w).find("--placement tp-inner"), std::string::npos);
+  w.placement = Placement::TpInner;
+  EXPECT_FALSE(tp_spans_nodes(w));
+  w.placement = Placement::CpInner;
+  w.tp = 1;
+  EXPECT_FALSE(tp_spans_nodes(w));
+}
+
 TEST(Workload, RejectsOptionsOfOtherSchedules) {
   Workload w;
   w.schedule = ScheduleKind::Ring;

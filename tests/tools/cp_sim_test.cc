@@ -219,6 +219,28 @@ TEST_F(CpSim, PlanRanksAndWritesEverything) {
   EXPECT_NE(r.out.find("step time"), std::string::npos);
 }
 
+// TP groups that cross nodes (placement cp-inner with cp·tp > gpus per node) are valid but worth a word: the
+// simulator times only the CP group, while a real TP group needs NVLink.
+TEST_F(CpSim, TpGroupsSpanningNodesAreNoted) {
+  const Result plan = Run(std::string("plan ") + kSmall + " --gpus 16 --tp 2");
+  ASSERT_EQ(plan.code, 0) << plan.err;
+  EXPECT_NE(plan.out.find("candidates (cp >= 8) have TP groups spanning nodes: placement cp-inner puts each TP group "
+                          "of 2 GPUs 8 GPUs apart"),
+            std::string::npos)
+      << plan.out;
+  const Result inner = Run(std::string("plan ") + kSmall + " --gpus 16 --tp 2 --placement tp-inner");
+  ASSERT_EQ(inner.code, 0) << inner.err;
+  EXPECT_EQ(inner.out.find("spanning nodes"), std::string::npos) << inner.out;
+  const Result run = Run(std::string("run ") + kSmall + " --cp 8 --tp 2");
+  ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_NE(run.err.find("cp-sim: note: placement cp-inner puts each TP group of 2 GPUs 8 GPUs apart"),
+            std::string::npos)
+      << run.err;
+  const Result fits = Run(std::string("run ") + kSmall + " --cp 4 --tp 2");  // 4 x 2 GPUs: one node
+  ASSERT_EQ(fits.code, 0) << fits.err;
+  EXPECT_EQ(fits.err, "");
+}
+
 TEST_F(CpSim, PlanMemoryReserveDropsWithReasonOrFailsWhenNothingFits) {
   Result r = Run(std::string("plan ") + kSmall + " --reserve-gib 100000 --json plan.json");
   EXPECT_EQ(r.code, 2);
