@@ -117,8 +117,7 @@ RankLayout::RankLayout(const Workload& w, std::int32_t rank) : w_(w), rank_(rank
   replicas_ = w.kv_replicas();
   const auto hk = static_cast<std::int32_t>(w.ulysses_kv_heads());
   const auto qbase = static_cast<std::int32_t>(u_ * hq);
-  const auto kbase = static_cast<std::int32_t>(u_ * hk / replicas_);  // r > 1: one head, u/r
-  repeated_kv_base_ = static_cast<std::int32_t>(u_ * hk);
+  const auto kbase = static_cast<std::int32_t>(u_ * hk);  // r > 1: repeated head u, a copy of input head u/r
   work_tokens_ = block_tokens(k_);
   if (U_ > 1) {
     if (fwd) use(TensorId::OOut, s, H, 0, 1, Precision::Input, false);
@@ -222,16 +221,11 @@ std::int32_t RankLayout::kv_head_base(TensorId t, const Op& op) const {
       (t == TensorId::Kv0 || t == TensorId::Kv1 || t == TensorId::Dkv0 || t == TensorId::Dkv1 ||
        t == TensorId::DkvStage))
     return static_cast<std::int32_t>(op.step * (w_.kv_heads / w_.kv_head_groups));
-  const TensorDesc& d = desc(t);
-  // The working K/V tensors (the input itself only when U = 1, and then r = 1).
-  if (replicas_ > 1 && d.kv_heads && t != TensorId::KvIn && t != TensorId::DkvOut && t != TensorId::DkvReplicas)
-    return repeated_kv_base_;
-  return d.head_base;
+  return desc(t).head_base;
 }
 
 std::int32_t RankLayout::packed_kv_head(std::int64_t v) const {
-  const std::int64_t hk = w_.ulysses_kv_heads();
-  return static_cast<std::int32_t>(v * hk / replicas_);
+  return static_cast<std::int32_t>(v * w_.ulysses_kv_heads() / replicas_);  // input head of repeated head v·hk
 }
 
 std::int32_t RankLayout::ring_member(std::int64_t j) const {
@@ -294,15 +288,18 @@ std::vector<RankLayout::Load> RankLayout::loads() const {
   if (is_allgather(w_)) return out;
   if (U_ > 1) {
     out.push_back({TensorId::Q, 0, Source::Q, work_tokens_, desc(TensorId::Q).head_base});
-    out.push_back({TensorId::Kv0, 0, Source::K, work_tokens_, desc(TensorId::Kv0).head_base});
-    out.push_back({TensorId::Kv0, 1, Source::V, work_tokens_, desc(TensorId::Kv0).head_base});
+    // The working K/V's heads count among the repeated ones (r > 1: one head, a copy of input head u/r).
+    const auto kv_input_head = static_cast<std::int32_t>(desc(TensorId::Kv0).head_base / replicas_);
+    out.push_back({TensorId::Kv0, 0, Source::K, work_tokens_, kv_input_head});
+    out.push_back({TensorId::Kv0, 1, Source::V, work_tokens_, kv_input_head});
   }
   if (R_ > 1 && w_.dkv == DkvVariant::Input) {
     // TransformerEngine keeps the forward's last K/V block, ring position k+1, in slot fwd_slot(R-1).
     const auto t = static_cast<TensorId>(static_cast<int>(TensorId::Kv0) + (R_ - 1 == 0 ? 0 : 1 + (R_ - 2) % 2));
     std::vector<std::int64_t> tok = block_tokens(k_ + 1);
-    out.push_back({t, 0, Source::K, tok, desc(t).head_base});
-    out.push_back({t, 1, Source::V, std::move(tok), desc(t).head_base});
+    const auto kv_input_head = static_cast<std::int32_t>(desc(t).head_base / replicas_);
+    out.push_back({t, 0, Source::K, tok, kv_input_head});
+    out.push_back({t, 1, Source::V, std::move(tok), kv_input_head});
   }
   return out;
 }

@@ -42,7 +42,8 @@ struct TensorDesc {
   TensorId alias_of = TensorId::kCount;  // this id names another tensor's storage (kCount: none)
   std::int64_t rows = 0;   // tokens
   std::int32_t heads = 0;
-  std::int32_t head_base = 0;  // global head of tensor head 0 (query heads, or KV heads for K/V)
+  std::int32_t head_base = 0;  // global head of tensor head 0 (query heads, or KV heads for K/V; for the
+                               // working K/V of a Ulysses rank with repeated KV heads, among the Hkv·r)
   std::int32_t dim = 0;        // head_dim, or 1 for LSE
   std::int32_t planes = 1;
   Precision precision = Precision::Input;
@@ -85,7 +86,7 @@ class RankLayout {
   // Global KV head of head 0 of the K/V tensor `t` as op `op` sees it (gathered allgather slots hold
   // the KV heads of the op's head group). With KV heads repeated for Ulysses (r > 1) the working K/V
   // tensors count among the Hkv·r repeated heads, the ones attention indexes with the ratio
-  // attention_gqa_ratio(): rank u's head is u (TensorDesc::head_base keeps the input head, u/r).
+  // attention_gqa_ratio(): rank u's head is u, a copy of input head u/r.
   std::int32_t kv_head_base(TensorId t, const Op& op) const;
   // Query heads per KV head as attention sees them: H / (Hkv·r).
   std::int32_t attention_gqa_ratio() const {
@@ -143,7 +144,6 @@ class RankLayout {
   Workload w_;
   std::int32_t rank_;
   std::int64_t U_ = 1, R_ = 1, k_ = 0, u_ = 0, replicas_ = 1;
-  std::int32_t repeated_kv_base_ = 0;  // r > 1: rank u's KV head among the repeated ones (u·hk)
   std::array<TensorDesc, kNumTensors> desc_{};
   std::vector<std::int64_t> io_tokens_, work_tokens_;
 };

@@ -822,20 +822,16 @@ std::string plan_table(const PlanSpec& spec, const PlanResult& r, std::size_t to
   }
   if (r.ranked.empty()) out += "no candidate is valid and fits in memory\n";
   else out += t.render();
-  std::int64_t spanning = 0, min_cp = 0;  // ranked candidates whose TP groups cross nodes, and their least cp
+  std::int64_t spanning = 0;
+  const Workload* least = nullptr;  // of the ranked candidates whose TP groups cross nodes, one of the least cp
   for (const PlanEntry& e : r.ranked)
     if (tp_spans_nodes(e.result.workload)) {
       ++spanning;
-      min_cp = min_cp == 0 ? e.result.workload.cp : std::min(min_cp, e.result.workload.cp);
+      if (least == nullptr || e.result.workload.cp < least->cp) least = &e.result.workload;
     }
-  if (spanning > 0)
+  if (least != nullptr)
     out += fmt::format("\nnote: {} of the {} simulated candidates (cp >= {}) have TP groups spanning nodes: {}\n",
-                       spanning, r.ranked.size(), min_cp,
-                       placement_note([&] {
-                         Workload w = b;
-                         w.cp = min_cp;
-                         return w;
-                       }()));
+                       spanning, r.ranked.size(), least->cp, placement_note(*least));
   out += fmt::format("\n{} candidates: {} simulated (top {} shown), {} dropped\n", r.candidates, r.ranked.size(),
                      shown, r.dropped.size());
   const std::size_t limit = verbose ? r.dropped.size() : std::min<std::size_t>(r.dropped.size(), 5);
