@@ -12,6 +12,26 @@
 #include <stdexcept>
 #include <string>
 
+// AddressSanitizer must be told when the stack changes under it (the fibers' stacks are heap blocks), or it
+// reports the fibers' frames as overflows of that block.
+#if defined(__SANITIZE_ADDRESS__)
+#define CPS_SIMT_ASAN 1
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+// ThreadSanitizer likewise keeps a shadow stack and a clock per execution context: each fiber is one of its fibers,
+// switched to with synchronisation (a CTA's threads run one at a time on the launching thread). Creating one costs
+// a large zeroed allocation, so they are pooled per host thread and reused from CTA to CTA; fiber_main and
+// switch_context are left uninstrumented so that a finished fiber leaves no frame on its shadow stack.
+#if defined(__SANITIZE_THREAD__)
+#define CPS_SIMT_TSAN 1
+#include <sanitizer/tsan_interface.h>
+#define CPS_SIMT_NO_TSAN __attribute__((no_sanitize_thread))
+#else
+#define CPS_SIMT_NO_TSAN
+#endif
+
 #if defined(__x86_64__)
 // A fiber switch that saves only what the System V ABI makes callee-saved (rbx, rbp, r12-r15, the MXCSR and x87
 // control words): glibc's swapcontext also saves the signal mask with a system call each time, which made the
@@ -61,12 +81,20 @@ struct Copy {
   int bytes, src_bytes;
 };
 
-// A suspended execution context: a stack pointer (x86-64) or a ucontext (elsewhere).
+// A suspended execution context: a stack pointer (x86-64) or a ucontext (elsewhere), and under ASan the
+// bounds of its stack (the scheduler's are learnt when the first fiber starts).
 struct Context {
 #if defined(__x86_64__)
   void* sp = nullptr;
 #else
   ucontext_t uc{};
+#endif
+#if defined(CPS_SIMT_ASAN)
+  const void* stack_bottom = nullptr;
+  std::size_t stack_size = 0;
+#endif
+#if defined(CPS_SIMT_TSAN)
+  void* tsan_fiber = nullptr;  // from the pool for a fiber, the launching thread's own for the scheduler
 #endif
 };
 
@@ -75,6 +103,7 @@ struct Fiber {
   Dim3 tid;
   int linear = 0;
   bool done = false;
+  bool failed = false;  // stopped by an error part-way through the kernel
   std::vector<std::vector<Copy>> groups;  // committed cp.async groups, oldest first
   std::vector<Copy> open;                 // issued since the last commit
 };
@@ -127,11 +156,49 @@ std::vector<GlobalBuffer> g_registered;  // cudaMalloc'd buffers
 // does not change under a running kernel.
 std::mutex g_mutex;
 
-void switch_context(Context& save, Context& to) {
+CPS_SIMT_NO_TSAN void switch_context(Context& save, Context& to) {
+#if defined(CPS_SIMT_ASAN)
+  void* fake_stack = nullptr;
+  __sanitizer_start_switch_fiber(&fake_stack, to.stack_bottom, to.stack_size);
+#endif
+#if defined(CPS_SIMT_TSAN)
+  __tsan_switch_to_fiber(to.tsan_fiber, 0);
+#endif
 #if defined(__x86_64__)
   cps_simt_switch(&save.sp, to.sp);
 #else
   swapcontext(&save.uc, &to.uc);
+#endif
+#if defined(CPS_SIMT_ASAN)
+  __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
+#endif
+}
+
+#if defined(CPS_SIMT_TSAN)
+struct TsanFiberPool {
+  std::vector<void*> free;
+  ~TsanFiberPool() {
+    for (void* f : free) __tsan_destroy_fiber(f);
+  }
+};
+thread_local TsanFiberPool t_tsan_fibers;
+#endif
+
+// Gives back what a fiber's context holds beyond its stack (ThreadSanitizer's fiber state): to the pool when the
+// fiber finished its kernel (its shadow stack is empty again), destroyed when it was stopped part-way.
+void release_context(Context& c, bool finished) {
+#if defined(CPS_SIMT_TSAN)
+  if (c.tsan_fiber != nullptr) {
+    if (finished) {
+      t_tsan_fibers.free.push_back(c.tsan_fiber);
+    } else {
+      __tsan_destroy_fiber(c.tsan_fiber);
+    }
+  }
+  c.tsan_fiber = nullptr;
+#else
+  (void)c;
+  (void)finished;
 #endif
 }
 
@@ -139,6 +206,20 @@ void fiber_main();
 
 // A fresh context on [stack, stack + bytes) that starts in fiber_main.
 void make_context(Context& c, char* stack, std::size_t bytes) {
+#if defined(CPS_SIMT_ASAN)
+  // The previous CTA's fibers were abandoned mid-frame: their redzones must not outlive them.
+  __asan_unpoison_memory_region(stack, bytes);
+  c.stack_bottom = stack;
+  c.stack_size = bytes;
+#endif
+#if defined(CPS_SIMT_TSAN)
+  if (t_tsan_fibers.free.empty()) {
+    c.tsan_fiber = __tsan_create_fiber(0);
+  } else {
+    c.tsan_fiber = t_tsan_fibers.free.back();
+    t_tsan_fibers.free.pop_back();
+  }
+#endif
 #if defined(__x86_64__)
   auto top = reinterpret_cast<std::uintptr_t>(stack + bytes) & ~std::uintptr_t{15};
   auto* w = reinterpret_cast<std::uint64_t*>(top);
@@ -176,12 +257,15 @@ void yield() {
   switch_context(l.cur->ctx, l.sched);
 }
 
+// Thrown by fail() to unwind the failing thread's frames (so its temporaries are destroyed) up to fiber_main.
+// Not a std::exception, so a kernel's own handlers of those do not catch it.
+struct Abandon {};
+
 // Records the first error and leaves this fiber for good (the scheduler stops the launch).
 [[noreturn]] void fail(const std::string& msg) {
   Launch& l = *g_launch;
   if (l.error.empty()) l.error = where() + msg;
-  l.cur->done = true;
-  for (;;) yield();
+  throw Abandon{};
 }
 
 void release_barrier_if_complete() {
@@ -193,19 +277,30 @@ void release_barrier_if_complete() {
   }
 }
 
-void fiber_main() {
+CPS_SIMT_NO_TSAN void fiber_main() {
+#if defined(CPS_SIMT_ASAN)
+  __sanitizer_finish_switch_fiber(nullptr, &g_launch->sched.stack_bottom, &g_launch->sched.stack_size);
+#endif
   Launch& l = *g_launch;
   l.progress = true;
+  bool failed = false;
   try {
     (*l.kernel)();
+  } catch (const Abandon&) {
+    failed = true;
   } catch (const std::exception& e) {
-    fail(std::string("exception in the kernel: ") + e.what());
+    if (l.error.empty()) l.error = where() + "exception in the kernel: " + e.what();
+    failed = true;
   }
   l.cur->done = true;
+  l.cur->failed = failed;
+  if (failed) {
+    for (;;) switch_context(l.cur->ctx, l.sched);  // the scheduler sees the error and stops the launch
+  }
   --l.live;
   l.progress = true;
   release_barrier_if_complete();  // an exited thread no longer holds up __syncthreads
-  for (;;) yield();
+  for (;;) switch_context(l.cur->ctx, l.sched);  // never resumed
 }
 
 void perform(const Copy& c) {
@@ -264,12 +359,13 @@ float decode(std::uint32_t reg, int half, Coll kind) {
 
 void run_cta(Launch& l) {
   const std::size_t n = static_cast<std::size_t>(l.threads);
-  std::memset(l.smem.data(), 0xff, l.smem.size());
+  if (!l.smem.empty()) std::memset(l.smem.data(), 0xff, l.smem.size());  // memset(nullptr, .., 0) is undefined
   l.live = l.threads;
   l.bar_arrived = 0;
   l.warps.assign(n / kWarpSize, Warp{});
   for (std::size_t i = 0; i < n; ++i) {
     Fiber& f = l.fibers[i];
+    release_context(f.ctx, f.done && !f.failed);
     f = Fiber{};
     f.linear = static_cast<int>(i);
     f.tid = {static_cast<unsigned>(i % l.block.x), static_cast<unsigned>(i / l.block.x % l.block.y),
@@ -336,6 +432,15 @@ void launch(Dim3 grid, Dim3 block, std::size_t smem_bytes, const std::function<v
   l.stacks.reset(new char[static_cast<std::size_t>(threads) * kStackBytes]);
   l.kernel = &kernel;
   l.globals = globals;
+#if defined(CPS_SIMT_TSAN)
+  l.sched.tsan_fiber = __tsan_get_current_fiber();
+#endif
+  struct Release {  // the fibers' contexts, however the launch ends
+    Launch& l;
+    ~Release() {
+      for (Fiber& f : l.fibers) release_context(f.ctx, f.done && !f.failed);
+    }
+  } release{l};
   g_launch = &l;
   try {
     for (unsigned z = 0; z < grid.z; ++z) {
