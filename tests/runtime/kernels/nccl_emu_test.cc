@@ -264,7 +264,8 @@ TEST(NcclEmuRanks, SplitWritesTheHandlesOnlyOnceEveryRankArrived) {
   ncclUniqueId id;
   ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
   std::vector<std::vector<float>> order(n);
-  std::vector<bool> early_null(n, false), has_comm(n, false);
+  // char, not bool: each rank's thread writes its own element, and vector<bool> packs them into one shared word.
+  std::vector<char> early_null(n, 0), has_comm(n, 0);
   std::barrier first_split(2), parents(n);
   on_ranks(n, [&](int r) {
     ncclComm_t parent = join(n, r, id);
@@ -319,7 +320,7 @@ TEST(NcclEmuRanks, SplitWritesTheHandlesOnlyOnceEveryRankArrived) {
     ncclCommDestroy(parent);
   });
   EXPECT_TRUE(early_null[0]);
-  EXPECT_EQ(has_comm, (std::vector<bool>{true, true, true, false}));
+  EXPECT_EQ(has_comm, (std::vector<char>{1, 1, 1, 0}));
   EXPECT_EQ(order[0], (std::vector<float>{2.f, 0.f}));  // key -2 before key 0
   EXPECT_EQ(order[2], (std::vector<float>{2.f, 0.f}));
   EXPECT_EQ(order[1], (std::vector<float>{1.f}));
