@@ -81,8 +81,8 @@ struct Copy {
   int bytes, src_bytes;
 };
 
-// A suspended execution context: a stack pointer (x86-64) or a ucontext (elsewhere), and under ASan the
-// bounds of its stack (the scheduler's are learnt when the first fiber starts).
+// A suspended execution context: a stack pointer (x86-64) or a ucontext (elsewhere); under ASan the bounds of
+// its stack (the scheduler's are learnt when the first fiber starts), under TSan its sanitizer fiber.
 struct Context {
 #if defined(__x86_64__)
   void* sp = nullptr;
