@@ -224,9 +224,11 @@ std::int32_t RankLayout::kv_head_base(TensorId t, const Op& op) const {
   return desc(t).head_base;
 }
 
-std::int32_t RankLayout::packed_kv_head(std::int64_t v) const {
-  return static_cast<std::int32_t>(v * w_.ulysses_kv_heads() / replicas_);  // input head of repeated head v·hk
+std::int32_t RankLayout::input_kv_head(std::int64_t repeated) const {
+  return static_cast<std::int32_t>(repeated / replicas_);
 }
+
+std::int32_t RankLayout::packed_kv_head(std::int64_t v) const { return input_kv_head(v * w_.ulysses_kv_heads()); }
 
 std::int32_t RankLayout::ring_member(std::int64_t j) const {
   const std::int64_t m = ((j % R_) + R_) % R_;
@@ -286,20 +288,20 @@ std::vector<RankLayout::Load> RankLayout::loads() const {
   out.push_back({TensorId::O, 0, Source::O, work_tokens_, desc(TensorId::O).head_base});
   out.push_back({TensorId::Lse, 0, Source::Lse, work_tokens_, desc(TensorId::Lse).head_base});
   if (is_allgather(w_)) return out;
+  // The working K/V's heads count among the repeated ones (r > 1: one head, a copy of input head u/r).
+  auto load_kv = [&](TensorId t, std::vector<std::int64_t> tok) {
+    const std::int32_t head = input_kv_head(desc(t).head_base);
+    out.push_back({t, 0, Source::K, tok, head});
+    out.push_back({t, 1, Source::V, std::move(tok), head});
+  };
   if (U_ > 1) {
     out.push_back({TensorId::Q, 0, Source::Q, work_tokens_, desc(TensorId::Q).head_base});
-    // The working K/V's heads count among the repeated ones (r > 1: one head, a copy of input head u/r).
-    const auto kv_input_head = static_cast<std::int32_t>(desc(TensorId::Kv0).head_base / replicas_);
-    out.push_back({TensorId::Kv0, 0, Source::K, work_tokens_, kv_input_head});
-    out.push_back({TensorId::Kv0, 1, Source::V, work_tokens_, kv_input_head});
+    load_kv(TensorId::Kv0, work_tokens_);
   }
   if (R_ > 1 && w_.dkv == DkvVariant::Input) {
     // TransformerEngine keeps the forward's last K/V block, ring position k+1, in slot fwd_slot(R-1).
     const auto t = static_cast<TensorId>(static_cast<int>(TensorId::Kv0) + (R_ - 1 == 0 ? 0 : 1 + (R_ - 2) % 2));
-    std::vector<std::int64_t> tok = block_tokens(k_ + 1);
-    const auto kv_input_head = static_cast<std::int32_t>(desc(t).head_base / replicas_);
-    out.push_back({t, 0, Source::K, tok, kv_input_head});
-    out.push_back({t, 1, Source::V, std::move(tok), kv_input_head});
+    load_kv(t, block_tokens(k_ + 1));
   }
   return out;
 }

@@ -131,6 +131,8 @@ class RankLayout {
   // the rank packs for group position v (head (v·hk)/r of hk heads).
   std::int64_t kv_replicas() const { return replicas_; }
   std::int32_t packed_kv_head(std::int64_t v) const;
+  // Input KV head of which a repeated head (one of the Hkv·r) is a copy.
+  std::int32_t input_kv_head(std::int64_t repeated) const;
 
   std::int64_t ring_size() const { return R_; }
   std::int64_t ring_pos() const { return k_; }
