@@ -452,7 +452,10 @@ int main_impl(int argc, char** argv) {
   app.add_option("--config", a.config, "workload JSON (cp-sim's fields); flags override it")->type_name("FILE");
   add_workload_flags(&app, a.flags, FlagMode::Single,
                      {"schedule", "cp", "ulysses", "batch", "seq", "heads", "kv-heads", "head-dim", "dtype", "mask",
-                      "pass", "balance", "dkv", "kv-head-groups"});
+                      "pass", "balance", "dkv", "kv-head-groups", "gpus-per-node"});
+  app.get_option("--gpus-per-node")
+      ->description("GPUs per node the profile records (default: nccl, the job's processes per node from MPI; "
+                    "otherwise N, the whole group on this machine)");
   app.add_option("--warmup", a.warmup, "untimed iterations first (default 1 host, 3 cuda)");
   app.add_option("--iters", a.iters, "timed iterations (default 3 host, 10 cuda)");
   app.add_flag("--check", a.check, "compare the outputs with plain attention; exit 3 on a mismatch");
@@ -512,10 +515,21 @@ the link parameters of its base profile and fits them from multi-GPU cp-profile 
   if (a.timeout_s < 1) throw InputError("timeout", fmt::format("{} must be >= 1 second", a.timeout_s));
 
   Workload w;
-  w.gpus_per_node = 8;
-  load_base(a.config, w);
-  apply_workload_flags(a.flags, w);
-  validate(w);
+  bool gpn_given = load_base(a.config, w);
+  gpn_given = apply_workload_flags(a.flags, w) || gpn_given;
+  // The profile's workload says where the ranks ran, so that validate and calibrate tell NVLink transfers from
+  // network ones: a cluster job's nodes (run_nccl_rank refuses a workload that contradicts them), else one
+  // machine that holds the whole group.
+  if (!gpn_given) w.gpus_per_node = std::max<std::int64_t>(1, w.cp);
+  validate(w);  // before MPI starts: a bad flag is refused at once
+#if defined(CPSCOPE_HAVE_CUDA_RUNTIME)
+  if (a.backend == "cuda" && a.transport == "nccl") {
+    const rt::NodeLayout job = rt::node_layout(*rt::make_mpi_group());
+    if (!gpn_given) w.gpus_per_node = job.ranks_per_node();
+    rt::check_node_layout(w, job);  // the process count, their placement, the workload's nodes against them
+    validate(w);
+  }
+#endif
   check_output_path(a.json, "json");
   check_output_path(a.trace, "trace");
   if (a.backend == "host" && (a.no_trace || a.tracing_overhead))

@@ -668,12 +668,38 @@ CudaRunResult run_replay(const Schedule& schedule, const CudaRunOptions& opt) {
   return res;
 }
 
+void check_process_count(std::int64_t ranks, std::int64_t processes) {
+  if (processes != ranks)
+    throw InputError("cp", fmt::format("the schedule has {} ranks, but {} processes were started (mpirun -np {})",
+                                       ranks, processes, ranks));
+}
+
+}  // namespace
+
+void check_node_layout(const Workload& w, const NodeLayout& job) {
+  check_process_count(w.cp, static_cast<std::int64_t>(job.local_rank.size()));
+  const std::string how = " (the simulator models CP rank r on node r / gpus_per_node): start as many processes on "
+                          "every node, in rank order (mpirun --map-by slot, srun -m block)";
+  if (const std::string why = job.irregular(); !why.empty()) throw InputError("gpus_per_node", why + how);
+  const std::int32_t per = job.ranks_per_node();
+  for (std::int64_t r = 0; r < w.cp; ++r)
+    if (w.node_of(r) != r / per)
+      throw InputError(
+          "gpus_per_node",
+          fmt::format("the workload puts CP rank {} on node {} ({} GPU{} per node{}), but the job runs it on node {} "
+                      "({} processes per node on {} node{}): give --gpus-per-node {} or leave it out (cp-profile "
+                      "then records the job's)",
+                      r, w.node_of(r), w.gpus_per_node, w.gpus_per_node == 1 ? "" : "s",
+                      w.tp > 1 ? fmt::format(", tp {} placed {}", w.tp, to_string(w.placement)) : "", r / per, per,
+                      job.nodes(), job.nodes() == 1 ? "" : "s", per));
+}
+
+namespace {
+
 CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, ProcessGroup& pg) {
   const Workload& w = schedule.workload;
   const std::int32_t r = pg.rank();
-  if (pg.size() != static_cast<std::int32_t>(schedule.ranks.size()))
-    throw InputError("cp", fmt::format("the schedule has {} ranks, but {} processes were started (mpirun -np {})",
-                                       schedule.ranks.size(), pg.size(), schedule.ranks.size()));
+  check_process_count(static_cast<std::int64_t>(schedule.ranks.size()), pg.size());
   // Every rank must run the same schedule and the same number of iterations, or the collectives
   // mismatch and hang: compare a hash of what defines them before the first collective.
   pg.check_same(fnv1a(to_json(w).dump() + fmt::format("|{}|{}|{}|{}|{}|{}", opt.warmup, opt.iters, opt.check, opt.seed,
@@ -684,10 +710,15 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, Proc
   if ((opt.trace || opt.trace_overhead) && !pg.is_mpi())
     throw InputError("trace", "a traced nccl run aligns its ranks' clocks and gathers their timelines over MPI: run "
                               "the ranks under mpirun or srun, or pass --no-trace");
+  // Collective, and every rank reaches the same verdict from the same layout.
+  const NodeLayout job = node_layout(pg);
+  check_node_layout(w, job);
   const std::int32_t device = pick_device(opt, pg.local_rank());
   CPS_CUDA_CALL(r, cudaSetDevice(device));
   CudaRunResult res;
   describe_device(r, device, res);
+  res.nodes = job.nodes();
+  res.ranks_per_node = job.ranks_per_node();
 
   // Timing runs generate only this rank's shard; --check needs the global tensors for the reference.
   AttentionData in;
@@ -724,14 +755,6 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, Proc
   set_iterations(it, opt, res);
   res.rank = r;
   res.ranks = pg.size();
-  {
-    // Node layout: each rank's node-local rank; local rank 0 starts a node.
-    std::vector<double> local(static_cast<std::size_t>(pg.size()), -1.0);
-    local[static_cast<std::size_t>(r)] = pg.local_rank();
-    local = pg.max(local);
-    res.nodes = static_cast<std::int32_t>(std::count(local.begin(), local.end(), 0.0));
-    res.ranks_per_node = static_cast<std::int32_t>(*std::max_element(local.begin(), local.end())) + 1;
-  }
   if (it.captured) {
     // Each process stamps with its own CUPTI clock: align them to rank 0's (readings at barriers), then
     // gather every rank's intervals at rank 0, which builds the Timeline of all ranks.

@@ -83,6 +83,12 @@ struct CudaRunResult {
 CudaRunResult run_on_cuda(const Schedule& schedule, const CudaRunOptions& options);
 
 class ProcessGroup;  // runtime/cuda/transport.h
+struct NodeLayout;   // runtime/cuda/transport.h
+// Throws InputError unless the job has one process per CP rank (field cp), places them in rank order, as many on
+// every node, and `w` puts each CP rank on the node the job runs it on (field gpus_per_node; a job on one node:
+// any gpus_per_node >= cp), so a profile's workload says which transfers crossed the network. run_nccl_rank and
+// the nccl transport of run_on_cuda check this after the ranks' configs are compared, before any NCCL call.
+void check_node_layout(const Workload& w, const NodeLayout& job);
 // One rank of a nccl-transport run whose ranks meet through `group`: run_on_cuda's nccl transport passes MPI's
 // (make_mpi_group); the emulation's test runs every rank as a thread of one process with a group of threads.
 // Tracing aligns clocks and gathers the timelines over MPI, so it needs MPI's group (InputError otherwise).

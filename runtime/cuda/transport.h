@@ -67,6 +67,19 @@ class ProcessGroup {
   // MPI's group (make_mpi_group): a traced run aligns clocks and gathers timelines over MPI itself.
   virtual bool is_mpi() const { return false; }
 };
+// Where a job's processes run, from each one's node-local rank (the processes of a node numbered in rank order,
+// as MPI_COMM_TYPE_SHARED numbers them).
+struct NodeLayout {
+  std::vector<std::int32_t> local_rank;  // per process, in rank order
+  std::int32_t nodes() const;            // processes with local rank 0
+  std::int32_t ranks_per_node() const;   // the most on one node
+  // Empty when the processes fill their nodes in rank order, ranks_per_node() to each (process r on node
+  // r / ranks_per_node(): mpirun's and srun's default placement); else how they sit instead.
+  std::string irregular() const;
+};
+// Collective over `group`: every process's node-local rank.
+NodeLayout node_layout(ProcessGroup& group);
+
 // True when this build has MPI (the nccl transport).
 bool have_mpi();
 // Initializes MPI once per process (finalized at exit). Throws DeviceError in a build without MPI.

@@ -80,6 +80,23 @@ TEST_F(CpProfile, BadInputExitsTwoAndLeavesNoFile) {
   EXPECT_TRUE(Files().empty());
 }
 
+// The profile records where the ranks ran: the host backend's whole group on this machine, so a CP size that tiles
+// no 8-GPU node runs; --gpus-per-node records another layout, and one the group cannot tile is refused.
+TEST_F(CpProfile, RecordsTheGroupOnOneMachineUnlessToldOtherwise) {
+  const std::string base = "--backend host --seq 192 --heads 4 --kv-heads 2 --head-dim 16 --warmup 0 --iters 1";
+  Result r = Run(base + " --cp 3 --check --json three.json");
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  nlohmann::json j = nlohmann::json::parse(ReadFile(Path("three.json")));
+  EXPECT_EQ(j["workload"]["cp"], 3);
+  EXPECT_EQ(j["workload"]["gpus_per_node"], 3);
+  EXPECT_TRUE(j["check"]["passed"].get<bool>());
+  r = Run(base + " --cp 4 --gpus-per-node 2 --json two.json");
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  j = nlohmann::json::parse(ReadFile(Path("two.json")));
+  EXPECT_EQ(j["workload"]["gpus_per_node"], 2);
+  ExpectInputError(base + " --cp 4 --gpus-per-node 3", "cp: 4 is larger than a node (3 GPUs) but not a multiple of it");
+}
+
 TEST_F(CpProfile, RefusesAHostRunThatWouldTakeHours) {
   const Result r = Run("--backend host --seq 131072 --json p.json");
   EXPECT_EQ(r.code, 2);

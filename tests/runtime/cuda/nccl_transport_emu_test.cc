@@ -58,8 +58,11 @@ class TimedBarrier {
 
 // What the ranks of one run share.
 struct Meeting {
-  explicit Meeting(int n) : n(n), barrier(n), hashes(static_cast<std::size_t>(n)) {}
+  explicit Meeting(int n) : n(n), barrier(n), hashes(static_cast<std::size_t>(n)) {
+    for (int r = 0; r < n; ++r) local_rank.push_back(r);
+  }
   int n;
+  std::vector<std::int32_t> local_rank;  // each rank's on its node (default: one node)
   TimedBarrier barrier;
   std::mutex mu;
   std::vector<unsigned char> bytes;
@@ -68,13 +71,13 @@ struct Meeting {
   std::vector<std::uint64_t> hashes;
 };
 
-// A ProcessGroup whose ranks are threads (one node: the local rank is the rank).
+// A ProcessGroup whose ranks are threads (on the nodes Meeting::local_rank says).
 class ThreadGroup final : public ProcessGroup {
  public:
   ThreadGroup(Meeting& m, int rank) : m_(m), rank_(rank) {}
   std::int32_t rank() const override { return rank_; }
   std::int32_t size() const override { return m_.n; }
-  std::int32_t local_rank() const override { return rank_; }
+  std::int32_t local_rank() const override { return m_.local_rank[static_cast<std::size_t>(rank_)]; }
   void barrier() override { m_.barrier.arrive_and_wait(); }
   void broadcast(void* data, std::int64_t bytes, std::int32_t root) override {
     barrier();
@@ -142,9 +145,11 @@ struct Outcome {
   std::vector<CudaRunResult> results;
   std::vector<std::string> errors;
 };
-Outcome run_ranks(const Schedule& schedule, const std::function<CudaRunOptions(int)>& opts) {
+Outcome run_ranks(const Schedule& schedule, const std::function<CudaRunOptions(int)>& opts,
+                 std::vector<std::int32_t> local_rank = {}) {
   const int n = static_cast<int>(schedule.ranks.size());
   Meeting meeting(n);
+  if (!local_rank.empty()) meeting.local_rank = std::move(local_rank);
   Outcome out;
   out.results.resize(static_cast<std::size_t>(n));
   out.errors.resize(static_cast<std::size_t>(n));
@@ -277,6 +282,55 @@ TEST(NcclTransportEmu, TracingNeedsMpi) {
     return opt;
   });
   for (const std::string& e : o.errors) EXPECT_NE(e.find("over MPI"), std::string::npos) << e;
+}
+
+// Where the processes sit, from their node-local ranks.
+TEST(NodeLayout, NodesRanksPerNodeAndPlacement) {
+  const NodeLayout blocks{{0, 1, 2, 3, 0, 1, 2, 3}};
+  EXPECT_EQ(blocks.nodes(), 2);
+  EXPECT_EQ(blocks.ranks_per_node(), 4);
+  EXPECT_EQ(blocks.irregular(), "");
+  const NodeLayout one_node{{0, 1, 2}};
+  EXPECT_EQ(one_node.nodes(), 1);
+  EXPECT_EQ(one_node.ranks_per_node(), 3);
+  EXPECT_EQ(one_node.irregular(), "");
+  const NodeLayout cyclic{{0, 0, 1, 1}};  // ranks 0 and 2 on one node, 1 and 3 on the other
+  EXPECT_EQ(cyclic.nodes(), 2);
+  EXPECT_NE(cyclic.irregular().find("not placed 2 to a node in rank order (process 1 has local rank 0"),
+            std::string::npos)
+      << cyclic.irregular();
+  const NodeLayout uneven{{0, 1, 2, 0}};
+  EXPECT_NE(uneven.irregular().find("4 processes sit unevenly on 2 nodes (up to 3 on one)"), std::string::npos)
+      << uneven.irregular();
+}
+
+// A profile's workload must say which transfers crossed the network: every rank refuses a workload that puts its
+// CP ranks on other nodes than the job does, or a job whose processes sit where the simulator cannot follow,
+// before any NCCL call; a workload that matches runs.
+TEST(NcclTransportEmu, WorkloadNodesMustBeTheJobs) {
+  Workload w = small(ScheduleKind::Ring, 4);
+  w.pass = PassSet::Fwd;
+  const Schedule s = make_schedule(w);  // 8 GPUs per node: all four ranks on node 0
+  auto refused = [&](std::vector<std::int32_t> local, const std::string& why) {
+    const Outcome o = run_ranks(s, [](int) { return options(); }, std::move(local));
+    for (std::size_t r = 0; r < o.errors.size(); ++r) EXPECT_NE(o.errors[r].find(why), std::string::npos) << o.errors[r];
+  };
+  refused({0, 1, 0, 1}, "gpus_per_node: the workload puts CP rank 2 on node 0 (8 GPUs per node), but the job runs "
+                        "it on node 1 (2 processes per node on 2 nodes): give --gpus-per-node 2");
+  refused({0, 0, 1, 1}, "not placed 2 to a node in rank order");
+  refused({0, 1, 2, 0}, "sit unevenly on 2 nodes");
+
+  Workload two = small(ScheduleKind::Ring, 2);
+  two.pass = PassSet::Fwd;
+  two.gpus_per_node = 1;  // a node each, as the job below
+  const Outcome o = run_ranks(make_schedule(two), [](int) { return options(); }, {0, 0});
+  for (std::size_t r = 0; r < o.errors.size(); ++r) ASSERT_EQ(o.errors[r], "") << "rank " << r;
+  for (const CudaRunResult& res : o.results) {
+    EXPECT_EQ(res.nodes, 2);
+    EXPECT_EQ(res.ranks_per_node, 1);
+    ASSERT_TRUE(res.check.ran);
+    EXPECT_LE(res.check.o, kTolerance);
+  }
 }
 
 }  // namespace

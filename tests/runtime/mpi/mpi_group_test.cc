@@ -53,6 +53,13 @@ TEST(MpiGroup, RanksSizeAndNodeLayoutMatchTheWorld) {
   EXPECT_GE(world_size, 3) << "start this test with at least 3 ranks (a middle rank and a last one)";
   EXPECT_EQ(group().local_rank(), world_rank) << "every rank of this job runs on one node";
   EXPECT_TRUE(group().is_mpi());
+  // Gathered over the ranks: the job is one node of world_size processes, in rank order.
+  const NodeLayout job = node_layout(group());
+  ASSERT_EQ(job.local_rank.size(), static_cast<std::size_t>(world_size));
+  for (int r = 0; r < world_size; ++r) EXPECT_EQ(job.local_rank[static_cast<std::size_t>(r)], r);
+  EXPECT_EQ(job.nodes(), 1);
+  EXPECT_EQ(job.ranks_per_node(), world_size);
+  EXPECT_EQ(job.irregular(), "");
 }
 
 TEST(MpiGroup, BroadcastDeliversTheRootsBytesFromEveryRoot) {
