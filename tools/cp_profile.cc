@@ -518,7 +518,7 @@ the link parameters of its base profile and fits them from multi-GPU cp-profile 
   bool gpn_given = load_base(a.config, w);
   gpn_given = apply_workload_flags(a.flags, w) || gpn_given;
   // The profile's workload says where the ranks ran, so that validate and calibrate tell NVLink transfers from
-  // network ones: a cluster job's nodes (run_nccl_rank refuses a workload that contradicts them), else one
+  // network ones: a cluster job's nodes (check_node_layout refuses a workload that contradicts them), else one
   // machine that holds the whole group.
   if (!gpn_given) w.gpus_per_node = std::max<std::int64_t>(1, w.cp);
   validate(w);  // before MPI starts: a bad flag is refused at once
