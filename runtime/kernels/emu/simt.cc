@@ -294,12 +294,11 @@ CPS_SIMT_NO_TSAN void fiber_main() {
   }
   l.cur->done = true;
   l.cur->failed = failed;
-  if (failed) {
-    for (;;) switch_context(l.cur->ctx, l.sched);  // the scheduler sees the error and stops the launch
+  if (!failed) {  // after a failure the scheduler sees the error and stops the launch
+    --l.live;
+    l.progress = true;
+    release_barrier_if_complete();  // an exited thread no longer holds up __syncthreads
   }
-  --l.live;
-  l.progress = true;
-  release_barrier_if_complete();  // an exited thread no longer holds up __syncthreads
   for (;;) switch_context(l.cur->ctx, l.sched);  // never resumed
 }
 
