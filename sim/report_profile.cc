@@ -68,6 +68,29 @@ std::int64_t int_at(const nlohmann::json& row, std::size_t i, const std::string&
   return *n;
 }
 
+// cp-profile's nccl runs record where their ranks ran ("nodes": the job's node count and processes per node,
+// rank r on node r / ranks_per_node) beside the workload, whose gpus_per_node tells validate and calibrate
+// which transfers crossed the network. The two must place every CP rank alike, or the profile's transfers
+// would be simulated, or fitted, on the wrong link. (Runs that shared one GPU, loopback and replay, carry
+// device_sharing instead: their transfers are copies within the device, whatever the nodes.)
+void check_job_nodes(const nlohmann::json& n, const Workload& w, const std::string& f) {
+  if (!n.is_object()) throw InputError(f, "is not an object");
+  const auto nodes = get<std::int64_t>(n, "nodes", f);
+  const auto per = get<std::int64_t>(n, "ranks_per_node", f);
+  if (per < 1 || per > (std::int64_t{1} << 30)) throw InputError(f + ".ranks_per_node", fmt::format("{} is not in [1, 2^30]", per));
+  const std::int64_t spanned = (w.cp + per - 1) / per;
+  if (nodes != spanned)
+    throw InputError(f + ".nodes", fmt::format("{} nodes cannot hold {} ranks at {} per node (that is {})", nodes, w.cp,
+                                               per, spanned));
+  for (std::int64_t r = 0; r < w.cp; ++r)
+    if (w.node_of(r) != r / per)
+      throw InputError(f + ".ranks_per_node",
+                       fmt::format("the run placed CP rank {} on node {} ({} per node), but the workload puts it on node {} "
+                                   "(gpus_per_node {}): correct workload.gpus_per_node to {}, or the profile's transfers "
+                                   "are simulated on the wrong link",
+                                   r, r / per, per, w.node_of(r), w.gpus_per_node, per));
+}
+
 }  // namespace
 
 nlohmann::json timeline_json(const Timeline& t) {
@@ -116,6 +139,7 @@ Profile profile_from_json(const nlohmann::json& j, const std::string& where) {
     p.run.sharing = {static_cast<std::int32_t>(std::max<std::int64_t>(rpd, 0)), slots, local};
     check_sharing(p.run.sharing, df + ".ranks_per_device", df + ".compute_slots");
   }
+  if (j.contains("nodes") && !j.contains("device_sharing")) check_job_nodes(j.at("nodes"), p.run.workload, f + ".nodes");
   if (j.contains("ranks")) {
     const auto& ranks = j.at("ranks");
     if (!ranks.is_array()) throw InputError(f + ".ranks", "is not an array");

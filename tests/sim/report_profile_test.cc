@@ -143,5 +143,44 @@ TEST(Profile, DeviceSharingRoundTrips) {
   EXPECT_EQ(profile_from_json(summary_json(own.result), "s.json").run.sharing, DeviceSharing{});
 }
 
+// An nccl run's file records the job's nodes beside the workload; calibrate and validate go by the
+// workload's gpus_per_node, so a file whose two disagree (edited by hand, or assembled from two runs) is
+// refused naming the rank, not fitted on the wrong link. Runs that shared a GPU are not checked.
+TEST(Profile, TheJobsNodesMustPlaceRanksAsTheWorkloadDoes) {
+  Workload w;
+  w.seq = 8192;
+  w.cp = 8;
+  w.gpus_per_node = 4;
+  const SimulatedRun run = simulate_workload(w, default_hardware(), false);
+  nlohmann::json j = summary_json(run.result);
+  j["nodes"] = {{"nodes", 2}, {"ranks_per_node", 4}, {"processes", 8}};
+  EXPECT_EQ(error_of(j), "");
+  j["nodes"] = {{"nodes", 1}, {"ranks_per_node", 8}, {"processes", 8}};
+  EXPECT_NE(error_of(j).find("nodes.ranks_per_node: the run placed CP rank 4 on node 0 (8 per node), but the workload "
+                             "puts it on node 1 (gpus_per_node 4): correct workload.gpus_per_node to 8"),
+            std::string::npos)
+      << error_of(j);
+  j["nodes"] = {{"nodes", 4}, {"ranks_per_node", 2}, {"processes", 8}};
+  EXPECT_NE(error_of(j).find("CP rank 2 on node 1 (2 per node), but the workload puts it on node 0"), std::string::npos)
+      << error_of(j);
+  j["nodes"] = {{"nodes", 3}, {"ranks_per_node", 4}, {"processes", 8}};
+  EXPECT_NE(error_of(j).find("nodes.nodes: 3 nodes cannot hold 8 ranks at 4 per node (that is 2)"), std::string::npos)
+      << error_of(j);
+  j["nodes"] = {{"nodes", 2}, {"ranks_per_node", 0}, {"processes", 8}};
+  EXPECT_NE(error_of(j).find("nodes.ranks_per_node: 0 is not in [1, 2^30]"), std::string::npos) << error_of(j);
+  j["nodes"] = {{"nodes", 2}};
+  EXPECT_NE(error_of(j).find("nodes.ranks_per_node"), std::string::npos) << error_of(j);
+  j["nodes"] = 2;
+  EXPECT_NE(error_of(j).find("nodes: is not an object"), std::string::npos) << error_of(j);
+  // One node holds any number of GPUs the workload gives it room for.
+  j["nodes"] = {{"nodes", 1}, {"ranks_per_node", 8}, {"processes", 8}};
+  j["workload"]["gpus_per_node"] = 16;
+  EXPECT_EQ(error_of(j), "");
+  // Loopback: eight ranks on one GPU; the workload's nodes do not matter to copies within it.
+  j["workload"]["gpus_per_node"] = 4;
+  j["device_sharing"] = {{"ranks_per_device", 8}, {"compute_slots", 1}};
+  EXPECT_EQ(error_of(j), "");
+}
+
 }  // namespace
 }  // namespace cpscope
