@@ -756,7 +756,7 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, Proc
   res.rank = r;
   res.ranks = pg.size();
   if (it.captured) {
-    // Each process stamps with its own CUPTI clock: align them to rank 0's (readings at barriers), then
+    // Each process stamps with its own CUPTI clock: align them to rank 0's (round trips to it), then
     // gather every rank's intervals at rank 0, which builds the Timeline of all ranks.
     instrument::MpiSync::Gathered all = sync->align_and_gather([&] { return instrument::CuptiTracer::now_ns(r); },
                                                                 it.capture.ops, it.capture.dropped);

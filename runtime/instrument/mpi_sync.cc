@@ -47,16 +47,30 @@ MpiSync::~MpiSync() {
 }
 
 std::int64_t MpiSync::clock_offset_ns(const std::function<std::int64_t()>& now, std::int32_t rounds) {
-  std::vector<std::int64_t> mine(static_cast<std::size_t>(rounds)), root(static_cast<std::size_t>(rounds));
-  for (std::int32_t i = 0; i < rounds; ++i) {
-    // Every rank reads its clock as it leaves the barrier: the readings differ by the true offset plus
-    // the barrier's exit skew (microseconds), which the median over rounds keeps from one bad round.
-    CPS_INSTR_MPI_CALL(rank_, MPI_Barrier(as_comm(comm_)));
-    mine[static_cast<std::size_t>(i)] = now();
+  if (rounds < 1) throw DeviceError(fmt::format("rank {}: a clock offset needs at least one round trip, not {}", rank_, rounds));
+  // Every rank arrives from its own traced iteration: start the exchanges together.
+  CPS_INSTR_MPI_CALL(rank_, MPI_Barrier(as_comm(comm_)));
+  // Rank 0 answers each other rank in turn, `rounds` round trips each (a few microseconds apiece within a
+  // node, tens across the network: well under a second for a thousand ranks); a rank waits for its turn.
+  constexpr int kTag = 0x6370;  // its own communicator, so any tag; one that reads "cp"
+  std::int64_t t = 0;
+  if (rank_ == 0) {
+    for (int peer = 1; peer < size_; ++peer)
+      for (std::int32_t i = 0; i < rounds; ++i) {
+        CPS_INSTR_MPI_CALL(rank_, MPI_Recv(&t, 1, MPI_INT64_T, peer, kTag, as_comm(comm_), MPI_STATUS_IGNORE));
+        t = now();
+        CPS_INSTR_MPI_CALL(rank_, MPI_Send(&t, 1, MPI_INT64_T, peer, kTag, as_comm(comm_)));
+      }
+    return 0;
   }
-  root = mine;
-  CPS_INSTR_MPI_CALL(rank_, MPI_Bcast(root.data(), rounds, MPI_INT64_T, 0, as_comm(comm_)));
-  return clock_offset(mine, root);
+  std::vector<ClockPing> pings(static_cast<std::size_t>(rounds));
+  for (ClockPing& p : pings) {
+    p.sent = now();
+    CPS_INSTR_MPI_CALL(rank_, MPI_Send(&p.sent, 1, MPI_INT64_T, 0, kTag, as_comm(comm_)));
+    CPS_INSTR_MPI_CALL(rank_, MPI_Recv(&p.reference, 1, MPI_INT64_T, 0, kTag, as_comm(comm_), MPI_STATUS_IGNORE));
+    p.received = now();
+  }
+  return clock_offset(pings);
 }
 
 std::vector<OpInterval> MpiSync::gather_to_root(const std::vector<OpInterval>& mine) {

@@ -89,13 +89,16 @@ void shift_clock(std::vector<OpInterval>& ops, std::int64_t offset_ns) {
   }
 }
 
-std::int64_t clock_offset(const std::vector<std::int64_t>& mine, const std::vector<std::int64_t>& reference) {
-  CPSCOPE_CHECK(!mine.empty() && mine.size() == reference.size(),
-                fmt::format("clock offset from {} and {} readings", mine.size(), reference.size()));
-  std::vector<std::int64_t> d(mine.size());
-  for (std::size_t i = 0; i < mine.size(); ++i) d[i] = mine[i] - reference[i];
-  std::sort(d.begin(), d.end());
-  return d[d.size() / 2];  // the median (the upper one for an even count: the callers take an odd number)
+std::int64_t clock_offset(const std::vector<ClockPing>& rounds) {
+  CPSCOPE_CHECK(!rounds.empty(), "clock offset from no round trips");
+  const ClockPing* best = nullptr;
+  for (const ClockPing& p : rounds) {
+    CPSCOPE_CHECK(p.received >= p.sent,
+                  fmt::format("clock round trip received at {} ns before it was sent at {} ns", p.received, p.sent));
+    if (best == nullptr || p.received - p.sent < best->received - best->sent) best = &p;
+  }
+  // (sent + received) / 2 without the sum, which readings near 2^63 ns would overflow.
+  return best->sent + (best->received - best->sent) / 2 - best->reference;
 }
 
 std::vector<std::int64_t> flatten(const std::vector<OpInterval>& ops) {

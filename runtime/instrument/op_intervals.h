@@ -63,10 +63,18 @@ Attribution attribute_records(const std::vector<GpuRecord>& records, const std::
 // rank's clock minus the reference's (clock_offset below).
 void shift_clock(std::vector<OpInterval>& ops, std::int64_t offset_ns);
 
-// The offset of this rank's clock from the reference rank's, from readings taken right after a series
-// of barriers (mine[i] and reference[i] after barrier i): the median of the differences, so one barrier
-// that let ranks out far apart does not skew it. Error: about the barrier's exit skew.
-std::int64_t clock_offset(const std::vector<std::int64_t>& mine, const std::vector<std::int64_t>& reference);
+// One round trip of a clock exchange with the reference rank (Cristian's method): this rank read `sent`,
+// sent a message, the reference read `reference` on receiving it and replied, and this rank read
+// `received` on the reply, `sent` and `received` on this rank's clock.
+struct ClockPing {
+  std::int64_t sent = 0, reference = 0, received = 0;
+};
+// The offset of this rank's clock from the reference rank's: from the round with the shortest round trip,
+// the midpoint of `sent` and `received` minus `reference`. The reference read its clock somewhere inside
+// that round trip, so the error is at most half of it, and nothing in it depends on the order in which
+// ranks leave a barrier (readings taken after a barrier carry that order as a bias of microseconds).
+// Throws InternalError on no rounds or a round whose reply came before its message.
+std::int64_t clock_offset(const std::vector<ClockPing>& rounds);
 
 // [rank, op, start_ns, end_ns] per interval, for MPI_Gatherv; unflatten throws InternalError on an
 // array whose length is not a multiple of kFlatFields.

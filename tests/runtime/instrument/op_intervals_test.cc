@@ -122,14 +122,20 @@ TEST(AttributeRecords, ExternalCorrelationWinsOverAWindow) {
   EXPECT_EQ(a.windowed, 0);
 }
 
-TEST(ClockOffset, MedianOfDifferencesIgnoresOneSkewedBarrier) {
-  // True offset 1000 ns; the third barrier let this rank out 80 us late.
-  const std::vector<std::int64_t> root = {100, 200, 300, 400, 500};
-  const std::vector<std::int64_t> mine = {1'100, 1'201, 81'300, 1'399, 1'500};
-  EXPECT_EQ(clock_offset(mine, root), 1'000);
-  EXPECT_EQ(clock_offset({5}, {7}), -2);
-  EXPECT_THROW(clock_offset({1, 2}, {1}), InternalError);
-  EXPECT_THROW(clock_offset({}, {}), InternalError);
+TEST(ClockOffset, TheShortestRoundTripsMidpoint) {
+  // True offset 1000 ns (this rank's clock ahead). Round 1: 4 us each way, the reference answering at
+  // once. Round 2: a 300 ns round trip. Round 3: the reply held up 80 us (a descheduled rank), which a
+  // mean or a median of the three would carry as error.
+  const std::vector<ClockPing> rounds = {{10'000, 13'000, 18'000}, {30'000, 29'150, 30'300}, {50'000, 49'100, 130'000}};
+  EXPECT_EQ(clock_offset(rounds), 1'000);
+  // The answer is exact for a symmetric path and off by at most half the round trip for any other.
+  EXPECT_EQ(clock_offset({{100, 5'050, 200}}), -4'900);
+  EXPECT_EQ(clock_offset({{100, 100, 200}}), 50);
+  // Near the end of the 64-bit range the midpoint does not overflow.
+  constexpr std::int64_t big = std::numeric_limits<std::int64_t>::max() - 10;
+  EXPECT_EQ(clock_offset({{big - 4, big - 2, big}}), 0);
+  EXPECT_THROW(clock_offset({}), InternalError);
+  EXPECT_THROW(clock_offset({{200, 150, 100}}), InternalError);  // a reply before its message
 }
 
 TEST(ClockOffset, ShiftMovesIntervalsOntoTheReferenceClock) {

@@ -1,7 +1,7 @@
 // The nccl transport's MPI parts under a real mpirun (ctest starts 3 ranks on this machine; tests/CMakeLists.txt):
 // MPI's process group (runtime/cuda/process_group_mpi.cc: rank and node layout, broadcast, max, the
 // config-hash check that refuses mismatched ranks before any collective, failed calls named) and a traced
-// run's cross-rank step (runtime/instrument/mpi_sync.cc: clock offsets from barrier readings, the interval
+// run's cross-rank step (runtime/instrument/mpi_sync.cc: clock offsets from round trips to rank 0, the interval
 // gather at rank 0, the two together as run_nccl uses them). Every rank runs every test; the job fails when
 // any rank fails, and ranks other than 0 print only their failures, prefixed with their rank.
 //
@@ -37,11 +37,11 @@ std::int64_t steady_ns() {
       .count();
 }
 
-// A rank's planted clock offset from rank 0's: 10 s steps, far above the barrier exit skew, negative for odd
+// A rank's planted clock offset from rank 0's: 10 s steps, far above any round trip, negative for odd
 // ranks, so a wrong sign or reference rank cannot pass.
 std::int64_t planted_offset(std::int32_t rank) { return (rank % 2 == 1 ? -1 : 1) * std::int64_t{10'000'000'000} * rank; }
-// How far a measured offset may be from the planted one: the barriers' exit skew (microseconds on an idle
-// machine; a busy 2-core CI machine running 3 ranks can deschedule one for tens of milliseconds).
+// How far a measured offset may be from the planted one: half the shortest round trip (microseconds on an
+// idle machine; a busy 2-core CI machine running 3 ranks can deschedule one for tens of milliseconds).
 constexpr std::int64_t kSkewNs = 500'000'000;
 
 TEST(MpiGroup, RanksSizeAndNodeLayoutMatchTheWorld) {
@@ -129,6 +129,9 @@ TEST(MpiSync, ClockOffsetRecoversAPlantedOffset) {
   if (sync.rank() == 0) {
     EXPECT_EQ(got, 0) << "rank 0 is the reference: its offset is 0 exactly";
   }
+  // Refused on every rank before any message, so none is left waiting.
+  EXPECT_THROW(sync.clock_offset_ns([&] { return steady_ns(); }, 0), DeviceError);
+  group().barrier();
 }
 
 TEST(MpiSync, GatherCollectsEveryRanksIntervalsInRankOrder) {
