@@ -2,7 +2,7 @@
 // (CUDA 13.0: CUpti_ActivityKernel10, CUpti_ActivityMemcpy6, CUpti_ActivityMemset4,
 // CUpti_ActivityExternalCorrelation). Layouts change within a major version (13.2 delivers Kernel11),
 // but new versions append fields, and the ones read here (kind, start, end, correlationId, streamId)
-// sit in the common prefix (Kernel9 and Kernel10 agree up to streamId), so a newer 13.x libcupti's
+// sit in the common prefix (Kernel9 and Kernel10 agree up to maxActiveClusters, past all of them), so a newer 13.x libcupti's
 // records read correctly through these structs. The constructor refuses another major version.
 // The API records (CUpti_ActivityAPI, RUNTIME and DRIVER kinds) give each launch call's correlation id and
 // start: with the nccl transport's non-blocking communicators NCCL launches a group's kernels from its own
@@ -29,8 +29,9 @@
 namespace cpscope::rt::instrument {
 namespace {
 
-// Records are 8-byte aligned (ACTIVITY_RECORD_ALIGNMENT); 8 MiB holds ~40k kernel records, more than
-// a traced iteration of the largest schedule launches, so a capture normally fills one buffer.
+// Records are 8-byte aligned (ACTIVITY_RECORD_ALIGNMENT); 8 MiB holds ~25k launches (a 216-byte kernel
+// record with its 40-byte API and 24-byte correlation records), more than a traced iteration of the
+// largest schedule launches, so a capture normally fills one buffer (CUPTI asks for more when not).
 constexpr std::size_t kBufferBytes = std::size_t{8} << 20;
 constexpr std::size_t kRecordAlign = ACTIVITY_RECORD_ALIGNMENT;
 static_assert(kRecordAlign >= 8 && (kRecordAlign & (kRecordAlign - 1)) == 0, "CUPTI record alignment");
@@ -53,7 +54,9 @@ struct Sink {
 };
 
 Sink& sink() {
-  static Sink s;
+  // Never destroyed: CUPTI's callbacks stay registered until the process ends and may deliver a buffer
+  // after static destructors ran.
+  static Sink& s = *new Sink;
   return s;
 }
 
@@ -137,6 +140,12 @@ void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream_id, uint8_t* buffe
   if (!error.empty()) note_error_locked(s, error);
 }
 
+// CUPTI 13.0 serves one activity subscriber per process, so a tool that traces CUDA itself (Nsight
+// Systems with CUDA tracing on, a profiler's CUPTI collector) makes registration or enabling fail.
+constexpr const char* kOneSubscriber =
+    " (CUPTI serves one activity tracer per process: under nsys with CUDA tracing, or another CUPTI tool, pass "
+    "--no-trace; the NVTX ranges still name every op)";
+
 constexpr CUpti_ActivityKind kApiKinds[] = {CUPTI_ACTIVITY_KIND_EXTERNAL_CORRELATION, CUPTI_ACTIVITY_KIND_RUNTIME,
                                             CUPTI_ACTIVITY_KIND_DRIVER};
 constexpr CUpti_ActivityKind kGpuKinds[] = {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY,
@@ -170,7 +179,12 @@ CuptiTracer::CuptiTracer(std::int32_t rank) : rank_(rank) {
   // again would be harmless, but once is enough.
   static std::once_flag registered;
   try {
-    std::call_once(registered, [&] { CPS_CUPTI_CALL(rank_, cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed)); });
+    std::call_once(registered, [&] {
+      const CUptiResult r = cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed);
+      if (r != CUPTI_SUCCESS)
+        throw_instrument_error("CUPTI", "cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed)", __FILE__,
+                               __LINE__, rank_, cupti_result_string(r) + kOneSubscriber);
+    });
   } catch (...) {
     std::lock_guard<std::mutex> lock(sink().mu);
     sink().owned = false;
@@ -203,24 +217,30 @@ CuptiTracer::~CuptiTracer() {
 }
 
 void CuptiTracer::set_kinds(bool enable, bool api, bool gpu) {
+  auto set = [&](CUpti_ActivityKind k) {
+    if (!enable) {
+      CPS_CUPTI_CALL(rank_, cuptiActivityDisable(k));
+      return;
+    }
+    const CUptiResult r = cuptiActivityEnable(k);
+    if (r != CUPTI_SUCCESS)
+      throw_instrument_error("CUPTI", "cuptiActivityEnable(k)", __FILE__, __LINE__, rank_,
+                             fmt::format("{} for kind {}{}", cupti_result_string(r), static_cast<int>(k), kOneSubscriber));
+  };
   if (api)
-    for (CUpti_ActivityKind k : kApiKinds) {
-      if (enable)
-        CPS_CUPTI_CALL(rank_, cuptiActivityEnable(k));
-      else
-        CPS_CUPTI_CALL(rank_, cuptiActivityDisable(k));
-    }
+    for (CUpti_ActivityKind k : kApiKinds) set(k);
   if (gpu)
-    for (CUpti_ActivityKind k : kGpuKinds) {
-      if (enable)
-        CPS_CUPTI_CALL(rank_, cuptiActivityEnable(k));
-      else
-        CPS_CUPTI_CALL(rank_, cuptiActivityDisable(k));
-    }
+    for (CUpti_ActivityKind k : kGpuKinds) set(k);
 }
 
 void CuptiTracer::start() {
   if (capturing_) throw DeviceError(fmt::format("rank {}: CuptiTracer::start() while a capture runs", rank_));
+  // The global queue's count of records lost while CUPTI had no buffer (reading it resets it; the buffer
+  // callback reads it too, but only when a buffer completes): what an earlier capture or another tool lost
+  // is not this capture's. finish() reads it again. Both reads are best effort: a count that cannot be read
+  // is not a reason to lose the capture (the buffer callback's own reads fail it).
+  size_t stale = 0;
+  (void)cuptiActivityGetNumDroppedRecords(nullptr, 0, &stale);
   {
     Sink& s = sink();
     std::lock_guard<std::mutex> lock(s.mu);
@@ -252,6 +272,8 @@ TraceCapture CuptiTracer::finish() {
   // a buffer back until it is full.
   CPS_CUPTI_CALL(rank_, cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED));
   capturing_ = false;
+  size_t unbuffered = 0;  // lost after the last buffer that completed (see start())
+  if (cuptiActivityGetNumDroppedRecords(nullptr, 0, &unbuffered) != CUPTI_SUCCESS) unbuffered = 0;
   std::vector<GpuRecord> records;
   std::vector<CorrelationRecord> correlations;
   std::vector<ApiRecord> api;
@@ -267,7 +289,7 @@ TraceCapture CuptiTracer::finish() {
     correlations.swap(s.correlations);
     api.swap(s.api);
     windows.swap(s.windows);
-    c.dropped = s.dropped;
+    c.dropped = s.dropped + static_cast<std::int64_t>(unbuffered);
     error.swap(s.first_error);
   }
   if (!error.empty()) throw DeviceError(error);
