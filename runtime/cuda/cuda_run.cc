@@ -45,10 +45,6 @@
 namespace cpscope::rt {
 namespace {
 
-// NCCL allocates its own buffers per communicator and peer; the memory check keeps this much free for
-// them (an estimate: a few channels x 4 MiB per connection for the streams' and groups' communicators).
-constexpr std::int64_t kNcclReserveBytes = std::int64_t{1} << 30;
-
 kernels::DType input_type(const Workload& w) {
   return w.dtype == DType::FP16 ? kernels::DType::FP16 : kernels::DType::BF16;  // fp32 rejected earlier
 }
@@ -654,7 +650,7 @@ CudaRunResult run_replay(const Schedule& schedule, const CudaRunOptions& opt) {
   lr.rank = r;
   lr.transport = make_replay_transport(schedule, r);
   check_memory(r, device, CudaBackend::required_bytes(RankLayout(w, r)) + lr.transport->staging_bytes(),
-               kNcclReserveBytes, fmt::format("replay of rank {}", r));
+               lr.transport->library_bytes(), fmt::format("replay of rank {}", r));
   lr.backend = std::make_unique<CudaBackend>(backend_config(schedule, opt, r, device), w, *lr.transport);
   lr.executor = std::make_unique<Executor>(schedule, r, *lr.backend);
   lr.executor->allocate();
@@ -738,8 +734,10 @@ CudaRunResult run_nccl(const Schedule& schedule, const CudaRunOptions& opt, Proc
   LocalRank& lr = ranks[0];
   lr.rank = r;
   lr.transport = make_nccl_transport(schedule, pg);
-  check_memory(r, device, CudaBackend::required_bytes(mine) + lr.transport->staging_bytes(), kNcclReserveBytes,
-               fmt::format("rank {}", r));
+  // NCCL allocates its own buffers per communicator and peer as it goes: the check keeps the transport's
+  // estimate of them free.
+  check_memory(r, device, CudaBackend::required_bytes(mine) + lr.transport->staging_bytes(),
+               lr.transport->library_bytes(), fmt::format("rank {}", r));
   lr.backend = std::make_unique<CudaBackend>(backend_config(schedule, opt, r, device), w, *lr.transport);
   lr.executor = std::make_unique<Executor>(schedule, r, *lr.backend);
   lr.executor->allocate();  // creates the communicators: collective over the ranks

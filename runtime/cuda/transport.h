@@ -21,6 +21,9 @@ class CudaTransport {
   virtual ~CudaTransport() = default;
   // Device bytes allocate() will take for this rank (staging buffers); known before anything is allocated.
   virtual std::int64_t staging_bytes() const = 0;
+  // Device memory to keep free for the communication library's own buffers (NCCL's), which it allocates
+  // as it goes: an estimate, also known before anything is allocated. None for copies within a device.
+  virtual std::int64_t library_bytes() const { return 0; }
   // Called once by CudaBackend::allocate, after its streams exist, on the rank's device.
   virtual void allocate(CudaBackend& b) = 0;
   virtual void exchange(CudaBackend& b, const Op& op, std::int32_t stream, const ExchangeArgs& x) = 0;

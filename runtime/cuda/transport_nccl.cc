@@ -1,8 +1,9 @@
 // The nccl transport: one process per rank (mpirun/srun), NCCL communicators bootstrapped over a ProcessGroup
 // (MPI: process_group_mpi.cc; the SIMT emulation's test runs the ranks as threads of one process).
-//  - One communicator over all N ranks per IR stream, so concurrent streams never share a communicator
-//    (NCCL requires the operations on one communicator to be issued in one order on every rank, and two
-//    streams would interleave them arbitrarily). SendRecv ops are grouped ncclSend/ncclRecv in it.
+//  - One communicator over all N ranks per IR stream that carries communication on some rank (not the
+//    compute stream), so concurrent streams never share a communicator (NCCL requires the operations on
+//    one communicator to be issued in one order on every rank, and two streams would interleave them
+//    arbitrarily). SendRecv ops are grouped ncclSend/ncclRecv in it.
 //  - One communicator per (collective group, stream) pair that the schedule uses, split from the stream's
 //    communicator (ncclCommSplit, ranks ordered by their position in the group; disjoint groups in one
 //    split, split_layers): AllGather
@@ -15,13 +16,17 @@
 // (initialisation, a split, ncclGroupEnd while p2p connections are set up, a collective) returns
 // ncclInProgress instead of blocking, and ready() polls the communicator's state under the same timeout.
 // With blocking communicators a peer that never arrives would hang the rank inside NCCL, beyond the
-// reach of any timeout. The price: NCCL launches a group's kernels from its own thread, so each
-// ncclGroupEnd runs inside a launch window (group_end) for the CUPTI tracer to attribute them.
+// reach of any timeout (so NCCL_COMM_BLOCKING=1, which overrides the config, is refused). The price:
+// NCCL launches a group's kernels from its own thread, so each ncclGroupEnd runs inside a launch window
+// (group_end) for the CUPTI tracer to attribute them. While ready() waits on one communicator it also
+// watches the others, so a peer's failure seen on another stream's communicator ends the wait at once.
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <set>
@@ -43,6 +48,23 @@ namespace cpscope::rt {
 
 namespace {
 
+// What the memory check keeps free for NCCL's own buffers (library_bytes): per communicator this rank
+// holds, as each gets its own channels, connection buffers and, for collectives on NVSwitch systems,
+// NVLS buffers (hundreds of MiB to over a GiB with NVLS); at least the 1 GiB the check kept before.
+constexpr std::int64_t kNcclBytesPerComm = std::int64_t{512} << 20;
+constexpr std::int64_t kNcclMinBytes = std::int64_t{1} << 30;
+
+// Per stream of the schedule: whether an op of any rank communicates on it (the same answer on every rank).
+std::vector<bool> communicating_streams(const Schedule& s) {
+  std::vector<bool> talks(s.streams.size(), false);
+  for (const RankProgram& p : s.ranks)
+    for (const Op& op : p.ops)
+      if (op.kind == OpKind::SendRecv || op.kind == OpKind::AllGather || op.kind == OpKind::AllToAll ||
+          op.kind == OpKind::ReduceScatter)
+        talks.at(static_cast<std::size_t>(op.stream)) = true;
+  return talks;
+}
+
 ncclDataType_t nccl_type(kernels::DType dt) {
   switch (dt) {
     case kernels::DType::BF16: return ncclBfloat16;
@@ -59,7 +81,8 @@ class NcclTransport final : public CudaTransport {
         pg_(pg),
         rank_(pg.rank()),
         staging_(pg.rank(), staging_needs(schedule, pg.rank(), false), /*zeroed=*/false),
-        splits_(split_layers(schedule)) {}
+        splits_(split_layers(schedule)),
+        talks_(communicating_streams(schedule)) {}
 
   ~NcclTransport() override {
     // Normally finalize (flushes, waits for the peers, non-blocking: polled under the timeout) and destroy;
@@ -80,12 +103,33 @@ class NcclTransport final : public CudaTransport {
 
   std::int64_t staging_bytes() const override { return staging_.bytes(); }
 
+  std::int64_t library_bytes() const override {
+    std::int64_t comms = 0;
+    for (const bool t : talks_) comms += t ? 1 : 0;
+    for (const SplitLayer& layer : splits_)
+      for (const std::int32_t g : layer.groups) {
+        const auto& m = schedule_.groups.at(static_cast<std::size_t>(g));
+        if (std::find(m.begin(), m.end(), rank_) != m.end()) ++comms;
+      }
+    return std::max(kNcclBytesPerComm * comms, kNcclMinBytes);
+  }
+
   void allocate(CudaBackend& b) override {
     CPSCOPE_CHECK(static_cast<std::size_t>(b.num_streams()) == staging_.streams(), "nccl: stream count");
+    CPSCOPE_CHECK(talks_.size() == staging_.streams(), "nccl: streams of the schedule and of the staging");
     const auto n = static_cast<int>(schedule_.ranks.size());
+    // NCCL lets the environment override a communicator's config; blocking communicators would wait for a
+    // missing peer inside NCCL, where no timeout reaches (every rank reads the same job environment).
+    if (const char* blocking = std::getenv("NCCL_COMM_BLOCKING"); blocking != nullptr && std::strcmp(blocking, "0") != 0)
+      throw InputError("NCCL_COMM_BLOCKING",
+                       fmt::format("is '{}' on rank {}, which makes NCCL's communicators blocking: a rank that "
+                                   "never arrives would then hang this one inside NCCL, past the --timeout; unset it",
+                                   blocking, rank_));
     staging_.allocate();
     timeout_ = b.timeout();
+    comms_.assign(staging_.streams(), nullptr);
     for (std::size_t i = 0; i < staging_.streams(); ++i) {
+      if (!talks_[i]) continue;  // no op of any rank communicates on it (every rank skips it alike)
       ncclUniqueId id{};
       if (rank_ == 0) CPS_NCCL_CALL(rank_, ncclGetUniqueId(&id));
       pg_.broadcast(&id, sizeof id, 0);
@@ -93,8 +137,11 @@ class NcclTransport final : public CudaTransport {
       ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
       config.blocking = 0;
       const ncclResult_t r = ncclCommInitRankConfig(&c, n, id, rank_, &config);
-      if (c != nullptr) comms_.push_back(c);
-      ready(c, r, fmt::format("creating the communicator of stream {}", i));
+      comms_[i] = c;
+      ready(c, r,
+            fmt::format("creating the communicator of stream {} (one GPU per rank: NCCL refuses two ranks on one "
+                        "device; see --device and CUDA_VISIBLE_DEVICES)",
+                        i));
     }
     for (const SplitLayer& layer : splits_) {
       // The rank's group in this layer (at most one: they are disjoint), and its position there.
@@ -111,6 +158,7 @@ class NcclTransport final : public CudaTransport {
       const bool member = group >= 0;
       const std::int32_t stream = layer.stream;
       ncclComm_t parent = comms_.at(static_cast<std::size_t>(stream));
+      CPSCOPE_CHECK(parent != nullptr, fmt::format("nccl: group(s) on stream {}, which has no communicator", stream));
       // (A null config: the split inherits the parent's, non-blocking.) Non-blocking, NCCL writes the new
       // handle only when the parent's state leaves ncclInProgress (its init job fills it later; nccl issue
       // #1472): so it goes to an address that outlives this call (a deque never moves its elements) and
@@ -145,6 +193,7 @@ class NcclTransport final : public CudaTransport {
     so.reset();
     si.reset();
     ncclComm_t comm = x.group < 0 ? comms_.at(static_cast<std::size_t>(stream)) : group_comm(x.group, stream, what);
+    CPSCOPE_CHECK(comm != nullptr, fmt::format("{}: no communicator on stream {} (aborted)", what, stream));
     // Point-to-point peers are CP ranks (= ranks of the stream communicator); all-to-all peers are
     // positions in the group (= ranks of the split communicator).
     auto peer_of = [&](std::int32_t cp_rank) {
@@ -278,9 +327,9 @@ class NcclTransport final : public CudaTransport {
       ncclResult_t state = ncclSuccess;
       CPS_NCCL_CALL(rank_, ncclCommGetAsyncError(c, &state));
       if (state == ncclSuccess || state == ncclInProgress) return;
-      const std::string detail = ncclGetLastError(c);
+      const std::string detail = last_message(c);
       abort();
-      throw DeviceError(fmt::format("rank {}: NCCL reported {} ({}) while running the ops issued up to {}", rank_,
+      throw DeviceError(fmt::format("rank {}: NCCL reported {}{} while running the ops issued up to {}", rank_,
                                     ncclGetErrorString(state), detail, last_op));
     };
     for (ncclComm_t c : comms_) check(c);
@@ -306,17 +355,34 @@ class NcclTransport final : public CudaTransport {
   // A call on a non-blocking communicator returned `r`: on ncclInProgress, polls the communicator until the
   // call has finished (its kernels enqueued), its peers permitting, for at most the timeout; then aborts
   // every communicator and throws DeviceError naming the rank and `what` if it failed or did not finish.
+  // Meanwhile it watches the rank's other communicators: a peer that failed or left is often seen first on
+  // another stream's, and waiting out the timeout here would then blame the wrong op.
   void ready(ncclComm_t c, ncclResult_t r, const std::string& what) {
     if (r != ncclSuccess && r != ncclInProgress) fail(c, r, what);
     if (r == ncclSuccess || c == nullptr) return;
-    const ncclResult_t state = settled(c);
-    if (state == ncclInProgress) {
-      abort();
-      throw DeviceError(fmt::format("rank {}: NCCL was still waiting for the other ranks after {} ms while {}: is a "
-                                    "rank missing, stopped or running another schedule?",
-                                    rank_, timeout_.count(), what));
+    const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    for (;;) {
+      ncclResult_t state = ncclSuccess;
+      const ncclResult_t q = ncclCommGetAsyncError(c, &state);
+      if (q != ncclSuccess) fail(c, q, what);
+      if (state == ncclSuccess) return;
+      if (state != ncclInProgress) fail(c, state, what);
+      auto other = [&](ncclComm_t o) {
+        if (o == nullptr || o == c) return;
+        ncclResult_t s = ncclSuccess;
+        if (ncclCommGetAsyncError(o, &s) == ncclSuccess && s != ncclSuccess && s != ncclInProgress)
+          fail(o, s, what + " (reported by another of this rank's communicators)");
+      };
+      for (ncclComm_t o : comms_) other(o);
+      for (auto& [key, o] : group_comms_) other(o);
+      if (std::chrono::steady_clock::now() >= deadline) {
+        abort();
+        throw DeviceError(fmt::format("rank {}: NCCL was still waiting for the other ranks after {} ms while {}: is a "
+                                      "rank missing, stopped or running another schedule?",
+                                      rank_, timeout_.count(), what));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
-    if (state != ncclSuccess) fail(c, state, what);
   }
   // A call inside a group (ncclGroupStart is open): queued (ncclSuccess, or ncclInProgress on a
   // non-blocking communicator) or an error. On an error the group is closed first: NCCL only queues
@@ -327,9 +393,15 @@ class NcclTransport final : public CudaTransport {
     fail(nullptr, r, fmt::format("{} ({})", what, call));
   }
   [[noreturn]] void fail(ncclComm_t c, ncclResult_t r, const std::string& what) {
-    const std::string detail = c != nullptr ? ncclGetLastError(c) : ncclGetLastError(nullptr);
+    const std::string detail = last_message(c);
     abort();
-    throw DeviceError(fmt::format("rank {}: NCCL reported {} ({}) while {}", rank_, ncclGetErrorString(r), detail, what));
+    throw DeviceError(fmt::format("rank {}: NCCL reported {}{} while {}", rank_, ncclGetErrorString(r), detail, what));
+  }
+  // NCCL's last error message (process-wide, never cleared, so possibly about an earlier call: labelled so),
+  // or nothing when it has none.
+  static std::string last_message(ncclComm_t c) {
+    const char* m = ncclGetLastError(c);
+    return m != nullptr && *m != '\0' ? fmt::format(" (NCCL's last message: {})", m) : std::string();
   }
   // The communicator's state once it is no longer ncclInProgress, or ncclInProgress after the timeout.
   ncclResult_t settled(ncclComm_t c) const {
@@ -357,7 +429,8 @@ class NcclTransport final : public CudaTransport {
   std::chrono::milliseconds timeout_{300000};  // the backend's (allocate())
   StagingBuffers staging_;  // before the communicators: destroyed after them
   std::vector<SplitLayer> splits_;  // one ncclCommSplit each (split_layers)
-  std::vector<ncclComm_t> comms_;
+  std::vector<bool> talks_;         // per stream: does any rank communicate on it (communicating_streams)
+  std::vector<ncclComm_t> comms_;   // per stream; null where nothing communicates
   std::map<std::pair<std::int32_t, std::int32_t>, ncclComm_t> group_comms_;
   std::deque<ncclComm_t> split_handles_;  // where ncclCommSplit writes each new handle (see allocate)
 };

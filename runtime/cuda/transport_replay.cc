@@ -45,6 +45,8 @@ class ReplayTransport final : public CudaTransport {
   }
 
   std::int64_t staging_bytes() const override { return staging_.bytes(); }
+  // One-rank communicators: no peers, no connections; the 1 GiB the memory check always kept for NCCL.
+  std::int64_t library_bytes() const override { return std::int64_t{1} << 30; }
 
   void allocate(CudaBackend& b) override {
     CPSCOPE_CHECK(static_cast<std::size_t>(b.num_streams()) == staging_.streams(), "replay: stream count");
@@ -193,9 +195,20 @@ class ReplayTransport final : public CudaTransport {
     if (bytes <= 0) return;
     ncclComm_t c = comms_.at(static_cast<std::size_t>(stream));
     CPS_NCCL_CALL(rank_, ncclGroupStart());
-    CPS_NCCL_CALL(rank_, ncclSend(from, static_cast<std::size_t>(bytes), ncclUint8, 0, c, s));
-    CPS_NCCL_CALL(rank_, ncclRecv(to, static_cast<std::size_t>(bytes), ncclUint8, 0, c, s));
-    CPS_NCCL_CALL(rank_, ncclGroupEnd());
+    // The group is closed before any error is thrown: while it is open NCCL only queues work, the
+    // destructor's ncclCommAbort included, which would then never run.
+    const char* call = "ncclSend(from, bytes, ncclUint8, 0, c, s)";
+    ncclResult_t r = ncclSend(from, static_cast<std::size_t>(bytes), ncclUint8, 0, c, s);
+    if (r == ncclSuccess) {
+      call = "ncclRecv(to, bytes, ncclUint8, 0, c, s)";
+      r = ncclRecv(to, static_cast<std::size_t>(bytes), ncclUint8, 0, c, s);
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    if (r != ncclSuccess)
+      throw_call_error("NCCL", call, __FILE__, __LINE__, rank_, nccl_detail(ncclGetErrorString(r), ncclGetLastError(c)));
+    if (end != ncclSuccess)
+      throw_call_error("NCCL", "ncclGroupEnd()", __FILE__, __LINE__, rank_,
+                       nccl_detail(ncclGetErrorString(end), ncclGetLastError(c)));
   }
 
   std::int32_t rank_;

@@ -118,6 +118,7 @@ struct Team {  // the ranks of one communicator
 std::mutex g_mu;  // every team, communicator and id below
 std::condition_variable g_cv;
 std::map<std::string, std::shared_ptr<Team>> g_forming;  // unique id -> team whose ranks are still joining
+long long g_inits = 0;  // rank handles ncclCommInitRank(Config) created (cps_emu_nccl_inits)
 std::uint64_t g_next_id = 1;
 
 // Waits (g_mu held through `lock`) until `ready()`; false after kPeerWait or once a rank of the team's family
@@ -407,6 +408,7 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId i
     return fail(ncclInvalidUsage, "ncclCommInitRank: " + std::to_string(nranks) + " ranks, but another rank of this "
                                       "id said " + std::to_string(team->n));
   *comm = new_comm(team, rank, blocking);
+  ++g_inits;
   if (++team->joined == team->n) g_forming.erase(key);
   g_cv.notify_all();
   if (!blocking) return team->joined == team->n ? ncclSuccess : ncclInProgress;
@@ -414,6 +416,11 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId i
     return fail(ncclRemoteError, why_not(*team, "ncclCommInitRank: " + std::to_string(team->n - team->joined) +
                                                     " rank(s) did not join"));
   return ncclSuccess;
+}
+
+long long cps_emu_nccl_inits() {
+  const std::lock_guard<std::mutex> lock(g_mu);
+  return g_inits;
 }
 
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {

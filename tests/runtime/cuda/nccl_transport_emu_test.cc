@@ -9,8 +9,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <nccl.h>  // the emulation's stand-in: cps_emu_nccl_inits
+
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <set>
+#include <utility>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -271,6 +276,70 @@ TEST(NcclTransportEmu, RanksWithDifferentOptionsAreRefusedBeforeAnyCollective) {
     return opt;
   });
   for (const std::string& e : t.errors) EXPECT_NE(e.find("ranks 1 do not match rank 0"), std::string::npos) << e;
+}
+
+// NCCL_COMM_BLOCKING=1 overrides the communicators' non-blocking config, and a missing peer would then hang
+// a rank inside NCCL past every timeout: every rank refuses it before creating a communicator.
+TEST(NcclTransportEmu, BlockingCommunicatorsFromTheEnvironmentAreRefused) {
+  const Schedule s = make_schedule(small(ScheduleKind::Ring, 2));
+  const long long before = cps_emu_nccl_inits();
+  ASSERT_EQ(setenv("NCCL_COMM_BLOCKING", "1", 1), 0);
+  const Outcome o = run_ranks(s, [](int) { return options(); });
+  unsetenv("NCCL_COMM_BLOCKING");
+  ASSERT_EQ(o.errors.size(), 2u);
+  for (const std::string& e : o.errors)
+    EXPECT_NE(e.find("NCCL_COMM_BLOCKING: is '1' on rank"), std::string::npos) << e;
+  for (const std::string& e : o.errors) EXPECT_NE(e.find("past the --timeout; unset it"), std::string::npos) << e;
+  EXPECT_EQ(cps_emu_nccl_inits(), before) << "refused before any communicator";
+}
+
+// A communicator per stream that carries communication on some rank, none for the compute stream (or a
+// stream only the backward uses, in a forward-only run); and the memory check keeps 512 MiB free per
+// communicator a rank holds (stream ones and the split ones of its groups), at least 1 GiB.
+TEST(NcclTransportEmu, CommunicatorsOnlyWhereRanksCommunicate) {
+  Workload fwd = small(ScheduleKind::Ring, 2);
+  fwd.pass = PassSet::Fwd;
+  const Schedule s = make_schedule(fwd);
+  std::set<std::int32_t> talking;
+  for (const RankProgram& p : s.ranks)
+    for (const Op& op : p.ops)
+      if (op.kind == OpKind::SendRecv) talking.insert(op.stream);
+  ASSERT_EQ(talking.size(), 1u);
+  ASSERT_GT(s.streams.size(), 1u);
+  const long long before = cps_emu_nccl_inits();
+  const Outcome o = run_ranks(s, [](int) { return options(); });
+  for (const std::string& e : o.errors) EXPECT_EQ(e, "");
+  EXPECT_EQ(cps_emu_nccl_inits() - before, 2) << "one communicator of 2 ranks, on stream " << *talking.begin();
+
+  // What each rank holds, counted from its own ops: the streams any rank talks on, its (group, stream) pairs.
+  auto expected_reserve = [](const Schedule& sched, std::int32_t rank) {
+    std::set<std::int32_t> streams;
+    for (const RankProgram& p : sched.ranks)
+      for (const Op& op : p.ops)
+        if (op.kind == OpKind::SendRecv || op.kind == OpKind::AllGather || op.kind == OpKind::AllToAll ||
+            op.kind == OpKind::ReduceScatter)
+          streams.insert(op.stream);
+    std::set<std::pair<std::int32_t, std::int32_t>> groups;
+    for (const Op& op : sched.ranks.at(static_cast<std::size_t>(rank)).ops)
+      if (op.group >= 0) groups.insert({op.group, op.stream});
+    const auto comms = static_cast<std::int64_t>(streams.size() + groups.size());
+    return std::max<std::int64_t>(comms * (std::int64_t{512} << 20), std::int64_t{1} << 30);
+  };
+  Workload hybrid = small(ScheduleKind::Hybrid, 4);
+  hybrid.ulysses = 2;
+  for (const Workload& w : {fwd, small(ScheduleKind::Ring, 4), small(ScheduleKind::AllGather, 4), hybrid}) {
+    SCOPED_TRACE(describe(w));
+    const Schedule sched = make_schedule(w);
+    Meeting meeting(static_cast<int>(w.cp));
+    for (std::int32_t r = 0; r < w.cp; ++r) {
+      ThreadGroup group(meeting, r);  // the transport only reads the schedule before allocate()
+      EXPECT_EQ(make_nccl_transport(sched, group)->library_bytes(), expected_reserve(sched, r)) << "rank " << r;
+    }
+  }
+  // Hybrid's ranks hold more than the floor: two stream communicators and their Ulysses groups' splits.
+  Meeting meeting(4);
+  ThreadGroup rank0(meeting, 0);
+  EXPECT_GT(make_nccl_transport(make_schedule(hybrid), rank0)->library_bytes(), std::int64_t{1} << 30);
 }
 
 // Tracing gathers the timelines over MPI: a group of threads cannot, and says so.

@@ -73,3 +73,7 @@ ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, std::size_t sen
                            ncclComm_t comm, cudaStream_t stream);
 ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, std::size_t recvcount, ncclDataType_t type,
                                ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream);
+
+// Not NCCL's: for tests, how many rank handles ncclCommInitRank(Config) has created in this process (splits
+// not counted).
+long long cps_emu_nccl_inits();
