@@ -311,6 +311,12 @@ void check_schedule(const Schedule& s) {
       if (a.bytes != b.bytes || a.buffer != b.buffer)
         fail_at(a.op, fmt::format("send #{} {} -> {} on channel {} ({} bytes of {}) meets a receive of {} bytes of {}",
                                   k, src, dst, ch, a.bytes, to_string(a.buffer), b.bytes, to_string(b.buffer)));
+      // The runtime's nccl transport gives each stream its own communicators (concurrent streams would
+      // interleave one's operations): a pair on two streams would wait for each other forever there.
+      if (op_at(a.op).stream != op_at(b.op).stream)
+        fail_at(a.op, fmt::format("send #{} {} -> {} on channel {} is on stream {} but its receive on stream {}: the "
+                                  "runtime gives each stream its own communicator, where they would never meet",
+                                  k, src, dst, ch, op_at(a.op).stream, op_at(b.op).stream));
       send_partner[static_cast<std::size_t>(a.op)] = b.op;
       recv_partner[static_cast<std::size_t>(b.op)] = a.op;
     }
@@ -335,6 +341,11 @@ void check_schedule(const Schedule& s) {
           fail_at(seqs[m][k], fmt::format("collective #{} on group {} is {} of {} bytes/peer, rank {} issues {} of {}",
                                           k, g, to_string(b.kind), b.bytes_per_peer, s.groups[g][0], to_string(a.kind),
                                           a.bytes_per_peer));
+        if (a.stream != b.stream)
+          fail_at(seqs[m][k], fmt::format("collective #{} on group {} is on stream {}, rank {} issues it on stream {}: "
+                                          "the runtime gives each stream its own communicator, where they would "
+                                          "never meet",
+                                          k, g, b.stream, s.groups[g][0], a.stream));
       }
     }
     for (std::size_t k = 0; k < (seqs.empty() ? 0 : seqs[0].size()); ++k) {

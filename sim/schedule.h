@@ -8,7 +8,9 @@
 //    have both completed. Sends from rank a to rank b on channel c match b's receives from a on c in
 //    issue order;
 //  - a collective starts when every member of its group has reached it; the k-th collective on a group
-//    matches the k-th collective on that group on every other member.
+//    matches the k-th collective on that group on every other member;
+//  - both sides of a matched send and receive, and every member's op of a collective, are on the same
+//    stream (the runtime's NCCL communicators are per stream).
 #pragma once
 
 #include <array>
@@ -186,7 +188,7 @@ StagedCopies transport_staging(const Op& op, std::int64_t members, bool replay);
 std::int32_t collective_planes(const Op& op);
 
 // Structural checks: event ids recorded once and before their waits, send/receive pairs and
-// collectives match across ranks with equal bytes, streams in range. Throws InternalError.
+// collectives match across ranks with equal bytes on one stream, streams in range. Throws InternalError.
 void check_schedule(const Schedule&);
 
 // The point-to-point transfers of a schedule: the k-th send from rank a to rank b on a channel meets

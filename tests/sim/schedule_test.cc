@@ -214,6 +214,22 @@ TEST(CheckSchedule, RejectsMismatchedCollectives) {
   expect_check_error(s, "(members-1)");
 }
 
+// The simulator matches transfers by channel and collectives by group, whatever the stream; the runtime's
+// communicators are per stream, so a pair on two streams would hang there and is refused here.
+TEST(CheckSchedule, RejectsAPairOrACollectiveSplitOverTwoStreams) {
+  Schedule s = small_ring();
+  Op& recv = s.ranks[1].ops[find_op(s.ranks[1], OpKind::SendRecv)];
+  ASSERT_NE(recv.stream, 0);
+  recv.stream = 0;  // the compute stream
+  expect_check_error(s, "the runtime gives each stream its own communicator");
+
+  s = make_schedule(small_allgather());
+  Op& ag = s.ranks[2].ops[find_op(s.ranks[2], OpKind::AllGather)];
+  ASSERT_NE(ag.stream, 0);
+  ag.stream = 0;
+  expect_check_error(s, "collective #0 on group 0 is on stream 0");
+}
+
 TEST(CheckSchedule, RejectsStagingOutsideCollectivesOrWithoutCopies) {
   Schedule s = make_schedule(small_allgather(2));
   const Op& gather = s.ranks[1].ops[find_op(s.ranks[1], OpKind::AllGather)];
