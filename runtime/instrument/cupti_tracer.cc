@@ -203,8 +203,10 @@ CuptiTracer::~CuptiTracer() {
       sink().capturing = false;
       sink().capturing_flag = false;
     }
-    cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
   }
+  // Also after a finished capture: buffers CUPTI still holds (requested, not yet filled) come back and are
+  // freed (the sink drops their records outside a capture).
+  cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
   Sink& s = sink();
   std::lock_guard<std::mutex> lock(s.mu);
   s.records.clear();
