@@ -97,28 +97,29 @@ cal_configs() {
 # leaves every run within 2.4%; without 32K the ulysses N=8 run (64K-token blocks) misses by 4.9%.
 bench_blocks() { echo 1024 2048 4096 8192 16384 32768; }
 
+# Every step returns on failure itself: `set -e` would not hold where run() calls this as `prepare || ...`.
 prepare() {
-  set -e
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-        -DCPSCOPE_BENCHMARKS=OFF >/dev/null
-  cmake --build "$BUILD" -j "$(nproc)"
+        -DCPSCOPE_BENCHMARKS=OFF >/dev/null || { echo "prepare: configuring $BUILD failed" >&2; return 1; }
+  cmake --build "$BUILD" -j "$(nproc)" || { echo "prepare: building $BUILD failed" >&2; return 1; }
   rm -rf "$BUNDLE"
-  mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
+  mkdir -p "$BUNDLE/bin" "$BUNDLE/lib" || return 1
   local bins=("$BUILD/tools/cp-profile" "$BUILD/tools/cp-sim")
   for t in "$BUILD"/tests/runtime/kernels/*_test "$BUILD"/tests/runtime/cuda/*_test "$BUILD"/tests/runtime/instrument/*_test \
            "$BUILD"/runtime/kernels/kernels_bench; do
     [ -x "$t" ] && bins+=("$t")
   done
-  cp "${bins[@]}" "$BUNDLE/bin/"
-  [ -f "$BUILD/tools/libcpscope_kernels_capi.so" ] && cp "$BUILD/tools/libcpscope_kernels_capi.so" "$BUNDLE/lib/"
+  cp "${bins[@]}" "$BUNDLE/bin/" || return 1
+  if [ -f "$BUILD/tools/libcpscope_kernels_capi.so" ]; then
+    cp "$BUILD/tools/libcpscope_kernels_capi.so" "$BUNDLE/lib/" || return 1
+  fi
   # Shared libraries the binaries need, except glibc's own (libc, libm, libutil, ...) and libstdc++ (the
   # GPU machine has newer ones) and the CUDA/NCCL/CUPTI/driver libraries (its own must be used).
   for b in "$BUNDLE"/bin/* "$BUNDLE"/lib/*.so; do
     ldd "$b" | awk '/=> \// {print $3}'
-  done | sort -u | grep -Ev '/(libc|libm|libdl|librt|libpthread|libutil|libresolv|libnsl|ld-linux[^/]*|libgcc_s|libstdc\+\+)\.so|lib(cuda|cudart|nccl|cupti|nvidia-ml|nvToolsExt|nvtx)[^/]*\.so' |
-    while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
+  done | sort -u | { grep -Ev '/(libc|libm|libdl|librt|libpthread|libutil|libresolv|libnsl|ld-linux[^/]*|libgcc_s|libstdc\+\+)\.so|lib(cuda|cudart|nccl|cupti|nvidia-ml|nvToolsExt|nvtx)[^/]*\.so' || true; } |
+    while read -r lib; do cp -L "$lib" "$BUNDLE/lib/" || exit 1; done || return 1
   du -sh "$BUNDLE"  # the device tool carries at most 64 MiB with the tree (34 MiB at the time of writing)
-  set +e
 }
 
 # Adds the directory holding `name` (searched in the CUDA toolkit, then PyTorch's nvidia wheels).
@@ -145,7 +146,8 @@ run() {
   local out=${1:-${OUT:-$ROOT/gpu-check-out}}
   mkdir -p "$out"
   local log=$out/gpu-check.log
-  exec > >(tee "$log") 2>&1
+  exec 3>&1 4>&2 > >(tee "$log") 2>&1
+  local tee_pid=$!
   local t0=$SECONDS
   # The whole run must end within 8 minutes: later steps skip what would start after this deadline
   # (and say so), so a slow first step never loses the rest of the output.
@@ -154,13 +156,21 @@ run() {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
   command -v nvcc && nvcc --version | tail -1
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), "nccl", torch.cuda.nccl.version())' || true
+  # The machine's own library path, for PyTorch (step 4): the bundle's Debian libraries and a toolkit's
+  # cuDNN or NCCL found first would mix versions under torch's (cuDNN loads its sub-libraries by path).
+  local torch_ldp=${LD_LIBRARY_PATH:-}
   export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
   add_libdir libcudart.so
   add_libdir libnccl.so
   add_libdir libcupti.so
   if [ "$REHEARSAL" = 0 ] && [ ! -x "$BIN/cp-profile" ]; then
     echo "no gpu-bundle/: building here"
-    prepare || { echo "build failed"; return 1; }
+    if ! prepare; then
+      echo "build failed"
+      exec 1>&3 2>&4 3>&- 4>&-
+      wait "$tee_pid" 2>/dev/null || true
+      return 1
+    fi
   fi
   LD_LIBRARY_PATH=$BUNDLE/lib:$LD_LIBRARY_PATH
   export LD_LIBRARY_PATH
@@ -226,7 +236,9 @@ run() {
     echo "rehearsal: SDPA needs PyTorch on a GPU; checking that the script parses its arguments"
     python3 "$ROOT/tools/gpu/sdpa_compare.py" --help >/dev/null
   else
-    [ $SECONDS -lt $deadline ] && timeout 180 python3 "$ROOT/tools/gpu/sdpa_compare.py" \
+    # (The C API needs only libcudart.so.13, which torch has loaded by then.) It writes its JSON after each
+    # shape, so a timeout or a crash keeps what was measured.
+    [ $SECONDS -lt $deadline ] && LD_LIBRARY_PATH=$torch_ldp timeout 180 python3 -u "$ROOT/tools/gpu/sdpa_compare.py" \
       --lib "$BUNDLE/lib/libcpscope_kernels_capi.so" --out "$out/sdpa_compare.json"
   fi
   local sdpa_rc=$?
@@ -246,11 +258,19 @@ run() {
 
   echo "== 6. CUPTI tracing overhead (alternating untraced / traced iterations)"
   if pick 6; then
-  timeout $((60 * SLOW)) "$bin/cp-profile" --backend cuda --transport loopback --schedule zigzag-ring --cp 8 \
-    --seq "$(tok 65536)" $HEADS $(reps 2 20) --tracing-overhead --json "$cal/overhead.json" 2>&1 | grep -E "tracing overhead|median|error"
-  timeout $((60 * SLOW)) "$bin/cp-profile" --backend cuda --transport replay --replay-rank 3 \
-    --schedule zigzag-ring --cp 8 --seq "$(tok 131072)" $HEADS $(reps 2 10) --tracing-overhead --json "$cal/overhead_replay.json" 2>&1 |
-    grep -E "tracing overhead|median|error"
+  if [ $SECONDS -lt $deadline ]; then
+    timeout $((60 * SLOW)) "$bin/cp-profile" --backend cuda --transport loopback --schedule zigzag-ring --cp 8 \
+      --seq "$(tok 65536)" $HEADS $(reps 2 20) --tracing-overhead --json "$cal/overhead.json" 2>&1 | grep -E "tracing overhead|median|error"
+  else
+    echo "skipped loopback overhead: time budget"
+  fi
+  if [ $SECONDS -lt $deadline ]; then
+    timeout $((60 * SLOW)) "$bin/cp-profile" --backend cuda --transport replay --replay-rank 3 \
+      --schedule zigzag-ring --cp 8 --seq "$(tok 131072)" $HEADS $(reps 2 10) --tracing-overhead --json "$cal/overhead_replay.json" 2>&1 |
+      grep -E "tracing overhead|median|error"
+  else
+    echo "skipped replay overhead: time budget"
+  fi
   fi
 
   echo "== 7. calibration and validation set (CUPTI-traced profiles)"
@@ -377,6 +397,9 @@ os.replace(tmp, os.path.join(out, "gpu-check.json"))
 EOF
   rm -f "$out"/.check_* "$out"/.time_* "$out"/.checks.tsv "$out"/.timings.tsv "$out"/.sanitizer.tsv
   rm -rf "$out/.calibration"
+  # Back to the caller's stdout and stderr, and let tee write the log's last lines before $OUT is collected.
+  exec 1>&3 2>&4 3>&- 4>&-
+  wait "$tee_pid" 2>/dev/null || true
 }
 
 # The run step on the CPU SIMT emulation (see the header): binaries from build directory $1, output in $2.

@@ -7,6 +7,8 @@ The GPU check runs the script once per device session, so a slip in it (a ctypes
 the GQA gradient sum, a JSON field) would cost that session its SDPA comparison. Here the script runs for real on
 one sequence length, both masks, forward and backward: its correctness rows must be within the bf16 tolerance and
 its JSON complete, also with a PyTorch whose SDPA has no enable_gqa. Then, with the stand-in's SDPA given a wrong softmax scale, it must report the mismatch and exit 1.
+And with a cuDNN that does not load and a device copy that fails at the end (a broken CUDA context), it must keep
+every row measured before, say where it stopped and exit 1.
 """
 import json
 import os
@@ -68,6 +70,7 @@ def main():
                f"ratios: {ratios}")
         expect(j.get("copy_bandwidth_GBps", 0) > 0, "no copy bandwidth")
         expect(j.get("device", {}).get("nccl") == "2.28.9", f"device: {j.get('device')}")
+        expect(j.get("complete") is True, f"complete: {j.get('complete')}")
 
         # A PyTorch without enable_gqa: every backend runs on expanded K/V, and the check sums the gradients of each
         # KV head's copies.
@@ -86,6 +89,21 @@ def main():
         jb = json.load(open(bad)) if os.path.exists(bad) else {}
         expect(any("differs from SDPA flash" in f for f in jb.get("failures", [])),
                f"with a wrong reference: failures {jb.get('failures')}")
+
+        # cuDNN does not load, and the last step (the copy) fails as a broken CUDA context would: the rows measured
+        # before it are in the file, which says where the run stopped.
+        broken = os.path.join(tmp, "broken.json")
+        rc = run(lib, script, broken, {"FAKE_TORCH_BROKEN": "1"})
+        expect(rc == 1, f"with a failure at the end: exit {rc}, want 1")
+        jk = json.load(open(broken)) if os.path.exists(broken) else {}
+        expect(jk.get("complete") is False, f"with a failure at the end: complete {jk.get('complete')}")
+        expect(str(jk.get("device", {}).get("cudnn", "")).startswith("unknown (cuDNN version incompatibility"),
+               f"with a failure at the end: device {jk.get('device')}")
+        expect(any(f.startswith("stopped: RuntimeError: CUDA error: an illegal memory access") for f in
+                   jk.get("failures", [])), f"with a failure at the end: failures {jk.get('failures')}")
+        kept = {(r["kernel"], r["mask"], r["pass"]) for r in jk.get("rows", []) if "ms" in r}
+        expect(kept == timed, f"with a failure at the end: kept timings {sorted(kept)}, want {sorted(timed)}")
+        expect(not os.path.exists(broken + ".tmp"), "with a failure at the end: a temporary file was left behind")
 
     for p in problems:
         print("FAIL:", p)

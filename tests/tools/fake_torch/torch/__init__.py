@@ -8,7 +8,10 @@ torch.nn.functional.scaled_dot_product_attention and torch.autograd.grad compute
 float64 and round them to the inputs' type, as SDPA returns them. The "cudnn" backend refuses GQA, so the
 script's path that expands K/V runs too, and FAKE_TORCH_OLD takes away SDPA's enable_gqa argument (PyTorch
 before 2.5) so that every backend needs it. FAKE_TORCH_SDPA_SCALE multiplies SDPA's softmax scale: a wrong
-reference the script must catch (tests/tools/sdpa_compare_emu_test.py).
+reference the script must catch (tests/tools/sdpa_compare_emu_test.py). FAKE_TORCH_BROKEN=1 makes
+torch.backends.cudnn.version() raise (a cuDNN that does not load) and the device copy fail (a CUDA context
+broken late in the run): the script must keep what it measured before. torch.cuda._sleep counts its calls in
+torch.cuda.slept.
 """
 import ctypes
 import os
@@ -137,6 +140,8 @@ class Tensor:
         return self
 
     def copy_(self, other):
+        if os.environ.get("FAKE_TORCH_BROKEN"):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered (fake)")
         if self.buf is not None and other.buf is not None:
             np.copyto(self.buf, other.buf)
         else:
@@ -197,6 +202,8 @@ version = _Version()
 class _Cudnn:
     @staticmethod
     def version():
+        if os.environ.get("FAKE_TORCH_BROKEN"):
+            raise RuntimeError("cuDNN version incompatibility (fake)")
         return 90000
 
 
@@ -237,6 +244,13 @@ class _Nccl:
 class _Cuda:
     Event = _Event
     nccl = _Nccl()
+    slept = 0
+
+    @staticmethod
+    def _sleep(cycles):  # the GPU spins; here nothing runs ahead, so nothing to wait for
+        if not isinstance(cycles, int) or cycles < 0:
+            raise TypeError(f"_sleep takes a non-negative int of cycles, not {cycles!r}")
+        _Cuda.slept += 1
 
     @staticmethod
     def get_device_properties(dev):
