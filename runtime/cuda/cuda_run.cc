@@ -15,6 +15,7 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <exception>
 #include <limits>
@@ -35,6 +36,7 @@
 #include "runtime/instrument/mpi_sync.h"
 #include "runtime/instrument/nvtx.h"
 #include "runtime/instrument/op_intervals.h"
+#include "runtime/kernels/attention.h"
 #include "runtime/kernels/check.h"
 #include "runtime/kernels/reference_attention.h"
 #include "runtime/layout.h"
@@ -431,6 +433,15 @@ class TimingEvents {
   std::int32_t rank_;
 };
 
+// Holds stream `s` busy for `ns` (kernels::spin; nothing on the emulation), the rank named in its error.
+void launch_hold(std::int32_t rank, std::int64_t ns, cudaStream_t s) {
+  try {
+    kernels::spin(ns, s);
+  } catch (const kernels::CudaError& e) {
+    throw DeviceError(fmt::format("rank {}: holding the first stream before an iteration: {}", rank, e.what()));
+  }
+}
+
 // Which iterations a run traces, and what tracing found.
 struct Iterated {
   std::vector<double> ms;             // the timed iterations (nccl: slowest rank)
@@ -444,6 +455,15 @@ struct Iterated {
 // rank. The tracer is created right before the first traced iteration, so CUPTI is not even attached
 // while the untraced iterations before it run (its first activation is slow and off the clock: the
 // kinds are enabled before the start event is recorded and disabled after the end event).
+//
+// What an iteration's time holds: the GPU's work, with the host ahead of it, as in a training loop whose
+// CPU runs ahead. Recorded on an idle device, the start event would complete at once, and the time would
+// also hold the host's issuing (the loopback ranks' threads starting, formatting, launches): for small
+// shapes, mostly that. So each iteration after the first starts with the first stream held busy
+// (kernels::spin) for 1.5 x the longest host issue seen so far (+0.1 ms, at most 250 ms), queued before
+// the start event: the host queues the iteration meanwhile, and the interval holds the GPU's work, plus
+// any time the host still falls behind mid-iteration (which is real). The hold is launched before CUPTI
+// is switched on, so no trace holds it; under nccl the ranks agree on the longest hold.
 template <class IssueAll>
 Iterated iterate(std::vector<LocalRank>& ranks, const Workload& w, const CudaRunOptions& opt, ProcessGroup* pg,
                  IssueAll issue_all) {
@@ -454,6 +474,7 @@ Iterated iterate(std::vector<LocalRank>& ranks, const Workload& w, const CudaRun
   const bool extra = opt.trace && !opt.trace_overhead;
   const std::int32_t total = opt.warmup + opt.iters + (extra ? 1 : 0);
   std::vector<double> ms;
+  double issue_ms = 0;  // the longest host issue of an iteration so far (event record to event record)
   for (std::int32_t it = 0; it < total; ++it) {
     const bool timed = it >= opt.warmup && it < opt.warmup + opt.iters;
     const bool traced = (extra && it == total - 1) || (opt.trace_overhead && timed && (it - opt.warmup) % 2 == 1);
@@ -463,6 +484,10 @@ Iterated iterate(std::vector<LocalRank>& ranks, const Workload& w, const CudaRun
     }
     CPS_CUDA_CALL(err_rank, cudaDeviceSynchronize());
     if (pg != nullptr) pg->barrier();
+    const cudaStream_t s0 = ranks.front().backend->stream(0);
+    double hold_ms = issue_ms > 0 ? std::min(1.5 * issue_ms + 0.1, 250.0) : 0.0;
+    if (pg != nullptr) hold_ms = pg->max({hold_ms}).front();  // every rank's GPU starts at once
+    launch_hold(err_rank, static_cast<std::int64_t>(std::llround(hold_ms * 1e6)), s0);
     const instrument::NvtxRange range(fmt::format("iteration {}{}{}", it, timed ? "" : " (untimed)",
                                                   traced ? " (CUPTI traced)" : ""));
     if (traced) {
@@ -470,12 +495,14 @@ Iterated iterate(std::vector<LocalRank>& ranks, const Workload& w, const CudaRun
       tracer->start();
       for (LocalRank& r : ranks) r.backend->set_tracing(true);
     }
-    const cudaStream_t s0 = ranks.front().backend->stream(0);
+    const auto issue_start = std::chrono::steady_clock::now();
     CPS_CUDA_CALL(err_rank, cudaEventRecord(ev.start, s0));
     for (LocalRank& r : ranks) r.backend->streams_wait(ev.start);
     issue_all();
     for (LocalRank& r : ranks) r.backend->join_into(s0);
     CPS_CUDA_CALL(err_rank, cudaEventRecord(ev.end, s0));
+    issue_ms = std::max(
+        issue_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - issue_start).count());
     if (traced) tracer->end_launches();
     for (LocalRank& r : ranks) r.backend->synchronize();
     if (traced) {

@@ -26,4 +26,9 @@ void copy_block(const CopyBlockArgs& args, cudaStream_t stream);
 // Fills n floats with value (LSE with -inf and O with zeros before a forward's first merge).
 void fill_f32(float* p, std::int64_t n, float value, cudaStream_t stream);
 
+// Keeps `stream` busy for about `ns` nanoseconds (one thread polling the GPU's global timer, sleeping between
+// reads): work queued behind it waits that long, so the host can queue an iteration ahead of the GPU. On the
+// CPU emulation, where streams run only when waited on, it queues nothing.
+void spin(std::int64_t ns, cudaStream_t stream);
+
 }  // namespace cpscope::rt::kernels

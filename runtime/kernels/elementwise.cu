@@ -141,6 +141,28 @@ void copy_block(const CopyBlockArgs& a, cudaStream_t stream) {
   CPS_CUDA_CHECK_LAUNCH();
 }
 
+#if !defined(CPS_SIMT_EMU)
+__global__ void spin_kernel(std::uint64_t ns) {
+  std::uint64_t start = 0, now = 0;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  do {
+    __nanosleep(1000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+  } while (now - start < ns);
+}
+#endif
+
+void spin(std::int64_t ns, cudaStream_t stream) {
+  CPS_REQUIRE(ns >= 0, "spin duration");
+#if defined(CPS_SIMT_EMU)
+  static_cast<void>(stream);
+#else
+  if (ns == 0) return;
+  spin_kernel<<<1, 1, 0, stream>>>(static_cast<std::uint64_t>(ns));
+  CPS_CUDA_CHECK_LAUNCH();
+#endif
+}
+
 void fill_f32(float* p, std::int64_t n, float value, cudaStream_t stream) {
   CPS_REQUIRE(n >= 0, "fill_f32 count");
   if (n == 0) return;

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -312,6 +313,34 @@ TEST(Elementwise, FillAndPreprocessShapes) {
   DevBuf p(1000 * 4);
   fill_f32(p.f32(), 1000, -kInf, nullptr);
   for (float x : p.download_f32()) ASSERT_EQ(x, -kInf);
+}
+
+// The hold before a timed iteration (cuda_run.cc): work queued behind it starts that much later on the GPU, and
+// it ends. The emulation queues nothing (its streams run only when waited on), so there it only checks the
+// argument rule.
+TEST(Elementwise, SpinHoldsTheStream) {
+  EXPECT_THROW(spin(-1, nullptr), std::invalid_argument);
+#if !defined(CPS_SIMT_EMU)
+  SKIP_WITHOUT_GPU();
+  cudaStream_t s = nullptr;
+  cudaEvent_t a = nullptr, b = nullptr;
+  CPS_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  CPS_CUDA_CHECK(cudaEventCreate(&a));
+  CPS_CUDA_CHECK(cudaEventCreate(&b));
+  CPS_CUDA_CHECK(cudaEventRecord(a, s));
+  spin(3'000'000, s);  // 3 ms
+  CPS_CUDA_CHECK(cudaEventRecord(b, s));
+  CPS_CUDA_CHECK(cudaStreamSynchronize(s));
+  float ms = 0;
+  CPS_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  EXPECT_GE(ms, 2.9f);
+  EXPECT_LT(ms, 100.f);
+  spin(0, s);  // nothing queued
+  CPS_CUDA_CHECK(cudaStreamSynchronize(s));
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  cudaStreamDestroy(s);
+#endif
 }
 
 // The plain fp32 kernels that cp-profile --check compares every schedule with (refk, reference_attention.cu),
