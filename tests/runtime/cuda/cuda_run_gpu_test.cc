@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "runtime/cuda/cuda_run.h"
@@ -139,6 +140,11 @@ TEST(CudaLoopback, UlyssesMatchesReference) {
     cases.push_back(repeated);
   }
   EXPECT_EQ(check_all(cases), 6);
+  // Loopback asks the driver for its most hardware queues (a user's own value would stay): with 8, streams of
+  // different virtual ranks would share queues and wait for each other's work.
+  const char* connections = std::getenv("CUDA_DEVICE_MAX_CONNECTIONS");
+  ASSERT_NE(connections, nullptr);
+  EXPECT_STREQ(connections, "32");
 }
 
 TEST(CudaLoopback, HybridMatchesReference) {
