@@ -59,12 +59,17 @@ void check_memory(std::int32_t rank, std::int32_t device, std::int64_t required,
                   const std::string& what) {
   std::size_t free = 0, total = 0;
   CPS_CUDA_CALL(rank, cudaMemGetInfo(&free, &total));
-  if (required + reserve <= static_cast<std::int64_t>(free)) return;
-  throw InputError("seq", fmt::format("{} needs {} bytes ({}) of device memory{} on device {}, but only {} bytes ({}) of "
-                                      "{} are free; lower seq, batch or heads, or raise cp",
+  // Beyond the tensors: cudaMalloc rounds allocations up to 2 MiB pages, and the kernels' modules (loaded
+  // lazily, at their first launch) and local memory are allocated later; without this margin a workload sized
+  // to just fit would fail with out-of-memory at a launch, reported as a launch error.
+  constexpr std::int64_t kHeadroomBytes = std::int64_t{256} << 20;
+  if (required + reserve + kHeadroomBytes <= static_cast<std::int64_t>(free)) return;
+  throw InputError("seq", fmt::format("{} needs {} bytes ({}) of device memory{} plus {} of headroom on device {}, but only "
+                                      "{} bytes ({}) of {} are free; lower seq, batch or heads, or raise cp",
                                       what, required, gib(required),
-                                      reserve > 0 ? fmt::format(" plus about {} for NCCL", gib(reserve)) : "", device,
-                                      free, gib(static_cast<std::int64_t>(free)), gib(static_cast<std::int64_t>(total))));
+                                      reserve > 0 ? fmt::format(" plus about {} for NCCL", gib(reserve)) : "",
+                                      gib(kHeadroomBytes), device, free, gib(static_cast<std::int64_t>(free)),
+                                      gib(static_cast<std::int64_t>(total))));
 }
 
 std::string version_string(int v) { return fmt::format("{}.{}", v / 1000, (v % 1000) / 10); }
