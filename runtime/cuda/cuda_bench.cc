@@ -4,6 +4,7 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "runtime/cuda/check.h"
 #include "runtime/host_bench.h"
 #include "runtime/kernels/attention.h"
+#include "runtime/kernels/check.h"
 #include "runtime/kernels/host_dtype.h"
 #include "sim/error.h"
 
@@ -50,15 +52,33 @@ class Events {
     cudaEventDestroy(a_);
     cudaEventDestroy(b_);
   }
-  // Median time of `f` enqueued on `s` over `repeats` runs (after two warm-ups), in ns.
+  // Median time of `f` enqueued on `s` over `repeats` runs (after two warm-ups), in ns: the GPU's time, without
+  // the host's. Recorded on an idle stream, the first event would complete at once and the interval would also
+  // hold the host's launches (NCCL's group launch, a backward's four kernels): for a 1K block or a small
+  // transfer, most of it, and calibration would fit it as kernel and link time. So after the warm-ups, `s` is
+  // first held busy (kernels::spin) for 1.5 x the longest time the host took to enqueue `f`, +0.1 ms, and the
+  // host enqueues meanwhile, as in a timed iteration (cuda_run.cc). Not with `before` (the interference rows):
+  // its transfers on another stream would run during the hold instead of beside the kernel, whose size makes
+  // launch time negligible there.
   template <class F>
   std::int64_t median_ns(cudaStream_t s, int repeats, F f, const std::function<void()>& before = {}) {
     std::vector<float> ms;
+    double enqueue_ms = 0;
     for (int i = 0; i < repeats + 2; ++i) {
       if (before) before();
+      if (!before && i >= 2) {
+        try {
+          kernels::spin(std::llround((1.5 * enqueue_ms + 0.1) * 1e6), s);
+        } catch (const kernels::CudaError& e) {
+          throw DeviceError(fmt::format("cuda bench: holding the stream before a timed run: {}", e.what()));
+        }
+      }
+      const auto t0 = std::chrono::steady_clock::now();
       CPS_CUDA_CALL(kRank, cudaEventRecord(a_, s));
       f();
       CPS_CUDA_CALL(kRank, cudaEventRecord(b_, s));
+      enqueue_ms =
+          std::max(enqueue_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       CPS_CUDA_CALL(kRank, cudaDeviceSynchronize());
       float t = 0;
       CPS_CUDA_CALL(kRank, cudaEventElapsedTime(&t, a_, b_));
