@@ -57,16 +57,18 @@ class Events {
   // hold the host's launches (NCCL's group launch, a backward's four kernels): for a 1K block or a small
   // transfer, most of it, and calibration would fit it as kernel and link time. So after the warm-ups, `s` is
   // first held busy (kernels::spin) for 1.5 x the longest time the host took to enqueue `f`, +0.1 ms, and the
-  // host enqueues meanwhile, as in a timed iteration (cuda_run.cc). Not with `before` (the interference rows):
-  // its transfers on another stream would run during the hold instead of beside the kernel, whose size makes
+  // host enqueues meanwhile, as in a timed iteration (cuda_run.cc). Not with `before`, nor with `hold` false
+  // (the interference rows, alone and beside transfers alike, so their ratio compares like with like): the
+  // transfers on another stream would run during the hold instead of beside the kernel, whose size makes
   // launch time negligible there.
   template <class F>
-  std::int64_t median_ns(cudaStream_t s, int repeats, F f, const std::function<void()>& before = {}) {
+  std::int64_t median_ns(cudaStream_t s, int repeats, F f, const std::function<void()>& before = {},
+                         bool hold = true) {
     std::vector<float> ms;
     double enqueue_ms = 0;
     for (int i = 0; i < repeats + 2; ++i) {
       if (before) before();
-      if (!before && i >= 2) {
+      if (hold && !before && i >= 2) {
         try {
           kernels::spin(std::llround((1.5 * enqueue_ms + 0.1) * 1e6), s);
         } catch (const kernels::CudaError& e) {
@@ -236,7 +238,7 @@ nlohmann::json run_cuda_bench(const CudaBenchOptions& o) {
     for (const bool backward : {false, true}) {
       if (backward) fwd(big, big, false);
       auto run = [&] { backward ? bwd(big, big, false) : fwd(big, big, false); };
-      const std::int64_t alone = ev.median_ns(s, o.repeats, run);
+      const std::int64_t alone = ev.median_ns(s, o.repeats, run, {}, /*hold=*/false);
       // Enough back-to-back messages on the other stream to outlast the kernel several times.
       const std::int64_t count = std::clamp<std::int64_t>(4 * alone / per_message_ns + 1, 2, 2000);
       const std::int64_t with = ev.median_ns(s, o.repeats, run, [&] {
