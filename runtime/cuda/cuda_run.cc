@@ -466,10 +466,12 @@ struct Iterated {
 // CPU runs ahead. Recorded on an idle device, the start event would complete at once, and the time would
 // also hold the host's issuing (the loopback ranks' threads starting, formatting, launches): for small
 // shapes, mostly that. So each iteration after the first starts with the first stream held busy
-// (kernels::spin) for 1.5 x the longest host issue seen so far (+0.1 ms, at most 250 ms), queued before
+// (kernels::spin) for 1.5 x the previous iteration's host issue (+0.1 ms, at most 250 ms), queued before
 // the start event: the host queues the iteration meanwhile, and the interval holds the GPU's work, plus
-// any time the host still falls behind mid-iteration (which is real). The hold is launched before CUPTI
-// is switched on, so no trace holds it; under nccl the ranks agree on the longest hold.
+// any time the host still falls behind mid-iteration (which is real). The previous iteration's, not the
+// longest: the first one's issue holds one-time costs (modules loaded, NCCL connections made) that would
+// otherwise lengthen every hold of the run. The hold is launched before CUPTI is switched on, so no trace
+// holds it; under nccl the ranks agree on the longest hold.
 template <class IssueAll>
 Iterated iterate(std::vector<LocalRank>& ranks, const Workload& w, const CudaRunOptions& opt, ProcessGroup* pg,
                  IssueAll issue_all) {
@@ -480,7 +482,7 @@ Iterated iterate(std::vector<LocalRank>& ranks, const Workload& w, const CudaRun
   const bool extra = opt.trace && !opt.trace_overhead;
   const std::int32_t total = opt.warmup + opt.iters + (extra ? 1 : 0);
   std::vector<double> ms;
-  double issue_ms = 0;  // the longest host issue of an iteration so far (event record to event record)
+  double issue_ms = 0;  // the previous iteration's host issue (event record to event record)
   for (std::int32_t it = 0; it < total; ++it) {
     const bool timed = it >= opt.warmup && it < opt.warmup + opt.iters;
     const bool traced = (extra && it == total - 1) || (opt.trace_overhead && timed && (it - opt.warmup) % 2 == 1);
@@ -507,8 +509,7 @@ Iterated iterate(std::vector<LocalRank>& ranks, const Workload& w, const CudaRun
     issue_all();
     for (LocalRank& r : ranks) r.backend->join_into(s0);
     CPS_CUDA_CALL(err_rank, cudaEventRecord(ev.end, s0));
-    issue_ms = std::max(
-        issue_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - issue_start).count());
+    issue_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - issue_start).count();
     if (traced) tracer->end_launches();
     for (LocalRank& r : ranks) r.backend->synchronize();
     if (traced) {
