@@ -56,8 +56,9 @@ class Events {
   // the host's. Recorded on an idle stream, the first event would complete at once and the interval would also
   // hold the host's launches (NCCL's group launch, a backward's four kernels): for a 1K block or a small
   // transfer, most of it, and calibration would fit it as kernel and link time. So after the warm-ups, `s` is
-  // first held busy (kernels::spin) for 1.5 x the longest time the host took to enqueue `f`, +0.1 ms, and the
-  // host enqueues meanwhile, as in a timed iteration (cuda_run.cc). Not with `before`, nor with `hold` false
+  // first held busy (kernels::spin) for 1.5 x the time the host took to enqueue `f` the run before, +0.1 ms (at
+  // most 250 ms; not the first warm-up's, which loads the kernel's module), and the host enqueues meanwhile, as
+  // in a timed iteration (cuda_run.cc). Not with `before`, nor with `hold` false
   // (the interference rows, alone and beside transfers alike, so their ratio compares like with like): the
   // transfers on another stream would run during the hold instead of beside the kernel, whose size makes
   // launch time negligible there.
@@ -70,7 +71,7 @@ class Events {
       if (before) before();
       if (hold && !before && i >= 2) {
         try {
-          kernels::spin(std::llround((1.5 * enqueue_ms + 0.1) * 1e6), s);
+          kernels::spin(std::llround(std::min(1.5 * enqueue_ms + 0.1, 250.0) * 1e6), s);
         } catch (const kernels::CudaError& e) {
           throw DeviceError(fmt::format("cuda bench: holding the stream before a timed run: {}", e.what()));
         }
@@ -79,8 +80,7 @@ class Events {
       CPS_CUDA_CALL(kRank, cudaEventRecord(a_, s));
       f();
       CPS_CUDA_CALL(kRank, cudaEventRecord(b_, s));
-      enqueue_ms =
-          std::max(enqueue_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      enqueue_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       CPS_CUDA_CALL(kRank, cudaDeviceSynchronize());
       float t = 0;
       CPS_CUDA_CALL(kRank, cudaEventElapsedTime(&t, a_, b_));
