@@ -60,22 +60,6 @@ Nanos intersection_length(const Span* a, std::size_t na, const Span* b, std::siz
   return sum;
 }
 
-bool is_comm_op(OpKind kind) {
-  switch (kind) {
-    case OpKind::SendRecv:
-    case OpKind::AllGather:
-    case OpKind::AllToAll:
-    case OpKind::ReduceScatter:
-      return true;
-    case OpKind::Attend:
-    case OpKind::AttendBwd:
-    case OpKind::DkvAdd:
-    case OpKind::Layout:
-      return false;
-  }
-  return false;
-}
-
 }  // namespace
 
 Nanos Summary::max_exposed_comm_ns() const {
@@ -196,7 +180,7 @@ Summary summarize(const Timeline& timeline, const Schedule* schedule) {
       RankMetrics& m = summary.ranks[p.rank];
       Bytes sent = 0;
       for (const Op& op : p.ops)
-        if (is_comm_op(op.kind)) sent += op.bytes;
+        if (is_comm(op.kind)) sent += op.bytes;
       m.bytes_sent = sent;
       m.peak_memory_bytes = peak_memory(p);
     }

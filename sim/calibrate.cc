@@ -24,8 +24,6 @@ namespace cpscope {
 namespace {
 
 bool is_attention(OpKind k) { return k == OpKind::Attend || k == OpKind::AttendBwd; }
-bool is_memory(OpKind k) { return k == OpKind::DkvAdd || k == OpKind::Layout; }
-bool is_comm(OpKind k) { return !is_attention(k) && !is_memory(k); }
 
 // A rate-table cell: what one fitted rate applies to.
 using CellKey = std::tuple<std::string, std::string, std::int64_t, std::int64_t, std::int64_t>;  // pass, mask, D, q, kv

@@ -195,9 +195,6 @@ struct Collective {
   std::int32_t member_base = 0;       // first of group-size entries in members_
 };
 
-inline bool is_comm(OpKind k) {
-  return k == OpKind::SendRecv || k == OpKind::AllGather || k == OpKind::AllToAll || k == OpKind::ReduceScatter;
-}
 inline bool is_collective(OpKind k) {
   return k == OpKind::AllGather || k == OpKind::AllToAll || k == OpKind::ReduceScatter;
 }

@@ -39,6 +39,10 @@ enum class OpKind : std::uint8_t {
   ReduceScatter,  // reduce-scatter over `group` (sum)
 };
 inline constexpr int kNumOpKinds = 8;
+// Does an op of this kind communicate (point-to-point or a collective)?
+inline bool is_comm(OpKind k) {
+  return k == OpKind::SendRecv || k == OpKind::AllGather || k == OpKind::AllToAll || k == OpKind::ReduceScatter;
+}
 
 // What a buffer operand holds. The runtime maps these to device allocations.
 enum class BufferKind : std::uint8_t {

@@ -59,9 +59,7 @@ std::vector<bool> communicating_streams(const Schedule& s) {
   std::vector<bool> talks(s.streams.size(), false);
   for (const RankProgram& p : s.ranks)
     for (const Op& op : p.ops)
-      if (op.kind == OpKind::SendRecv || op.kind == OpKind::AllGather || op.kind == OpKind::AllToAll ||
-          op.kind == OpKind::ReduceScatter)
-        talks.at(static_cast<std::size_t>(op.stream)) = true;
+      if (is_comm(op.kind)) talks.at(static_cast<std::size_t>(op.stream)) = true;
   return talks;
 }
 

@@ -17,10 +17,6 @@
 namespace cpscope {
 namespace {
 
-bool is_comm(OpKind k) {
-  return k == OpKind::SendRecv || k == OpKind::AllGather || k == OpKind::AllToAll || k == OpKind::ReduceScatter;
-}
-
 Bytes bytes_sent(const RankProgram& p) {
   Bytes b = 0;
   for (const Op& op : p.ops)

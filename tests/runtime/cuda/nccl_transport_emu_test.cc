@@ -316,9 +316,7 @@ TEST(NcclTransportEmu, CommunicatorsOnlyWhereRanksCommunicate) {
     std::set<std::int32_t> streams;
     for (const RankProgram& p : sched.ranks)
       for (const Op& op : p.ops)
-        if (op.kind == OpKind::SendRecv || op.kind == OpKind::AllGather || op.kind == OpKind::AllToAll ||
-            op.kind == OpKind::ReduceScatter)
-          streams.insert(op.stream);
+        if (is_comm(op.kind)) streams.insert(op.stream);
     std::set<std::pair<std::int32_t, std::int32_t>> groups;
     for (const Op& op : sched.ranks.at(static_cast<std::size_t>(rank)).ops)
       if (op.group >= 0) groups.insert({op.group, op.stream});
