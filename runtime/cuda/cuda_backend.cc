@@ -649,4 +649,10 @@ void CudaBackend::synchronize() {
                                   cudaGetErrorString(e), last_op_));
 }
 
+double hold_ms_for(double host_ms) { return std::min(1.5 * host_ms + 0.1, 250.0); }
+
+void hold_stream(double ms, cudaStream_t s, const std::string& what) {
+  launch(what, [&] { kernels::spin(std::llround(ms * 1e6), s); });
+}
+
 }  // namespace cpscope::rt

@@ -42,6 +42,16 @@ struct DeviceRegion {
   std::int64_t elements() const { return static_cast<std::int64_t>(r.planes) * t.batch * r.rows * r.heads * t.dim; }
 };
 
+// Timing GPU work, not the host's launches of it: recorded on an idle stream, a start event completes at once
+// and the interval also holds the host's issuing. So the stream is first held busy (kernels::spin; nothing on
+// the emulation, whose streams run only when waited on) while the host queues the work. hold_ms_for gives the
+// hold for work whose queuing took the host `host_ms` last time: 1.5 x that + 0.1 ms, at most 250 ms (not the
+// first time's, which loads modules and makes connections). Used by the timed iterations (cuda_run.cc) and the
+// cuda bench's rows.
+double hold_ms_for(double host_ms);
+// Queues the hold on `s`; a failed launch throws DeviceError naming `what`.
+void hold_stream(double ms, cudaStream_t s, const std::string& what);
+
 struct CudaBackendConfig {
   std::int32_t rank = 0;                  // CP rank (messages, errors)
   std::int32_t device = 0;                // CUDA device ordinal

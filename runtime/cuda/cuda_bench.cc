@@ -12,9 +12,9 @@
 #include <fmt/format.h>
 
 #include "runtime/cuda/check.h"
+#include "runtime/cuda/cuda_backend.h"
 #include "runtime/host_bench.h"
 #include "runtime/kernels/attention.h"
-#include "runtime/kernels/check.h"
 #include "runtime/kernels/host_dtype.h"
 #include "sim/error.h"
 
@@ -53,12 +53,10 @@ class Events {
     cudaEventDestroy(b_);
   }
   // Median time of `f` enqueued on `s` over `repeats` runs (after two warm-ups), in ns: the GPU's time, without
-  // the host's. Recorded on an idle stream, the first event would complete at once and the interval would also
-  // hold the host's launches (NCCL's group launch, a backward's four kernels): for a 1K block or a small
-  // transfer, most of it, and calibration would fit it as kernel and link time. So after the warm-ups, `s` is
-  // first held busy (kernels::spin) for 1.5 x the time the host took to enqueue `f` the run before, +0.1 ms (at
-  // most 250 ms; not the first warm-up's, which loads the kernel's module), and the host enqueues meanwhile, as
-  // in a timed iteration (cuda_run.cc). Not with `before`, nor with `hold` false
+  // the host's launches (NCCL's group launch, a backward's four kernels: for a 1K block or a small transfer,
+  // most of the interval, which calibration would fit as kernel and link time). So after the warm-ups `s` is
+  // first held (hold_ms_for) for the time the host took to enqueue `f` the run before. Not with `before`, nor
+  // with `hold` false
   // (the interference rows, alone and beside transfers alike, so their ratio compares like with like): the
   // transfers on another stream would run during the hold instead of beside the kernel, whose size makes
   // launch time negligible there.
@@ -69,13 +67,7 @@ class Events {
     double enqueue_ms = 0;
     for (int i = 0; i < repeats + 2; ++i) {
       if (before) before();
-      if (hold && !before && i >= 2) {
-        try {
-          kernels::spin(std::llround(std::min(1.5 * enqueue_ms + 0.1, 250.0) * 1e6), s);
-        } catch (const kernels::CudaError& e) {
-          throw DeviceError(fmt::format("cuda bench: holding the stream before a timed run: {}", e.what()));
-        }
-      }
+      if (hold && !before && i >= 2) hold_stream(hold_ms_for(enqueue_ms), s, "cuda bench: holding the stream");
       const auto t0 = std::chrono::steady_clock::now();
       CPS_CUDA_CALL(kRank, cudaEventRecord(a_, s));
       f();

@@ -37,7 +37,6 @@
 #include "runtime/instrument/mpi_sync.h"
 #include "runtime/instrument/nvtx.h"
 #include "runtime/instrument/op_intervals.h"
-#include "runtime/kernels/attention.h"
 #include "runtime/kernels/check.h"
 #include "runtime/kernels/reference_attention.h"
 #include "runtime/layout.h"
@@ -439,15 +438,6 @@ class TimingEvents {
   std::int32_t rank_;
 };
 
-// Holds stream `s` busy for `ns` (kernels::spin; nothing on the emulation), the rank named in its error.
-void launch_hold(std::int32_t rank, std::int64_t ns, cudaStream_t s) {
-  try {
-    kernels::spin(ns, s);
-  } catch (const kernels::CudaError& e) {
-    throw DeviceError(fmt::format("rank {}: holding the first stream before an iteration: {}", rank, e.what()));
-  }
-}
-
 // Which iterations a run traces, and what tracing found.
 struct Iterated {
   std::vector<double> ms;             // the timed iterations (nccl: slowest rank)
@@ -463,15 +453,13 @@ struct Iterated {
 // kinds are enabled before the start event is recorded and disabled after the end event).
 //
 // What an iteration's time holds: the GPU's work, with the host ahead of it, as in a training loop whose
-// CPU runs ahead. Recorded on an idle device, the start event would complete at once, and the time would
-// also hold the host's issuing (the loopback ranks' threads starting, formatting, launches): for small
-// shapes, mostly that. So each iteration after the first starts with the first stream held busy
-// (kernels::spin) for 1.5 x the previous iteration's host issue (+0.1 ms, at most 250 ms), queued before
-// the start event: the host queues the iteration meanwhile, and the interval holds the GPU's work, plus
-// any time the host still falls behind mid-iteration (which is real). The previous iteration's, not the
-// longest: the first one's issue holds one-time costs (modules loaded, NCCL connections made) that would
-// otherwise lengthen every hold of the run. The hold is launched before CUPTI is switched on, so no trace
-// holds it; under nccl the ranks agree on the longest hold.
+// CPU runs ahead (hold_ms_for: without the hold, the loopback ranks' threads starting, formatting and
+// launches would be timed too, for small shapes mostly that). Each iteration after the first starts with
+// the first stream held for the previous iteration's host issue, queued before the start event; the
+// interval holds the GPU's work plus any time the host still falls behind mid-iteration (which is real).
+// The previous iteration's, not the longest: the first one's issue holds one-time costs (modules loaded,
+// NCCL connections made) that would otherwise lengthen every hold of the run. The hold is launched before
+// CUPTI is switched on, so no trace holds it; under nccl the ranks agree on the longest hold.
 template <class IssueAll>
 Iterated iterate(std::vector<LocalRank>& ranks, const Workload& w, const CudaRunOptions& opt, ProcessGroup* pg,
                  IssueAll issue_all) {
@@ -493,9 +481,9 @@ Iterated iterate(std::vector<LocalRank>& ranks, const Workload& w, const CudaRun
     CPS_CUDA_CALL(err_rank, cudaDeviceSynchronize());
     if (pg != nullptr) pg->barrier();
     const cudaStream_t s0 = ranks.front().backend->stream(0);
-    double hold_ms = issue_ms > 0 ? std::min(1.5 * issue_ms + 0.1, 250.0) : 0.0;
+    double hold_ms = issue_ms > 0 ? hold_ms_for(issue_ms) : 0.0;
     if (pg != nullptr) hold_ms = pg->max({hold_ms}).front();  // every rank's GPU starts at once
-    launch_hold(err_rank, static_cast<std::int64_t>(std::llround(hold_ms * 1e6)), s0);
+    hold_stream(hold_ms, s0, fmt::format("rank {}: holding the first stream before iteration {}", err_rank, it));
     const instrument::NvtxRange range(fmt::format("iteration {}{}{}", it, timed ? "" : " (untimed)",
                                                   traced ? " (CUPTI traced)" : ""));
     if (traced) {
