@@ -28,6 +28,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <set>
 #include <thread>
@@ -358,29 +359,23 @@ class NcclTransport final : public CudaTransport {
   void ready(ncclComm_t c, ncclResult_t r, const std::string& what) {
     if (r != ncclSuccess && r != ncclInProgress) fail(c, r, what);
     if (r == ncclSuccess || c == nullptr) return;
-    const auto deadline = std::chrono::steady_clock::now() + timeout_;
-    for (;;) {
-      ncclResult_t state = ncclSuccess;
-      const ncclResult_t q = ncclCommGetAsyncError(c, &state);
-      if (q != ncclSuccess) fail(c, q, what);
-      if (state == ncclSuccess) return;
-      if (state != ncclInProgress) fail(c, state, what);
-      auto other = [&](ncclComm_t o) {
-        if (o == nullptr || o == c) return;
-        ncclResult_t s = ncclSuccess;
-        if (ncclCommGetAsyncError(o, &s) == ncclSuccess && s != ncclSuccess && s != ncclInProgress)
-          fail(o, s, what + " (reported by another of this rank's communicators)");
-      };
+    auto other = [&](ncclComm_t o) {
+      if (o == nullptr || o == c) return;
+      ncclResult_t s = ncclSuccess;
+      if (ncclCommGetAsyncError(o, &s) == ncclSuccess && s != ncclSuccess && s != ncclInProgress)
+        fail(o, s, what + " (reported by another of this rank's communicators)");
+    };
+    const ncclResult_t state = settled(c, [&] {
       for (ncclComm_t o : comms_) other(o);
       for (auto& [key, o] : group_comms_) other(o);
-      if (std::chrono::steady_clock::now() >= deadline) {
-        abort();
-        throw DeviceError(fmt::format("rank {}: NCCL was still waiting for the other ranks after {} ms while {}: is a "
-                                      "rank missing, stopped or running another schedule?",
-                                      rank_, timeout_.count(), what));
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    });
+    if (state == ncclInProgress) {
+      abort();
+      throw DeviceError(fmt::format("rank {}: NCCL was still waiting for the other ranks after {} ms while {}: is a "
+                                    "rank missing, stopped or running another schedule?",
+                                    rank_, timeout_.count(), what));
     }
+    if (state != ncclSuccess) fail(c, state, what);
   }
   // A call inside a group (ncclGroupStart is open): queued (ncclSuccess, or ncclInProgress on a
   // non-blocking communicator) or an error. On an error the group is closed first: NCCL only queues
@@ -402,13 +397,15 @@ class NcclTransport final : public CudaTransport {
     return m != nullptr && *m != '\0' ? fmt::format(" (NCCL's last message: {})", m) : std::string();
   }
   // The communicator's state once it is no longer ncclInProgress, or ncclInProgress after the timeout.
-  ncclResult_t settled(ncclComm_t c) const {
+  // `between` runs after each poll that found it still in progress (ready() watches the other communicators).
+  ncclResult_t settled(ncclComm_t c, const std::function<void()>& between = {}) const {
     const auto deadline = std::chrono::steady_clock::now() + timeout_;
     for (;;) {
       ncclResult_t state = ncclSuccess;
       const ncclResult_t q = ncclCommGetAsyncError(c, &state);
       if (q != ncclSuccess) return q;
       if (state != ncclInProgress || std::chrono::steady_clock::now() >= deadline) return state;
+      if (between) between();
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
   }
