@@ -142,6 +142,13 @@ EOF
   if [ -n "$dir" ]; then LD_LIBRARY_PATH=$dir:$LD_LIBRARY_PATH; echo "$name: $dir (pip wheel)"; else echo "$name: NOT FOUND"; fi
 }
 
+# Back to the caller's stdout and stderr (run() keeps them as 3 and 4 while tee writes the log), and lets tee
+# write the log's last lines before $OUT is collected. Reads run()'s tee_pid.
+close_log() {
+  exec 1>&3 2>&4 3>&- 4>&-
+  wait "$tee_pid" 2>/dev/null || true
+}
+
 run() {
   local out=${1:-${OUT:-$ROOT/gpu-check-out}}
   mkdir -p "$out"
@@ -167,8 +174,7 @@ run() {
     echo "no gpu-bundle/: building here"
     if ! prepare; then
       echo "build failed"
-      exec 1>&3 2>&4 3>&- 4>&-
-      wait "$tee_pid" 2>/dev/null || true
+      close_log
       return 1
     fi
   fi
@@ -397,9 +403,7 @@ os.replace(tmp, os.path.join(out, "gpu-check.json"))
 EOF
   rm -f "$out"/.check_* "$out"/.time_* "$out"/.checks.tsv "$out"/.timings.tsv "$out"/.sanitizer.tsv
   rm -rf "$out/.calibration"
-  # Back to the caller's stdout and stderr, and let tee write the log's last lines before $OUT is collected.
-  exec 1>&3 2>&4 3>&- 4>&-
-  wait "$tee_pid" 2>/dev/null || true
+  close_log
 }
 
 # The run step on the CPU SIMT emulation (see the header): binaries from build directory $1, output in $2.
